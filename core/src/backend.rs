@@ -1,0 +1,77 @@
+//! The small set of LLaMA-sized operations a compute backend provides. The model in `model.rs`
+//! is written once against this trait; the CPU backend (`cpu.rs`) is the reference, and the wgpu
+//! and training backends implement the same operations.
+//!
+//! Activations are (n_tokens, width) row-major f32 matrices; a decode step is n_tokens = 1.
+
+use crate::config::Config;
+use crate::weights::Matrix;
+use crate::Result;
+
+/// One adapter's low-rank pair for one projection, as uploaded: `a` is (r, in), `b` is (out, r).
+pub struct LoraPair<'a> {
+    pub r: usize,
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+}
+
+/// RoPE parameters shared by every layer.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    /// head_dim / 2 inverse frequencies (scaling already applied).
+    pub inv_freq: Vec<f32>,
+    /// Pairs (2i, 2i+1) instead of (i, i + d/2); see `Config::rope_interleaved`.
+    pub interleaved: bool,
+}
+
+pub trait Backend {
+    /// A frozen weight matrix resident on the backend (any stored format).
+    type Weight;
+    /// A 1-D f32 parameter (norm weights).
+    type Vector;
+    /// One adapter's (A, B) for one projection.
+    type Lora;
+    /// (n_tokens, width) f32 activations.
+    type Act;
+    /// Keys and values of every layer for up to `max_seq` positions.
+    type Cache: Clone;
+
+    fn name(&self) -> &'static str;
+    fn load_matrix(&self, m: &Matrix) -> Result<Self::Weight>;
+    fn load_vector(&self, v: &[f32]) -> Result<Self::Vector>;
+    fn load_lora(&self, l: &LoraPair) -> Result<Self::Lora>;
+    fn new_cache(&self, cfg: &Config, max_seq: usize) -> Result<Self::Cache>;
+    /// Zero-filled activations.
+    fn act(&self, n_tokens: usize, width: usize) -> Self::Act;
+    fn act_from_host(&self, n_tokens: usize, width: usize, data: &[f32]) -> Self::Act;
+    fn to_host(&self, x: &Self::Act) -> Result<Vec<f32>>;
+    /// Keep only the last row (the position whose logits we need).
+    fn last_row(&self, x: &Self::Act) -> Self::Act;
+
+    /// out[t] = table[tokens[t]] (rows of a possibly quantised matrix).
+    fn embed(&self, out: &mut Self::Act, table: &Self::Weight, tokens: &[u32]);
+    /// out = x / rms(x) * w, per row.
+    fn rmsnorm(&self, out: &mut Self::Act, x: &Self::Act, w: &Self::Vector, eps: f32);
+    /// out = x W^T + sum_i s_i (x A_i^T) B_i^T — LoRA applied unmerged.
+    fn matmul(&self, out: &mut Self::Act, x: &Self::Act, w: &Self::Weight, loras: &[(&Self::Lora, f32)]);
+    /// Rotate each head of x in place; row t is at position pos0 + t.
+    fn rope(&self, x: &mut Self::Act, n_heads: usize, head_dim: usize, pos0: usize, rope: &Rope);
+    /// Append k, v (rows at positions pos0..) to the cache of `layer`, then causal attention of q
+    /// over positions 0..=pos0+t with grouped-query head sharing.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        out: &mut Self::Act,
+        q: &Self::Act,
+        k: &Self::Act,
+        v: &Self::Act,
+        cache: &mut Self::Cache,
+        layer: usize,
+        pos0: usize,
+        cfg: &Config,
+    ) -> Result<()>;
+    /// gate = silu(gate) * up.
+    fn silu_mul(&self, gate: &mut Self::Act, up: &Self::Act);
+    /// x += y.
+    fn add(&self, x: &mut Self::Act, y: &Self::Act);
+}

@@ -1,0 +1,196 @@
+//! The CPU reference backend: plain loops, one comment per step, single-threaded.
+//! This is the specification the GPU backends are tested against.
+
+use crate::backend::{Backend, LoraPair, Rope};
+use crate::config::Config;
+use crate::quant::{dot_f32, dot_row};
+use crate::weights::Matrix;
+use crate::{Error, Result};
+
+#[derive(Default, Clone, Copy)]
+pub struct Cpu;
+
+#[derive(Clone, Debug)]
+pub struct CpuAct {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>, // (rows, cols)
+}
+
+pub struct CpuLora {
+    r: usize,
+    a: Vec<f32>, // (r, in)
+    b: Vec<f32>, // (out, r)
+}
+
+#[derive(Clone)]
+pub struct CpuCache {
+    pub max_seq: usize,
+    pub k: Vec<Vec<f32>>, // per layer (max_seq, kv_dim)
+    pub v: Vec<Vec<f32>>, // per layer (max_seq, kv_dim)
+}
+
+/// out = x W^T: one weight row at a time, every token against it, so prefill reads W once.
+pub fn matmul_forward(out: &mut [f32], x: &[f32], w: &Matrix, n: usize) {
+    let (rows, cols) = (w.rows, w.cols);
+    for r in 0..rows {
+        let row = w.row(r);
+        for t in 0..n {
+            out[t * rows + r] = dot_row(w.ty, row, &x[t * cols..(t + 1) * cols]);
+        }
+    }
+}
+
+/// out = x / sqrt(mean(x^2) + eps) * w for one row.
+pub fn rmsnorm_forward(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let ss: f32 = dot_f32(x, x) / x.len() as f32;
+    let inv = 1.0 / (ss + eps).sqrt();
+    for i in 0..x.len() {
+        out[i] = x[i] * inv * w[i];
+    }
+}
+
+impl Backend for Cpu {
+    type Weight = Matrix;
+    type Vector = Vec<f32>;
+    type Lora = CpuLora;
+    type Act = CpuAct;
+    type Cache = CpuCache;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+    fn load_matrix(&self, m: &Matrix) -> Result<Matrix> {
+        Ok(m.clone())
+    }
+    fn load_vector(&self, v: &[f32]) -> Result<Vec<f32>> {
+        Ok(v.to_vec())
+    }
+    fn load_lora(&self, l: &LoraPair) -> Result<CpuLora> {
+        Ok(CpuLora { r: l.r, a: l.a.to_vec(), b: l.b.to_vec() })
+    }
+    fn new_cache(&self, cfg: &Config, max_seq: usize) -> Result<CpuCache> {
+        let n = max_seq * cfg.kv_dim();
+        Ok(CpuCache { max_seq, k: vec![vec![0.0; n]; cfg.num_layers], v: vec![vec![0.0; n]; cfg.num_layers] })
+    }
+    fn act(&self, rows: usize, cols: usize) -> CpuAct {
+        CpuAct { rows, cols, data: vec![0.0; rows * cols] }
+    }
+    fn act_from_host(&self, rows: usize, cols: usize, data: &[f32]) -> CpuAct {
+        CpuAct { rows, cols, data: data.to_vec() }
+    }
+    fn to_host(&self, x: &CpuAct) -> Result<Vec<f32>> {
+        Ok(x.data.clone())
+    }
+    fn last_row(&self, x: &CpuAct) -> CpuAct {
+        CpuAct { rows: 1, cols: x.cols, data: x.data[(x.rows - 1) * x.cols..].to_vec() }
+    }
+
+    fn embed(&self, out: &mut CpuAct, table: &Matrix, tokens: &[u32]) {
+        for (t, &tok) in tokens.iter().enumerate() {
+            table.row_f32(tok as usize, &mut out.data[t * out.cols..(t + 1) * out.cols]);
+        }
+    }
+
+    fn rmsnorm(&self, out: &mut CpuAct, x: &CpuAct, w: &Vec<f32>, eps: f32) {
+        let c = x.cols;
+        for t in 0..x.rows {
+            rmsnorm_forward(&mut out.data[t * c..(t + 1) * c], &x.data[t * c..(t + 1) * c], w, eps);
+        }
+    }
+
+    fn matmul(&self, out: &mut CpuAct, x: &CpuAct, w: &Matrix, loras: &[(&CpuLora, f32)]) {
+        let n = x.rows;
+        matmul_forward(&mut out.data, &x.data, w, n);
+        for (l, s) in loras {
+            // ax = x A^T  (n, r); out += s * ax B^T
+            let mut ax = vec![0f32; n * l.r];
+            for t in 0..n {
+                let xt = &x.data[t * w.cols..(t + 1) * w.cols];
+                for j in 0..l.r {
+                    ax[t * l.r + j] = dot_f32(&l.a[j * w.cols..(j + 1) * w.cols], xt);
+                }
+            }
+            for t in 0..n {
+                let axt = &ax[t * l.r..(t + 1) * l.r];
+                for o in 0..w.rows {
+                    out.data[t * w.rows + o] += s * dot_f32(&l.b[o * l.r..(o + 1) * l.r], axt);
+                }
+            }
+        }
+    }
+
+    fn rope(&self, x: &mut CpuAct, n_heads: usize, hd: usize, pos0: usize, rope: &Rope) {
+        let half = hd / 2;
+        for t in 0..x.rows {
+            let pos = (pos0 + t) as f32;
+            for h in 0..n_heads {
+                let v = &mut x.data[t * x.cols + h * hd..t * x.cols + (h + 1) * hd];
+                for i in 0..half {
+                    // angle in f32 as transformers computes it
+                    let (sin, cos) = (pos * rope.inv_freq[i]).sin_cos();
+                    let (a, b) = if rope.interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                    let (x0, x1) = (v[a], v[b]);
+                    v[a] = x0 * cos - x1 * sin;
+                    v[b] = x1 * cos + x0 * sin;
+                }
+            }
+        }
+    }
+
+    fn attention(&self, out: &mut CpuAct, q: &CpuAct, k: &CpuAct, v: &CpuAct, cache: &mut CpuCache, layer: usize, pos0: usize, cfg: &Config) -> Result<()> {
+        let (n, hd, kvd) = (q.rows, cfg.head_dim, cfg.kv_dim());
+        if pos0 + n > cache.max_seq {
+            return Err(Error::Invalid(format!("context overflow: {} positions exceed the KV cache of {}", pos0 + n, cache.max_seq)));
+        }
+        // store the new keys and values
+        cache.k[layer][pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&k.data);
+        cache.v[layer][pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&v.data);
+        let (kc, vc) = (&cache.k[layer], &cache.v[layer]);
+        let group = cfg.num_heads / cfg.num_kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut att = vec![0f32; pos0 + n];
+        for t in 0..n {
+            let len = pos0 + t + 1; // causal: positions 0..=pos0+t
+            for h in 0..cfg.num_heads {
+                let kvh = h / group;
+                let qh = &q.data[t * q.cols + h * hd..t * q.cols + (h + 1) * hd];
+                // scores = q . k / sqrt(d), then softmax
+                let mut max = f32::NEG_INFINITY;
+                for j in 0..len {
+                    let s = dot_f32(qh, &kc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]) * scale;
+                    att[j] = s;
+                    max = max.max(s);
+                }
+                let mut sum = 0f32;
+                for a in &mut att[..len] {
+                    *a = (*a - max).exp();
+                    sum += *a;
+                }
+                // out = sum_j p_j v_j
+                let o = &mut out.data[t * out.cols + h * hd..t * out.cols + (h + 1) * hd];
+                o.fill(0.0);
+                for j in 0..len {
+                    let p = att[j] / sum;
+                    let vj = &vc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
+                    for d in 0..hd {
+                        o[d] += p * vj[d];
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn silu_mul(&self, gate: &mut CpuAct, up: &CpuAct) {
+        for (g, u) in gate.data.iter_mut().zip(&up.data) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+    }
+
+    fn add(&self, x: &mut CpuAct, y: &CpuAct) {
+        for (a, b) in x.data.iter_mut().zip(&y.data) {
+            *a += b;
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! One error type for the core crate. Variants name the file and the field or tensor at fault so a
+//! user can act on the message without a debugger.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not what it claims to be (bad magic, truncated, inconsistent header).
+    #[error("{file}: {msg}")]
+    Format { file: String, msg: String },
+    /// A named field is missing or has a bad value.
+    #[error("{file}: field `{field}`: {msg}")]
+    Field {
+        file: String,
+        field: String,
+        msg: String,
+    },
+    /// A tensor is missing, has the wrong shape or an unsupported type.
+    #[error("{file}: tensor `{tensor}`: {msg}")]
+    Tensor {
+        file: String,
+        tensor: String,
+        msg: String,
+    },
+    /// Valid input that this implementation deliberately does not handle.
+    #[error("{file}: unsupported: {msg}")]
+    Unsupported { file: String, msg: String },
+    /// A caller-side mistake (bad argument, inconsistent request).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub fn format(file: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Format {
+            file: file.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn field(file: impl Into<String>, field: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Field {
+            file: file.into(),
+            field: field.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn tensor(file: impl Into<String>, tensor: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Tensor {
+            file: file.into(),
+            tensor: tensor.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn unsupported(file: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Unsupported {
+            file: file.into(),
+            msg: msg.into(),
+        }
+    }
+}

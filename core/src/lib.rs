@@ -1,0 +1,32 @@
+//! vicugna-core: one LLaMA-family model with LoRA, generic over a small backend trait.
+//!
+//! What it does: loads HF safetensors + config.json and GGUF (v2/v3, F32/F16/BF16/Q8_0/Q4_0/Q4_1/
+//! Q5_0/Q5_1 and Q4_K/Q5_K/Q6_K), HF tokenizer.json and GGUF-embedded vocabularies (SentencePiece
+//! and byte-level BPE), PEFT and GGUF LoRA adapters; runs the model on the CPU reference backend
+//! with adapters unmerged or merged; samples (greedy, temperature, top-k, top-p, repetition
+//! penalty, beam search) with streaming that never splits a UTF-8 character; formats
+//! Chinese-Vicuna's prompts.
+//!
+//! What it deliberately does not: training (vicugna-trainer), GPU kernels (vicugna-shaders and
+//! the wgpu backend), networking, or any model family outside LLaMA's block structure.
+
+pub mod backend;
+pub mod bytes;
+pub mod config;
+pub mod cpu;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod lora;
+pub mod model;
+pub mod prompt;
+pub mod quant;
+pub mod tokenizer;
+pub mod weights;
+
+pub use bytes::Bytes;
+pub use config::Config;
+pub use error::{Error, Result};
+pub use lora::LoraAdapter;
+pub use model::Model;
+pub use weights::{Matrix, ModelWeights, Proj};
