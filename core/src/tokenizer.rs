@@ -271,7 +271,7 @@ impl Tokenizer {
             Text(&'a str),
             Tok(u32),
         }
-        let mut frags = vec![Frag::Text(text)];
+        let mut frags = if text.is_empty() { vec![] } else { vec![Frag::Text(text)] };
         for &sid in &self.specials {
             let ty = self.types[sid as usize];
             if !parse_special && matches!(ty, TokenType::Control | TokenType::Unknown) {
