@@ -1,0 +1,422 @@
+//! Generation with transformers' semantics: logits processors (repetition penalty, bad-word
+//! sequences, min new tokens), warpers (temperature, top-k, top-p), greedy and sampled decoding,
+//! beam search (num_beams, length_penalty, early_stopping true/false/"never"), stop strings, and a
+//! streaming callback that only ever receives whole UTF-8 characters.
+
+use crate::backend::Backend;
+use crate::model::Model;
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlyStopping {
+    True,
+    False,
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerationConfig {
+    pub max_new_tokens: usize,
+    pub min_new_tokens: usize,
+    /// 0 (or do_sample false) means greedy.
+    pub temperature: f32,
+    pub do_sample: bool,
+    /// 0 disables.
+    pub top_k: usize,
+    /// 1.0 disables.
+    pub top_p: f32,
+    /// 1.0 disables.
+    pub repetition_penalty: f32,
+    pub eos_token_ids: Vec<u32>,
+    /// Token sequences that must never be generated (NoBadWordsLogitsProcessor).
+    pub bad_words_ids: Vec<Vec<u32>>,
+    pub stop_strings: Vec<String>,
+    pub num_beams: usize,
+    pub length_penalty: f32,
+    pub early_stopping: EarlyStopping,
+    pub seed: u64,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        GenerationConfig {
+            max_new_tokens: 128,
+            min_new_tokens: 0,
+            temperature: 1.0,
+            do_sample: false,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            eos_token_ids: vec![],
+            bad_words_ids: vec![],
+            stop_strings: vec![],
+            num_beams: 1,
+            length_penalty: 1.0,
+            early_stopping: EarlyStopping::False,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    Eos,
+    MaxTokens,
+    StopString,
+    Cancelled,
+}
+
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// New token ids (an EOS that ended generation included, as transformers returns it).
+    pub ids: Vec<u32>,
+    /// Decoded new text (stop string and everything after it removed).
+    pub text: String,
+    pub stop: StopReason,
+}
+
+/// SplitMix64: small, seedable, identical on every platform (wasm included).
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_f32(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// RepetitionPenaltyLogitsProcessor: every token already in `history` is penalised once.
+pub fn repetition_penalty(scores: &mut [f32], history: &[u32], penalty: f32) {
+    if penalty == 1.0 {
+        return;
+    }
+    let mut seen = vec![false; scores.len()];
+    for &t in history {
+        let t = t as usize;
+        if t < scores.len() && !seen[t] {
+            seen[t] = true;
+            let s = scores[t];
+            scores[t] = if s < 0.0 { s * penalty } else { s / penalty };
+        }
+    }
+}
+
+/// NoBadWordsLogitsProcessor: ban the last token of each sequence whose prefix ends `history`.
+pub fn ban_bad_words(scores: &mut [f32], history: &[u32], bad: &[Vec<u32>]) {
+    for seq in bad {
+        let Some((&last, prefix)) = seq.split_last() else { continue };
+        if history.ends_with(prefix) && (last as usize) < scores.len() {
+            scores[last as usize] = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// TopKLogitsWarper: keep every score >= the k-th largest.
+pub fn top_k(scores: &mut [f32], k: usize) {
+    if k == 0 || k >= scores.len() {
+        return;
+    }
+    let mut v = scores.to_vec();
+    v.select_nth_unstable_by(k - 1, |a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
+    let kth = v[k - 1];
+    for s in scores.iter_mut() {
+        if *s < kth {
+            *s = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// TopPLogitsWarper: drop the low tail whose cumulative probability is <= 1 - p (keep >= 1).
+pub fn top_p(scores: &mut [f32], p: f32) {
+    if p >= 1.0 {
+        return;
+    }
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    // ascending, as transformers sorts
+    idx.sort_by(|&a, &b| scores[a].partial_cmp(&scores[b]).unwrap_or(std::cmp::Ordering::Equal));
+    let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = idx.iter().map(|&i| (scores[i] - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    let mut cum = 0f32;
+    let n = idx.len();
+    let mut remove = Vec::new();
+    for (j, &i) in idx.iter().enumerate() {
+        cum += exps[j] / sum;
+        if cum <= 1.0 - p && j < n - 1 {
+            remove.push(i);
+        }
+    }
+    for i in remove {
+        scores[i] = f32::NEG_INFINITY;
+    }
+}
+
+fn log_softmax(v: &mut [f32]) {
+    let max = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + v.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+    v.iter_mut().for_each(|x| *x -= lse);
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter().enumerate().fold(0usize, |b, (i, &x)| if x > v[b] { i } else { b }) as u32
+}
+
+impl GenerationConfig {
+    /// Processors in transformers' order: repetition penalty, bad words, min new tokens.
+    pub fn process(&self, scores: &mut [f32], history: &[u32], n_new: usize) {
+        repetition_penalty(scores, history, self.repetition_penalty);
+        ban_bad_words(scores, history, &self.bad_words_ids);
+        if n_new < self.min_new_tokens {
+            for &e in &self.eos_token_ids {
+                if (e as usize) < scores.len() {
+                    scores[e as usize] = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    /// Sampling warpers in transformers' order: temperature, top-k, top-p.
+    pub fn warp(&self, scores: &mut [f32]) {
+        if self.temperature != 1.0 && self.temperature > 0.0 {
+            scores.iter_mut().for_each(|s| *s /= self.temperature);
+        }
+        top_k(scores, self.top_k);
+        top_p(scores, self.top_p);
+    }
+    fn sampling(&self) -> bool {
+        self.do_sample && self.temperature > 0.0
+    }
+}
+
+fn sample(scores: &[f32], rng: &mut Rng) -> u32 {
+    let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let probs: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+    let sum: f32 = probs.iter().sum();
+    let mut r = rng.next_f32() * sum;
+    for (i, p) in probs.iter().enumerate() {
+        r -= p;
+        if r <= 0.0 && *p > 0.0 {
+            return i as u32;
+        }
+    }
+    argmax(scores)
+}
+
+/// Streams text to `on_text` and watches for stop strings.
+struct TextSink<'a, F: FnMut(&str) -> bool> {
+    tk: &'a Tokenizer,
+    dec: StreamDecoder,
+    text: String,
+    emitted: usize,
+    stops: &'a [String],
+    on_text: F,
+}
+
+impl<F: FnMut(&str) -> bool> TextSink<'_, F> {
+    /// Returns Some(reason) when generation must end.
+    fn push(&mut self, id: u32) -> Option<StopReason> {
+        let piece = self.dec.push(self.tk.token_bytes(id));
+        self.text.push_str(&piece);
+        self.flush(false)
+    }
+    fn flush(&mut self, end: bool) -> Option<StopReason> {
+        if let Some(pos) = self.stops.iter().filter(|s| !s.is_empty()).filter_map(|s| self.text.find(s.as_str())).min() {
+            self.text.truncate(pos);
+            let rest = self.text[self.emitted.min(pos)..].to_string();
+            self.emitted = self.text.len();
+            (self.on_text)(&rest);
+            return Some(StopReason::StopString);
+        }
+        // hold back a tail that could still grow into a stop string
+        let hold = if end { 0 } else { self.stops.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0) };
+        let mut upto = self.text.len().saturating_sub(hold).max(self.emitted);
+        while !self.text.is_char_boundary(upto) {
+            upto -= 1;
+        }
+        if upto > self.emitted {
+            let chunk = self.text[self.emitted..upto].to_string();
+            self.emitted = upto;
+            if !(self.on_text)(&chunk) {
+                return Some(StopReason::Cancelled);
+            }
+        }
+        None
+    }
+}
+
+/// Generate a continuation of `prompt`. `on_text` receives complete characters as they are
+/// produced and returns false to cancel. Beam search streams its best sequence at the end.
+pub fn generate<B: Backend>(model: &Model<B>, tk: &Tokenizer, prompt: &[u32], cfg: &GenerationConfig, on_text: impl FnMut(&str) -> bool) -> Result<Generated> {
+    if prompt.is_empty() {
+        return Err(Error::Invalid("generate: empty prompt".into()));
+    }
+    let mut sink = TextSink { tk, dec: StreamDecoder::new(), text: String::new(), emitted: 0, stops: &cfg.stop_strings, on_text };
+    let finish = |sink: &mut TextSink<_>, ids: Vec<u32>, mut stop: StopReason| {
+        let tail = sink.dec.finish();
+        sink.text.push_str(&tail);
+        if stop != StopReason::StopString {
+            if let Some(r) = sink.flush(true) {
+                stop = r;
+            }
+        }
+        Generated { ids, text: sink.text.clone(), stop }
+    };
+    if cfg.num_beams > 1 {
+        let ids = beam_search(model, prompt, cfg)?;
+        let mut stop = if ids.last().is_some_and(|t| cfg.eos_token_ids.contains(t)) { StopReason::Eos } else { StopReason::MaxTokens };
+        for &id in &ids {
+            if cfg.eos_token_ids.contains(&id) {
+                break;
+            }
+            if let Some(r) = sink.push(id) {
+                stop = r;
+                break;
+            }
+        }
+        return Ok(finish(&mut sink, ids, stop));
+    }
+    let max_seq = prompt.len() + cfg.max_new_tokens;
+    let mut cache = model.new_cache(max_seq)?;
+    let mut history = prompt.to_vec();
+    let mut logits = model.forward(prompt, 0, &mut cache, false)?;
+    let mut rng = Rng::new(cfg.seed);
+    let mut out = Vec::new();
+    let mut stop = StopReason::MaxTokens;
+    while out.len() < cfg.max_new_tokens {
+        cfg.process(&mut logits, &history, out.len());
+        let next = if cfg.sampling() {
+            cfg.warp(&mut logits);
+            sample(&logits, &mut rng)
+        } else {
+            argmax(&logits)
+        };
+        out.push(next);
+        history.push(next);
+        if cfg.eos_token_ids.contains(&next) {
+            stop = StopReason::Eos;
+            break;
+        }
+        if let Some(r) = sink.push(next) {
+            stop = r;
+            break;
+        }
+        if out.len() == cfg.max_new_tokens {
+            break;
+        }
+        logits = model.forward(&[next], history.len() - 1, &mut cache, false)?;
+    }
+    Ok(finish(&mut sink, out, stop))
+}
+
+/// transformers' vectorised beam search (`GenerationMixin._beam_search`), one sequence.
+pub fn beam_search<B: Backend>(model: &Model<B>, prompt: &[u32], cfg: &GenerationConfig) -> Result<Vec<u32>> {
+    let nb = cfg.num_beams;
+    let plen = prompt.len();
+    let max_len = plen + cfg.max_new_tokens;
+    let keep = 2usize.max(1 + cfg.eos_token_ids.len()) * nb;
+    let lp = cfg.length_penalty;
+    let es = cfg.early_stopping;
+    let mut cache0 = model.new_cache(max_len)?;
+    let first = model.forward(prompt, 0, &mut cache0, false)?;
+    let v = first.len();
+    // running beams: sequence, score, cache, last logits
+    let mut run_seq: Vec<Vec<u32>> = vec![prompt.to_vec(); nb];
+    let mut run_score: Vec<f32> = (0..nb).map(|i| if i == 0 { 0.0 } else { -1e9 }).collect();
+    let mut run_cache: Vec<B::Cache> = vec![cache0; nb];
+    let mut run_logits: Vec<Vec<f32>> = vec![first; nb];
+    let mut fin_seq: Vec<Vec<u32>> = vec![prompt.to_vec(); nb];
+    let mut fin_score: Vec<f32> = vec![-1e9; nb];
+    let mut fin_done: Vec<bool> = vec![false; nb];
+    let mut unsatisfied = true;
+    let mut cur = plen;
+    while cur < max_len {
+        // accumulated log-probs of every (beam, token) continuation
+        let mut acc = Vec::with_capacity(nb * v);
+        for b in 0..nb {
+            let mut lpb = run_logits[b].clone();
+            log_softmax(&mut lpb);
+            cfg.process(&mut lpb, &run_seq[b], cur - plen);
+            acc.extend(lpb.iter().map(|x| x + run_score[b]));
+        }
+        // top `keep` candidates, descending (ties: lower index first, as torch.topk on CPU)
+        let mut idx: Vec<usize> = (0..acc.len()).collect();
+        let kk = keep.min(idx.len());
+        idx.select_nth_unstable_by(kk - 1, |&a, &b| acc[b].partial_cmp(&acc[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+        idx.truncate(kk);
+        idx.sort_by(|&a, &b| acc[b].partial_cmp(&acc[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+        let cand: Vec<(usize, u32, f32, bool)> = idx
+            .iter()
+            .map(|&i| {
+                let tok = (i % v) as u32;
+                let hits = cfg.eos_token_ids.contains(&tok) || cur + 1 >= max_len;
+                (i / v, tok, acc[i], hits)
+            })
+            .collect();
+        // next running beams: best non-finishing candidates
+        let mut order: Vec<usize> = (0..cand.len()).collect();
+        let pen = |c: &(usize, u32, f32, bool)| c.2 + if c.3 { -1e9 } else { 0.0 };
+        order.sort_by(|&a, &b| pen(&cand[b]).partial_cmp(&pen(&cand[a])).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+        // finished-beam update
+        let all_done = fin_done.iter().all(|&d| d);
+        let denom = ((cur + 1 - plen) as f32).powf(lp);
+        let mut merged: Vec<(Vec<u32>, f32, bool)> = (0..nb).map(|i| (fin_seq[i].clone(), fin_score[i], fin_done[i])).collect();
+        for (i, c) in cand.iter().enumerate() {
+            let just = c.3 && i < nb;
+            let mut s = c.2 / denom;
+            if all_done && es == EarlyStopping::True {
+                s += -1e9;
+            }
+            if !unsatisfied {
+                s += -1e9;
+            }
+            if !just {
+                s += -1e9;
+            }
+            let mut seq = run_seq[c.0].clone();
+            seq.push(c.1);
+            merged.push((seq, s, just));
+        }
+        let mut mo: Vec<usize> = (0..merged.len()).collect();
+        mo.sort_by(|&a, &b| merged[b].1.partial_cmp(&merged[a].1).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+        let newfin: Vec<_> = mo[..nb].iter().map(|&i| merged[i].clone()).collect();
+        for (i, (s, sc, d)) in newfin.into_iter().enumerate() {
+            fin_seq[i] = s;
+            fin_score[i] = sc;
+            fin_done[i] = d;
+        }
+        let valid = !cand.iter().all(|c| c.3);
+        // advance running beams (reorder caches), then the early-stop heuristic
+        let chosen: Vec<(usize, u32, f32)> = order[..nb].iter().map(|&i| (cand[i].0, cand[i].1, pen(&cand[i]))).collect();
+        cur += 1;
+        let best_len = if es == EarlyStopping::Never && lp > 0.0 { max_len - plen } else { cur - plen };
+        let best_running = chosen[0].2 / (best_len as f32).powf(lp);
+        let worst_fin = fin_score.iter().cloned().fold(f32::INFINITY, f32::min);
+        unsatisfied = unsatisfied && fin_done.iter().any(|&d| best_running > if d { worst_fin } else { -1e9 });
+        let exists_open = !(fin_done.iter().all(|&d| d) && es == EarlyStopping::True);
+        if !(unsatisfied && exists_open && valid) || cur >= max_len {
+            break;
+        }
+        let (mut ns, mut nsc, mut nc, mut nl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for &(b, tok, sc) in &chosen {
+            let mut seq = run_seq[b].clone();
+            seq.push(tok);
+            let mut cache = run_cache[b].clone();
+            let l = model.forward(&[tok], cur - 1, &mut cache, false)?;
+            ns.push(seq);
+            nsc.push(sc);
+            nc.push(cache);
+            nl.push(l);
+        }
+        run_seq = ns;
+        run_score = nsc;
+        run_cache = nc;
+        run_logits = nl;
+    }
+    Ok(fin_seq[0][plen..].to_vec())
+}
