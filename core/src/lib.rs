@@ -15,6 +15,7 @@ pub mod bytes;
 pub mod config;
 pub mod cpu;
 pub mod error;
+pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod lora;

@@ -142,6 +142,12 @@ impl Tokenizer {
 
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let name = &g.name;
+        // files written by `vicugna convert` from an HF directory carry the tokenizer.json itself
+        if g.get("tokenizer.ggml.model").is_none() {
+            if let Some(j) = g.get_str("tokenizer.huggingface.json") {
+                return Self::from_hf_json(j.as_bytes(), name);
+            }
+        }
         let model = g.get_str("tokenizer.ggml.model").ok_or_else(|| Error::field(name, "tokenizer.ggml.model", "missing: no embedded vocabulary"))?;
         let tokens = g
             .get("tokenizer.ggml.tokens")

@@ -1,1 +1,128 @@
-fn main(){}
+//! `vicugna`: argument parsing only; the work is in `vicugna_trainer::commands`.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use vicugna_core::prompt::Template;
+use vicugna_trainer::commands::{self, GenerateArgs, Sampling};
+
+#[derive(Parser)]
+#[command(name = "vicugna", version, about = "Vicugna: LLaMA-family inference with LoRA adapters (Chinese-Vicuna recipe)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print {"tokens":[...],"logits":[[...],...]} for every input position
+    Logits {
+        #[arg(long)]
+        model: PathBuf,
+        /// PEFT directory or GGUF LoRA, optionally PATH:WEIGHT; repeatable
+        #[arg(long)]
+        lora: Vec<String>,
+        #[arg(long)]
+        tokens: String,
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+    },
+    /// Print {"ids":[...]} for TEXT
+    Tokenize {
+        #[arg(long)]
+        tokenizer: PathBuf,
+        #[arg(long)]
+        no_bos: bool,
+        text: String,
+    },
+    /// Generate a continuation (streams text; --json prints {"ids":[...],"text":"..."})
+    Generate {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        lora: Vec<String>,
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        #[arg(long, conflicts_with = "prompt_tokens")]
+        prompt: Option<String>,
+        #[arg(long)]
+        prompt_tokens: Option<String>,
+        /// the instruct template's optional input
+        #[arg(long)]
+        input: Option<String>,
+        #[arg(long, default_value = "none")]
+        template: Template,
+        #[command(flatten)]
+        sampling: Sampling,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+    },
+    /// Interactive multi-turn chat with Chinese-Vicuna's chat template
+    Chat {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        lora: Vec<String>,
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        #[command(flatten)]
+        sampling: Sampling,
+        #[arg(long, default_value_t = 2048)]
+        max_context: usize,
+    },
+    /// HF directory or GGUF -> GGUF of another type
+    Convert {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// f32, f16, q8_0, q4_0, q4_1
+        #[arg(long = "type", default_value = "f16")]
+        ty: String,
+    },
+    /// Base + adapters -> merged model (OUT.gguf, or an HF directory)
+    Merge {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, required = true)]
+        lora: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Metadata, tensor table or adapter summary
+    Inspect { path: PathBuf },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut stdout = std::io::stdout().lock();
+    match cli.cmd {
+        Cmd::Logits { model, lora, tokens, backend } => writeln!(stdout, "{}", commands::logits_json(&model, &lora, &tokens, &backend)?)?,
+        Cmd::Tokenize { tokenizer, no_bos, text } => writeln!(stdout, "{}", commands::tokenize_json(&tokenizer, &text, !no_bos)?)?,
+        Cmd::Generate { model, lora, tokenizer, prompt, prompt_tokens, input, template, sampling, json, backend } => commands::run_generate(
+            &GenerateArgs {
+                model: &model,
+                loras: &lora,
+                tokenizer: tokenizer.as_deref(),
+                prompt: prompt.as_deref(),
+                prompt_tokens: prompt_tokens.as_deref(),
+                input: input.as_deref(),
+                template,
+                sampling: &sampling,
+                json,
+                backend: &backend,
+            },
+            &mut stdout,
+        )?,
+        Cmd::Chat { model, lora, tokenizer, sampling, max_context } => {
+            commands::run_chat(&model, &lora, tokenizer.as_deref(), &sampling, max_context, &mut std::io::stdin().lock(), &mut stdout)?
+        }
+        Cmd::Convert { model, out, ty } => commands::run_convert(&model, &out, &ty)?,
+        Cmd::Merge { model, lora, out } => commands::run_merge(&model, &lora, &out)?,
+        Cmd::Inspect { path } => commands::run_inspect(&path, &mut stdout)?,
+    }
+    Ok(())
+}
