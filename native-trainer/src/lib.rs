@@ -2,4 +2,5 @@
 //! directly). Today: logits, tokenize, generate, chat, convert, merge, inspect. LoRA training
 //! arrives with its own issue; `vicugna train` does not exist yet rather than pretending.
 
+pub mod bench;
 pub mod commands;

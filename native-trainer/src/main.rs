@@ -94,6 +94,14 @@ enum Cmd {
     },
     /// Metadata, tensor table or adapter summary
     Inspect { path: PathBuf },
+    /// Single-thread decode tokens/s on random TinyStories-shaped models vs measured bandwidth
+    Bench {
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// a few steps only (smoke test)
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -123,6 +131,10 @@ fn main() -> Result<()> {
         Cmd::Convert { model, out, ty } => commands::run_convert(&model, &out, &ty)?,
         Cmd::Merge { model, lora, out } => commands::run_merge(&model, &lora, &out)?,
         Cmd::Inspect { path } => commands::run_inspect(&path, &mut stdout)?,
+        Cmd::Bench { backend, quick } => {
+            anyhow::ensure!(backend == "cpu", "bench backend `{backend}` is not available in this build (available: cpu)");
+            vicugna_trainer::bench::run(&mut stdout, quick)?
+        }
     }
     Ok(())
 }
