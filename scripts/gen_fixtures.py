@@ -23,7 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures"
-LLAMA_CPP = Path(os.environ.get("LLAMA_CPP_DIR", "/tmp/py/llama_cpp_python-0.3.36/vendor/llama.cpp"))
+LLAMA_CPP = Path(os.environ.get("LLAMA_CPP_DIR", "/tmp/vicugna-fixtures/llama_cpp_python-0.3.36/vendor/llama.cpp"))
 
 PROMPT = "Below is an instruction. 中国的首都是北京，上海在东边。Hello world!"
 

@@ -53,7 +53,13 @@ pub trait Backend {
     /// out = x / rms(x) * w, per row.
     fn rmsnorm(&self, out: &mut Self::Act, x: &Self::Act, w: &Self::Vector, eps: f32);
     /// out = x W^T + sum_i s_i (x A_i^T) B_i^T — LoRA applied unmerged.
-    fn matmul(&self, out: &mut Self::Act, x: &Self::Act, w: &Self::Weight, loras: &[(&Self::Lora, f32)]);
+    fn matmul(
+        &self,
+        out: &mut Self::Act,
+        x: &Self::Act,
+        w: &Self::Weight,
+        loras: &[(&Self::Lora, f32)],
+    );
     /// Rotate each head of x in place; row t is at position pos0 + t.
     fn rope(&self, x: &mut Self::Act, n_heads: usize, head_dim: usize, pos0: usize, rope: &Rope);
     /// Append k, v (rows at positions pos0..) to the cache of `layer`, then causal attention of q

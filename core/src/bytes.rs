@@ -88,7 +88,8 @@ pub fn map_file(path: &std::path::Path) -> crate::Result<Bytes> {
         use std::io::Read;
         let mut v = Vec::new();
         let mut file = file;
-        file.read_to_end(&mut v).map_err(|e| crate::Error::io(&p, e))?;
+        file.read_to_end(&mut v)
+            .map_err(|e| crate::Error::io(&p, e))?;
         Ok(Bytes::from_vec(v))
     }
 }

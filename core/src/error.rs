@@ -49,14 +49,22 @@ impl Error {
             msg: msg.into(),
         }
     }
-    pub fn field(file: impl Into<String>, field: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub fn field(
+        file: impl Into<String>,
+        field: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
         Error::Field {
             file: file.into(),
             field: field.into(),
             msg: msg.into(),
         }
     }
-    pub fn tensor(file: impl Into<String>, tensor: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub fn tensor(
+        file: impl Into<String>,
+        tensor: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
         Error::Tensor {
             file: file.into(),
             tensor: tensor.into(),

@@ -25,7 +25,11 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
     s.split(',')
         .filter(|t| !t.trim().is_empty())
         .enumerate()
-        .map(|(i, t)| t.trim().parse::<u32>().with_context(|| format!("token list: item {} `{t}` is not a token id", i + 1)))
+        .map(|(i, t)| {
+            t.trim()
+                .parse::<u32>()
+                .with_context(|| format!("token list: item {} `{t}` is not a token id", i + 1))
+        })
         .collect()
 }
 
@@ -33,12 +37,15 @@ pub fn load_model(model: &Path, loras: &[String], backend: &str) -> Result<Model
     if backend != "cpu" {
         bail!("backend `{backend}` is not available in this build (available: cpu)");
     }
-    let w = ModelWeights::load(model).with_context(|| format!("loading model {}", model.display()))?;
+    let w =
+        ModelWeights::load(model).with_context(|| format!("loading model {}", model.display()))?;
     let mut m = Model::new(Cpu, &w)?;
     for l in loras {
         let (p, wt) = parse_lora(l)?;
-        let a = LoraAdapter::load(&p).with_context(|| format!("loading adapter {}", p.display()))?;
-        m.attach(&a, wt).with_context(|| format!("attaching adapter {}", p.display()))?;
+        let a =
+            LoraAdapter::load(&p).with_context(|| format!("loading adapter {}", p.display()))?;
+        m.attach(&a, wt)
+            .with_context(|| format!("attaching adapter {}", p.display()))?;
     }
     Ok(m)
 }
@@ -191,7 +198,15 @@ pub fn run_generate(a: &GenerateArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 /// Interactive chat with Chinese-Vicuna's template. Commands: /clear, /undo, /exit.
-pub fn run_chat(model: &Path, loras: &[String], tokenizer: Option<&Path>, s: &Sampling, max_context: usize, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<()> {
+pub fn run_chat(
+    model: &Path,
+    loras: &[String],
+    tokenizer: Option<&Path>,
+    s: &Sampling,
+    max_context: usize,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<()> {
     let m = load_model(model, loras, "cpu")?;
     let tk = load_tokenizer(model, tokenizer)?;
     let mut cfg = s.config(&tk, &m.cfg.eos_token_ids)?;
@@ -230,7 +245,10 @@ pub fn run_chat(model: &Path, loras: &[String], tokenizer: Option<&Path>, s: &Sa
             true
         })?;
         writeln!(out)?;
-        history.push(Turn { input: line.to_string(), output: g.text.trim().to_string() });
+        history.push(Turn {
+            input: line.to_string(),
+            output: g.text.trim().to_string(),
+        });
     }
     Ok(())
 }
@@ -246,28 +264,47 @@ fn source_gguf(model: &Path) -> Result<Option<(GgufFile, vicugna_core::Bytes)>> 
 
 fn write_gguf(w: &ModelWeights, model: &Path, out: &Path) -> Result<()> {
     let src = source_gguf(model)?;
-    let tj = if model.is_dir() { std::fs::read_to_string(model.join("tokenizer.json")).ok() } else { None };
+    let tj = if model.is_dir() {
+        std::fs::read_to_string(model.join("tokenizer.json")).ok()
+    } else {
+        None
+    };
     let g = w.to_gguf(src.as_ref().map(|s| &s.0), tj.as_deref())?;
     // write next to the target and rename, so a failed run never leaves a half-written model
     let tmp = out.with_extension("gguf.partial");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
-    g.write(&mut f).with_context(|| format!("writing {}", tmp.display()))?;
-    f.into_inner().map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?.sync_all()?;
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
+    g.write(&mut f)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.into_inner()
+        .map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?
+        .sync_all()?;
     std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
     Ok(())
 }
 
 pub fn run_convert(model: &Path, out: &Path, ty: &str) -> Result<()> {
-    let ty = GgmlType::parse(ty).filter(|t| matches!(t, GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1)).ok_or_else(|| anyhow!("--type `{ty}` (f32, f16, q8_0, q4_0, q4_1)"))?;
+    let ty = GgmlType::parse(ty)
+        .filter(|t| {
+            matches!(
+                t,
+                GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1
+            )
+        })
+        .ok_or_else(|| anyhow!("--type `{ty}` (f32, f16, q8_0, q4_0, q4_1)"))?;
     let w = ModelWeights::load(model).with_context(|| format!("loading {}", model.display()))?;
     write_gguf(&w.convert(ty)?, model, out)
 }
 
 pub fn run_merge(model: &Path, loras: &[String], out: &Path) -> Result<()> {
-    let mut w = ModelWeights::load(model).with_context(|| format!("loading {}", model.display()))?;
+    let mut w =
+        ModelWeights::load(model).with_context(|| format!("loading {}", model.display()))?;
     for l in loras {
         let (p, wt) = parse_lora(l)?;
-        LoraAdapter::load(&p).and_then(|a| a.merge_into(&mut w, wt)).with_context(|| format!("merging {}", p.display()))?;
+        LoraAdapter::load(&p)
+            .and_then(|a| a.merge_into(&mut w, wt))
+            .with_context(|| format!("merging {}", p.display()))?;
     }
     if out.extension().is_some_and(|e| e == "gguf") {
         write_gguf(&w, model, out)
@@ -281,16 +318,38 @@ pub fn run_merge(model: &Path, loras: &[String], out: &Path) -> Result<()> {
 }
 
 pub fn run_inspect(path: &Path, out: &mut dyn Write) -> Result<()> {
-    if path.is_dir() && path.join("adapter_config.json").exists() || path.is_file() && is_gguf_adapter(path) {
+    if path.is_dir() && path.join("adapter_config.json").exists()
+        || path.is_file() && is_gguf_adapter(path)
+    {
         let a = LoraAdapter::load(path)?;
-        writeln!(out, "adapter {}: r={} alpha={} rslora={} base={:?}", path.display(), a.r, a.alpha, a.use_rslora, a.base_model)?;
+        writeln!(
+            out,
+            "adapter {}: r={} alpha={} rslora={} base={:?}",
+            path.display(),
+            a.r,
+            a.alpha,
+            a.use_rslora,
+            a.base_model
+        )?;
         writeln!(out, "modules: {}", a.modules().join(", "))?;
         let params: usize = a.entries.iter().map(|e| e.a.len() + e.b.len()).sum();
-        writeln!(out, "{} tensor pairs, {} parameters", a.entries.len(), params)?;
+        writeln!(
+            out,
+            "{} tensor pairs, {} parameters",
+            a.entries.len(),
+            params
+        )?;
         return Ok(());
     }
     if let Some((g, _)) = source_gguf(path)? {
-        writeln!(out, "GGUF v{} {}: {} metadata keys, {} tensors", g.version, path.display(), g.metadata.len(), g.tensors.len())?;
+        writeln!(
+            out,
+            "GGUF v{} {}: {} metadata keys, {} tensors",
+            g.version,
+            path.display(),
+            g.metadata.len(),
+            g.tensors.len()
+        )?;
         for (k, v) in &g.metadata {
             writeln!(out, "  {k} = {}", v.summary())?;
         }
@@ -305,5 +364,8 @@ pub fn run_inspect(path: &Path, out: &mut dyn Write) -> Result<()> {
 }
 
 fn is_gguf_adapter(p: &Path) -> bool {
-    source_gguf(p).ok().flatten().is_some_and(|(g, _)| g.get_str("general.type") == Some("adapter"))
+    source_gguf(p)
+        .ok()
+        .flatten()
+        .is_some_and(|(g, _)| g.get_str("general.type") == Some("adapter"))
 }

@@ -8,7 +8,11 @@ use vicugna_core::prompt::Template;
 use vicugna_trainer::commands::{self, GenerateArgs, Sampling};
 
 #[derive(Parser)]
-#[command(name = "vicugna", version, about = "Vicugna: LLaMA-family inference with LoRA adapters (Chinese-Vicuna recipe)")]
+#[command(
+    name = "vicugna",
+    version,
+    about = "Vicugna: LLaMA-family inference with LoRA adapters (Chinese-Vicuna recipe)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -108,9 +112,37 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
     match cli.cmd {
-        Cmd::Logits { model, lora, tokens, backend } => writeln!(stdout, "{}", commands::logits_json(&model, &lora, &tokens, &backend)?)?,
-        Cmd::Tokenize { tokenizer, no_bos, text } => writeln!(stdout, "{}", commands::tokenize_json(&tokenizer, &text, !no_bos)?)?,
-        Cmd::Generate { model, lora, tokenizer, prompt, prompt_tokens, input, template, sampling, json, backend } => commands::run_generate(
+        Cmd::Logits {
+            model,
+            lora,
+            tokens,
+            backend,
+        } => writeln!(
+            stdout,
+            "{}",
+            commands::logits_json(&model, &lora, &tokens, &backend)?
+        )?,
+        Cmd::Tokenize {
+            tokenizer,
+            no_bos,
+            text,
+        } => writeln!(
+            stdout,
+            "{}",
+            commands::tokenize_json(&tokenizer, &text, !no_bos)?
+        )?,
+        Cmd::Generate {
+            model,
+            lora,
+            tokenizer,
+            prompt,
+            prompt_tokens,
+            input,
+            template,
+            sampling,
+            json,
+            backend,
+        } => commands::run_generate(
             &GenerateArgs {
                 model: &model,
                 loras: &lora,
@@ -125,14 +157,29 @@ fn main() -> Result<()> {
             },
             &mut stdout,
         )?,
-        Cmd::Chat { model, lora, tokenizer, sampling, max_context } => {
-            commands::run_chat(&model, &lora, tokenizer.as_deref(), &sampling, max_context, &mut std::io::stdin().lock(), &mut stdout)?
-        }
+        Cmd::Chat {
+            model,
+            lora,
+            tokenizer,
+            sampling,
+            max_context,
+        } => commands::run_chat(
+            &model,
+            &lora,
+            tokenizer.as_deref(),
+            &sampling,
+            max_context,
+            &mut std::io::stdin().lock(),
+            &mut stdout,
+        )?,
         Cmd::Convert { model, out, ty } => commands::run_convert(&model, &out, &ty)?,
         Cmd::Merge { model, lora, out } => commands::run_merge(&model, &lora, &out)?,
         Cmd::Inspect { path } => commands::run_inspect(&path, &mut stdout)?,
         Cmd::Bench { backend, quick } => {
-            anyhow::ensure!(backend == "cpu", "bench backend `{backend}` is not available in this build (available: cpu)");
+            anyhow::ensure!(
+                backend == "cpu",
+                "bench backend `{backend}` is not available in this build (available: cpu)"
+            );
             vicugna_trainer::bench::run(&mut stdout, quick)?
         }
     }

@@ -8,7 +8,8 @@ use vicugna_tests::*;
 fn logits(w: &ModelWeights, adapters: &[(&str, f32)], tokens: &[u32]) -> Vec<f32> {
     let mut m = Model::new(Cpu, w).unwrap();
     for (a, wt) in adapters {
-        m.attach(&LoraAdapter::load(&fixture(a)).unwrap(), *wt).unwrap();
+        m.attach(&LoraAdapter::load(&fixture(a)).unwrap(), *wt)
+            .unwrap();
     }
     let mut cache = m.new_cache(tokens.len()).unwrap();
     m.forward(tokens, 0, &mut cache, true).unwrap()
@@ -29,14 +30,24 @@ fn hf_base_logits_match_transformers() {
 fn unmerged_lora_matches_peft() {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
-    assert_close(&logits(&hf(), &[("lora-a", 1.0)], &t), &tensor(&r, "hf_lora_a"), 1e-4, 0.0);
+    assert_close(
+        &logits(&hf(), &[("lora-a", 1.0)], &t),
+        &tensor(&r, "hf_lora_a"),
+        1e-4,
+        0.0,
+    );
 }
 
 #[test]
 fn rslora_rank_and_alpha_patterns_match_peft() {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
-    assert_close(&logits(&hf(), &[("lora-b", 1.0)], &t), &tensor(&r, "hf_lora_b"), 1e-4, 0.0);
+    assert_close(
+        &logits(&hf(), &[("lora-b", 1.0)], &t),
+        &tensor(&r, "hf_lora_b"),
+        1e-4,
+        0.0,
+    );
 }
 
 #[test]
@@ -44,15 +55,28 @@ fn merged_lora_matches_peft_merge_and_unload() {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
     let mut w = hf();
-    LoraAdapter::load(&fixture("lora-a")).unwrap().merge_into(&mut w, 1.0).unwrap();
-    assert_close(&logits(&w, &[], &t), &tensor(&r, "hf_lora_a_merged"), 1e-4, 0.0);
+    LoraAdapter::load(&fixture("lora-a"))
+        .unwrap()
+        .merge_into(&mut w, 1.0)
+        .unwrap();
+    assert_close(
+        &logits(&w, &[], &t),
+        &tensor(&r, "hf_lora_a_merged"),
+        1e-4,
+        0.0,
+    );
 }
 
 #[test]
 fn weighted_adapter_mix_matches_peft_cat_combination() {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
-    assert_close(&logits(&hf(), &[("lora-a", 0.7), ("lora-b", 0.5)], &t), &tensor(&r, "hf_mix_a0.7_b0.5"), 1e-4, 0.0);
+    assert_close(
+        &logits(&hf(), &[("lora-a", 0.7), ("lora-b", 0.5)], &t),
+        &tensor(&r, "hf_mix_a0.7_b0.5"),
+        1e-4,
+        0.0,
+    );
 }
 
 #[test]
@@ -61,7 +85,10 @@ fn gguf_f32_matches_llama_cpp_and_transformers() {
     let l = safetensors("llamacpp_reference.safetensors");
     let t = ids(&r, "tokens");
     let w = ModelWeights::load(&fixture("tiny-llama-f32.gguf")).unwrap();
-    assert!(w.cfg.rope_interleaved, "llama.cpp's converter permutes Q/K into the interleaved layout");
+    assert!(
+        w.cfg.rope_interleaved,
+        "llama.cpp's converter permutes Q/K into the interleaved layout"
+    );
     let ours = logits(&w, &[], &t);
     assert_close(&ours, &tensor(&l, "llamacpp_f32"), 1e-4, 0.0);
     assert_close(&ours, &tensor(&r, "hf_base"), 1e-4, 0.0);
@@ -74,10 +101,25 @@ fn gguf_lora_matches_llama_cpp_and_peft_on_either_layout() {
     let t = ids(&r, "tokens");
     let gguf = ModelWeights::load(&fixture("tiny-llama-f32.gguf")).unwrap();
     // GGUF base + GGUF LoRA (both interleaved) against llama.cpp
-    assert_close(&logits(&gguf, &[("lora-a.gguf", 1.0)], &t), &tensor(&l, "llamacpp_f32_lora_a"), 1e-4, 0.0);
+    assert_close(
+        &logits(&gguf, &[("lora-a.gguf", 1.0)], &t),
+        &tensor(&l, "llamacpp_f32_lora_a"),
+        1e-4,
+        0.0,
+    );
     // PEFT adapter on the GGUF base and GGUF adapter on the HF base: layouts re-permuted
-    assert_close(&logits(&gguf, &[("lora-a", 1.0)], &t), &tensor(&r, "hf_lora_a"), 1e-4, 0.0);
-    assert_close(&logits(&hf(), &[("lora-a.gguf", 1.0)], &t), &tensor(&r, "hf_lora_a"), 1e-4, 0.0);
+    assert_close(
+        &logits(&gguf, &[("lora-a", 1.0)], &t),
+        &tensor(&r, "hf_lora_a"),
+        1e-4,
+        0.0,
+    );
+    assert_close(
+        &logits(&hf(), &[("lora-a.gguf", 1.0)], &t),
+        &tensor(&r, "hf_lora_a"),
+        1e-4,
+        0.0,
+    );
 }
 
 #[test]

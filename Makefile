@@ -1,0 +1,41 @@
+# Vicugna's entry points. `make run` and `make test` are the README's two set-up commands.
+CARGO ?= cargo
+FIXTURE_MODEL ?= tests/fixtures/tiny-llama-q4_0.gguf
+
+.PHONY: build run test lint bench fixtures fuzz clean
+
+build:
+	$(CARGO) build --release -p vicugna-trainer
+
+# The main job on the embedded default: chat in the terminal with the bundled model.
+# (Until the registry server and web app exist, this is the terminal chat; the bundled model is the
+# random-weight fixture, so it chats in gibberish — the real model arrives with its issue.)
+run: build
+	./target/release/vicugna chat --model $(FIXTURE_MODEL) --temperature 0.7 --top-p 0.9 --repetition-penalty 1.3 --max-new-tokens 64
+
+test: lint
+	bash scripts/test.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Single-thread decode tokens/s on TinyStories-shaped random models vs measured read bandwidth.
+bench: build
+	taskset -c 0 ./target/release/vicugna bench 2>/dev/null || ./target/release/vicugna bench
+
+# Regenerate tests/fixtures from transformers, PEFT, gguf-py and llama.cpp (needs Python; see
+# scripts/fixtures-env.sh). CI never runs this: the fixtures are committed.
+fixtures:
+	bash scripts/fixtures-env.sh
+	/tmp/vicugna-fixtures/venv/bin/python scripts/gen_fixtures.py
+
+# Fuzz the GGUF and safetensors parsers (nightly + cargo-fuzz; not in CI). FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 120
+fuzz:
+	rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+	cd fuzz && for t in gguf safetensors; do mkdir -p corpus/$$t && cp ../tests/fixtures/lora-a.gguf corpus/gguf/ && cp ../tests/fixtures/lora-a/adapter_model.safetensors corpus/safetensors/ && cargo +nightly fuzz run $$t corpus/$$t -- -max_len=100000 -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+
+clean:
+	$(CARGO) clean

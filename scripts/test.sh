@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Run the whole test suite and close with one summary line over every test binary
+# ("tests: N passed, N failed"), so the result is not read off the last, possibly empty, binary.
+set -uo pipefail
+log=$(mktemp)
+cargo test --workspace --all-targets "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+passed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) s += $i } END { print s + 0 }' "$log")
+failed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) s += $i } END { print s + 0 }' "$log")
+rm -f "$log"
+echo "tests: ${passed:-0} passed, ${failed:-0} failed"
+exit "$rc"
