@@ -158,6 +158,12 @@ def stage_model():
               rank_pattern={"layers.1.self_attn.v_proj": 4, "down_proj": 2},
               alpha_pattern={"v_proj": 32})
     pb.save_pretrained(str(FIX / "lora-b"))
+    for d in ["lora-a", "lora-b"]:  # stable, machine-independent configs
+        cp = FIX / d / "adapter_config.json"
+        c = json.loads(cp.read_text())
+        c["base_model_name_or_path"] = "tiny-llama"
+        c["target_modules"] = sorted(c["target_modules"])
+        cp.write_text(json.dumps(c, indent=2, sort_keys=True) + "\n")
     with torch.no_grad():
         ref["hf_lora_a"] = pa(torch.tensor([ids])).logits[0].numpy()
         ref["hf_lora_b"] = pb(torch.tensor([ids])).logits[0].numpy()
@@ -180,6 +186,9 @@ def stage_model():
         greedy = gen("greedy_base", model, max_new_tokens=24)
         gen("greedy_lora_a", pa, max_new_tokens=24)
         gen("greedy_rep1.3", model, max_new_tokens=24, repetition_penalty=1.3)
+        # < 1 rewards tokens already seen: the random model then repeats, exercising both signs
+        gen("greedy_rep0.5", model, max_new_tokens=24, repetition_penalty=0.5)
+        gen("greedy_lora_a_rep1.5", pa, max_new_tokens=24, repetition_penalty=1.5)
         gen("greedy_bad_words", model, max_new_tokens=24, bad_words_ids=[[greedy[1]], [greedy[3], greedy[4]]])
         eos = greedy[5]
         gen("greedy_min_new_eos", model, max_new_tokens=24, min_new_tokens=8, eos_token_id=eos)

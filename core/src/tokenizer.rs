@@ -78,6 +78,11 @@ fn bytes_to_unicode() -> [char; 256] {
     map
 }
 
+/// The inverse of `bytes_to_unicode`, for decoding byte-level BPE pieces.
+fn unicode_to_bytes() -> HashMap<char, u8> {
+    bytes_to_unicode().iter().enumerate().map(|(b, c)| (*c, b as u8)).collect()
+}
+
 fn byte_token(piece: &str) -> Option<u8> {
     let h = piece.strip_prefix("<0x")?.strip_suffix('>')?;
     if h.len() == 2 {
@@ -122,11 +127,7 @@ impl Tokenizer {
                 .map(|d| d.to_string().contains("\"ByteLevel\""))
                 .unwrap_or(false);
         let n = tk.get_vocab_size(true);
-        let b2u = bytes_to_unicode();
-        let mut u2b = HashMap::new();
-        for (b, c) in b2u.iter().enumerate() {
-            u2b.insert(*c, b as u8);
-        }
+        let u2b = unicode_to_bytes();
         let special: std::collections::HashSet<u32> = tk
             .get_added_tokens_decoder()
             .iter()
@@ -260,11 +261,7 @@ impl Tokenizer {
         let bos = id_field("tokenizer.ggml.bos_token_id")?;
         let eos = id_field("tokenizer.ggml.eos_token_id")?;
         let flag = |k: &str| g.get(k).and_then(|v| v.as_bool());
-        let b2u = bytes_to_unicode();
-        let mut u2b = HashMap::new();
-        for (b, c) in b2u.iter().enumerate() {
-            u2b.insert(*c, b as u8);
-        }
+        let u2b = unicode_to_bytes();
         let (kind, pieces, add_bos) = match model {
             "llama" => {
                 let scores: Vec<f32> =
