@@ -163,7 +163,7 @@ def stage_model():
         c = json.loads(cp.read_text())
         c["base_model_name_or_path"] = "tiny-llama"
         c["target_modules"] = sorted(c["target_modules"])
-        cp.write_text(json.dumps(c, indent=2, sort_keys=True) + "\n")
+        cp.write_text(json.dumps(c, indent=2) + "\n")  # key order kept: PEFT patterns match first-come
     with torch.no_grad():
         ref["hf_lora_a"] = pa(torch.tensor([ids])).logits[0].numpy()
         ref["hf_lora_b"] = pb(torch.tensor([ids])).logits[0].numpy()
