@@ -35,7 +35,7 @@ FUZZ_SECONDS ?= 120
 fuzz:
 	rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
-	cd fuzz && for t in gguf safetensors; do mkdir -p corpus/$$t && cp ../tests/fixtures/lora-a.gguf corpus/gguf/ && cp ../tests/fixtures/lora-a/adapter_model.safetensors corpus/safetensors/ && cargo +nightly fuzz run $$t corpus/$$t -- -max_len=100000 -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+	cd fuzz && for t in gguf safetensors; do mkdir -p corpus/$$t && cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_len=100000 -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 clean:
 	$(CARGO) clean

@@ -80,7 +80,11 @@ fn bytes_to_unicode() -> [char; 256] {
 
 /// The inverse of `bytes_to_unicode`, for decoding byte-level BPE pieces.
 fn unicode_to_bytes() -> HashMap<char, u8> {
-    bytes_to_unicode().iter().enumerate().map(|(b, c)| (*c, b as u8)).collect()
+    bytes_to_unicode()
+        .iter()
+        .enumerate()
+        .map(|(b, c)| (*c, b as u8))
+        .collect()
 }
 
 fn byte_token(piece: &str) -> Option<u8> {

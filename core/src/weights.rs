@@ -318,19 +318,16 @@ impl SafetensorsFile {
             .map
             .get(name)
             .ok_or_else(|| Error::tensor(&self.file, name, "missing"))?;
-        let shape = t.shape.clone();
-        let flat: Vec<usize> = if shape.len() == 2 {
-            shape.clone()
-        } else {
-            vec![shape.iter().product()]
+        // the safetensors parser has checked that the data length matches shape and dtype
+        let ty = st_type(t, name)?;
+        let n = t.shape.iter().product();
+        let m = Matrix {
+            ty,
+            rows: 1,
+            cols: n,
+            data: t.data.clone(),
         };
-        Ok((
-            st_f32(&self.map, name, &flat, &self.file).or_else(|_| {
-                let n: usize = shape.iter().product();
-                st_f32(&self.map, name, &[n], &self.file)
-            })?,
-            shape,
-        ))
+        Ok((m.to_f32(), t.shape.clone()))
     }
     /// Integer tensors (fixtures store token ids as I32/I64).
     pub fn i64(&self, name: &str) -> Result<Vec<i64>> {
