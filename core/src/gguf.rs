@@ -157,6 +157,9 @@ pub struct GgufFile {
 const MAX_STRING: u64 = 1 << 26;
 const MAX_ARRAY: u64 = 1 << 28;
 const MAX_ITEMS: u64 = 1 << 24;
+/// Counts come from the file: reserve at most this many up front so a corrupt count cannot make
+/// us allocate gigabytes before the truncation is noticed.
+const PREALLOC_LIMIT: usize = 4096;
 
 struct Reader<'a, R> {
     r: &'a mut R,
@@ -244,7 +247,7 @@ impl<R: Read> Reader<'_, R> {
                         format!("{what}: array length {n} exceeds the file"),
                     ));
                 }
-                let mut v = Vec::with_capacity(n as usize);
+                let mut v = Vec::with_capacity((n as usize).min(PREALLOC_LIMIT));
                 for _ in 0..n {
                     v.push(self.value(ety, what, depth + 1)?);
                 }
@@ -297,14 +300,14 @@ impl GgufFile {
                 format!("implausible counts: {n_tensors} tensors, {n_kv} metadata keys"),
             ));
         }
-        let mut metadata = Vec::with_capacity(n_kv as usize);
+        let mut metadata = Vec::with_capacity((n_kv as usize).min(PREALLOC_LIMIT));
         for i in 0..n_kv {
             let key = rd.string(&format!("metadata key #{i}"))?;
             let ty = rd.u32(&key)?;
             let v = rd.value(ty, &key, 0)?;
             metadata.push((key, v));
         }
-        let mut tensors = Vec::with_capacity(n_tensors as usize);
+        let mut tensors = Vec::with_capacity((n_tensors as usize).min(PREALLOC_LIMIT));
         for i in 0..n_tensors {
             let tname = rd.string(&format!("tensor name #{i}"))?;
             let nd = rd.u32(&tname)?;

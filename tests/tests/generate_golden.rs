@@ -174,3 +174,24 @@ fn stop_strings_cut_the_text_and_sampling_is_seeded() {
     assert_eq!(a.ids, b.ids, "same seed, same tokens");
     assert_ne!(a.ids, c.ids, "another seed, other tokens");
 }
+
+#[test]
+fn gguf_f32_greedy_equals_transformers_greedy() {
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("generations.json")).unwrap())
+            .unwrap();
+    let prompt: Vec<u32> = serde_json::from_value(g["tokens"].clone()).unwrap();
+    let want: Vec<u32> = serde_json::from_value(g["generations"][0]["ids"].clone()).unwrap();
+    let w = ModelWeights::load(&fixture("tiny-llama-f32.gguf")).unwrap();
+    let tk = Tokenizer::load(&fixture("tiny-llama-f32.gguf")).unwrap();
+    let m = Model::new(Cpu, &w).unwrap();
+    let cfg = GenerationConfig {
+        max_new_tokens: want.len(),
+        eos_token_ids: vec![2],
+        ..Default::default()
+    };
+    assert_eq!(
+        generate(&m, &tk, &prompt, &cfg, |_| true).unwrap().ids,
+        want
+    );
+}
