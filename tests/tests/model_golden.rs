@@ -15,6 +15,17 @@ fn logits(w: &ModelWeights, adapters: &[(&str, f32)], tokens: &[u32]) -> Vec<f32
     m.forward(tokens, 0, &mut cache, true).unwrap()
 }
 
+/// assert_close at the acceptance tolerance, printing the measured max |diff| (see --nocapture).
+#[track_caller]
+fn check(actual: &[f32], expected: &[f32], atol: f32, rtol: f32) {
+    eprintln!(
+        "{}: max |diff| = {:.3e}",
+        std::panic::Location::caller(),
+        max_abs_diff(actual, expected)
+    );
+    assert_close(actual, expected, atol, rtol);
+}
+
 fn hf() -> ModelWeights {
     ModelWeights::load(&fixture("tiny-llama")).unwrap()
 }
@@ -23,14 +34,14 @@ fn hf() -> ModelWeights {
 fn hf_base_logits_match_transformers() {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
-    assert_close(&logits(&hf(), &[], &t), &tensor(&r, "hf_base"), 1e-4, 0.0);
+    check(&logits(&hf(), &[], &t), &tensor(&r, "hf_base"), 1e-4, 0.0);
 }
 
 #[test]
 fn unmerged_lora_matches_peft() {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
-    assert_close(
+    check(
         &logits(&hf(), &[("lora-a", 1.0)], &t),
         &tensor(&r, "hf_lora_a"),
         1e-4,
@@ -42,7 +53,7 @@ fn unmerged_lora_matches_peft() {
 fn rslora_rank_and_alpha_patterns_match_peft() {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
-    assert_close(
+    check(
         &logits(&hf(), &[("lora-b", 1.0)], &t),
         &tensor(&r, "hf_lora_b"),
         1e-4,
@@ -59,7 +70,7 @@ fn merged_lora_matches_peft_merge_and_unload() {
         .unwrap()
         .merge_into(&mut w, 1.0)
         .unwrap();
-    assert_close(
+    check(
         &logits(&w, &[], &t),
         &tensor(&r, "hf_lora_a_merged"),
         1e-4,
@@ -71,7 +82,7 @@ fn merged_lora_matches_peft_merge_and_unload() {
 fn weighted_adapter_mix_matches_peft_cat_combination() {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
-    assert_close(
+    check(
         &logits(&hf(), &[("lora-a", 0.7), ("lora-b", 0.5)], &t),
         &tensor(&r, "hf_mix_a0.7_b0.5"),
         1e-4,
@@ -90,8 +101,8 @@ fn gguf_f32_matches_llama_cpp_and_transformers() {
         "llama.cpp's converter permutes Q/K into the interleaved layout"
     );
     let ours = logits(&w, &[], &t);
-    assert_close(&ours, &tensor(&l, "llamacpp_f32"), 1e-4, 0.0);
-    assert_close(&ours, &tensor(&r, "hf_base"), 1e-4, 0.0);
+    check(&ours, &tensor(&l, "llamacpp_f32"), 1e-4, 0.0);
+    check(&ours, &tensor(&r, "hf_base"), 1e-4, 0.0);
 }
 
 #[test]
@@ -101,20 +112,20 @@ fn gguf_lora_matches_llama_cpp_and_peft_on_either_layout() {
     let t = ids(&r, "tokens");
     let gguf = ModelWeights::load(&fixture("tiny-llama-f32.gguf")).unwrap();
     // GGUF base + GGUF LoRA (both interleaved) against llama.cpp
-    assert_close(
+    check(
         &logits(&gguf, &[("lora-a.gguf", 1.0)], &t),
         &tensor(&l, "llamacpp_f32_lora_a"),
         1e-4,
         0.0,
     );
     // PEFT adapter on the GGUF base and GGUF adapter on the HF base: layouts re-permuted
-    assert_close(
+    check(
         &logits(&gguf, &[("lora-a", 1.0)], &t),
         &tensor(&r, "hf_lora_a"),
         1e-4,
         0.0,
     );
-    assert_close(
+    check(
         &logits(&hf(), &[("lora-a.gguf", 1.0)], &t),
         &tensor(&r, "hf_lora_a"),
         1e-4,
@@ -147,7 +158,7 @@ fn tied_embeddings_and_llama3_rope_scaling_match_transformers() {
     let m = Model::new(Cpu, &w).unwrap();
     let mut cache = m.new_cache(t.len()).unwrap();
     let got = m.forward(&t, 0, &mut cache, true).unwrap();
-    assert_close(&got, &tensor(&r, "logits"), 1e-4, 0.0);
+    check(&got, &tensor(&r, "logits"), 1e-4, 0.0);
 }
 
 #[test]
@@ -161,5 +172,5 @@ fn incremental_decode_equals_one_shot_prefill() {
     for (i, &tok) in t.iter().enumerate().skip(5) {
         rows.extend(m.forward(&[tok], i, &mut cache, false).unwrap());
     }
-    assert_close(&rows, &tensor(&r, "hf_base"), 1e-4, 0.0);
+    check(&rows, &tensor(&r, "hf_base"), 1e-4, 0.0);
 }
