@@ -34,13 +34,15 @@ pub trait Backend {
     /// (n_tokens, width) f32 activations.
     type Act;
     /// Keys and values of every layer for up to `max_seq` positions.
-    type Cache: Clone;
+    type Cache;
 
     fn name(&self) -> &'static str;
     fn load_matrix(&self, m: &Matrix) -> Result<Self::Weight>;
     fn load_vector(&self, v: &[f32]) -> Result<Self::Vector>;
     fn load_lora(&self, l: &LoraPair) -> Result<Self::Lora>;
     fn new_cache(&self, cfg: &Config, max_seq: usize) -> Result<Self::Cache>;
+    /// An independent copy of a cache (beam search forks sequences).
+    fn copy_cache(&self, src: &Self::Cache) -> Result<Self::Cache>;
     /// Zero-filled activations.
     fn act(&self, n_tokens: usize, width: usize) -> Self::Act;
     fn act_from_host(&self, n_tokens: usize, width: usize, data: &[f32]) -> Self::Act;
@@ -53,13 +55,7 @@ pub trait Backend {
     /// out = x / rms(x) * w, per row.
     fn rmsnorm(&self, out: &mut Self::Act, x: &Self::Act, w: &Self::Vector, eps: f32);
     /// out = x W^T + sum_i s_i (x A_i^T) B_i^T — LoRA applied unmerged.
-    fn matmul(
-        &self,
-        out: &mut Self::Act,
-        x: &Self::Act,
-        w: &Self::Weight,
-        loras: &[(&Self::Lora, f32)],
-    );
+    fn matmul(&self, out: &mut Self::Act, x: &Self::Act, w: &Self::Weight, loras: &[(&Self::Lora, f32)]);
     /// Rotate each head of x in place; row t is at position pos0 + t.
     fn rope(&self, x: &mut Self::Act, n_heads: usize, head_dim: usize, pos0: usize, rope: &Rope);
     /// Append k, v (rows at positions pos0..) to the cache of `layer`, then causal attention of q
@@ -80,4 +76,75 @@ pub trait Backend {
     fn silu_mul(&self, gate: &mut Self::Act, up: &Self::Act);
     /// x += y.
     fn add(&self, x: &mut Self::Act, y: &Self::Act);
+}
+
+/// A borrowed backend is a backend: several models (or a model and a test) can share one device.
+impl<B: Backend> Backend for &B {
+    type Weight = B::Weight;
+    type Vector = B::Vector;
+    type Lora = B::Lora;
+    type Act = B::Act;
+    type Cache = B::Cache;
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn load_matrix(&self, m: &Matrix) -> Result<Self::Weight> {
+        (**self).load_matrix(m)
+    }
+    fn load_vector(&self, v: &[f32]) -> Result<Self::Vector> {
+        (**self).load_vector(v)
+    }
+    fn load_lora(&self, l: &LoraPair) -> Result<Self::Lora> {
+        (**self).load_lora(l)
+    }
+    fn new_cache(&self, cfg: &Config, max_seq: usize) -> Result<Self::Cache> {
+        (**self).new_cache(cfg, max_seq)
+    }
+    fn copy_cache(&self, src: &Self::Cache) -> Result<Self::Cache> {
+        (**self).copy_cache(src)
+    }
+    fn act(&self, n_tokens: usize, width: usize) -> Self::Act {
+        (**self).act(n_tokens, width)
+    }
+    fn act_from_host(&self, n_tokens: usize, width: usize, data: &[f32]) -> Self::Act {
+        (**self).act_from_host(n_tokens, width, data)
+    }
+    fn to_host(&self, x: &Self::Act) -> Result<Vec<f32>> {
+        (**self).to_host(x)
+    }
+    fn last_row(&self, x: &Self::Act) -> Self::Act {
+        (**self).last_row(x)
+    }
+    fn embed(&self, out: &mut Self::Act, table: &Self::Weight, tokens: &[u32]) {
+        (**self).embed(out, table, tokens)
+    }
+    fn rmsnorm(&self, out: &mut Self::Act, x: &Self::Act, w: &Self::Vector, eps: f32) {
+        (**self).rmsnorm(out, x, w, eps)
+    }
+    fn matmul(&self, out: &mut Self::Act, x: &Self::Act, w: &Self::Weight, loras: &[(&Self::Lora, f32)]) {
+        (**self).matmul(out, x, w, loras)
+    }
+    fn rope(&self, x: &mut Self::Act, n_heads: usize, head_dim: usize, pos0: usize, rope: &Rope) {
+        (**self).rope(x, n_heads, head_dim, pos0, rope)
+    }
+    fn attention(
+        &self,
+        out: &mut Self::Act,
+        q: &Self::Act,
+        k: &Self::Act,
+        v: &Self::Act,
+        cache: &mut Self::Cache,
+        layer: usize,
+        pos0: usize,
+        cfg: &Config,
+    ) -> Result<()> {
+        (**self).attention(out, q, k, v, cache, layer, pos0, cfg)
+    }
+    fn silu_mul(&self, gate: &mut Self::Act, up: &Self::Act) {
+        (**self).silu_mul(gate, up)
+    }
+    fn add(&self, x: &mut Self::Act, y: &Self::Act) {
+        (**self).add(x, y)
+    }
 }

@@ -21,19 +21,11 @@ impl AsRef<[u8]> for AlignedF32 {
 impl Bytes {
     pub fn from_vec(v: Vec<u8>) -> Self {
         let len = v.len();
-        Bytes {
-            buf: Arc::new(v),
-            start: 0,
-            len,
-        }
+        Bytes { buf: Arc::new(v), start: 0, len }
     }
     pub fn from_f32(v: Vec<f32>) -> Self {
         let len = v.len() * 4;
-        Bytes {
-            buf: Arc::new(AlignedF32(v)),
-            start: 0,
-            len,
-        }
+        Bytes { buf: Arc::new(AlignedF32(v)), start: 0, len }
     }
     pub fn from_shared(buf: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Self {
         let len = (*buf).as_ref().len();
@@ -42,11 +34,7 @@ impl Bytes {
     /// A sub-range; the caller has checked `start + len <= self.len()`.
     pub fn slice(&self, start: usize, len: usize) -> Self {
         assert!(start + len <= self.len, "Bytes::slice out of range");
-        Bytes {
-            buf: self.buf.clone(),
-            start: self.start + start,
-            len,
-        }
+        Bytes { buf: self.buf.clone(), start: self.start + start, len }
     }
     pub fn len(&self) -> usize {
         self.len
@@ -88,8 +76,7 @@ pub fn map_file(path: &std::path::Path) -> crate::Result<Bytes> {
         use std::io::Read;
         let mut v = Vec::new();
         let mut file = file;
-        file.read_to_end(&mut v)
-            .map_err(|e| crate::Error::io(&p, e))?;
+        file.read_to_end(&mut v).map_err(|e| crate::Error::io(&p, e))?;
         Ok(Bytes::from_vec(v))
     }
 }

@@ -53,125 +53,74 @@ impl Config {
             }
         };
         check(self.vocab_size > 0, "vocab_size", "must be positive".into())?;
-        check(
-            self.hidden_size > 0,
-            "hidden_size",
-            "must be positive".into(),
-        )?;
-        check(
-            self.num_layers > 0,
-            "num_hidden_layers",
-            "must be positive".into(),
-        )?;
-        check(
-            self.num_heads > 0,
-            "num_attention_heads",
-            "must be positive".into(),
-        )?;
+        check(self.hidden_size > 0, "hidden_size", "must be positive".into())?;
+        check(self.num_layers > 0, "num_hidden_layers", "must be positive".into())?;
+        check(self.num_heads > 0, "num_attention_heads", "must be positive".into())?;
         check(
             self.num_kv_heads > 0 && self.num_heads.is_multiple_of(self.num_kv_heads),
             "num_key_value_heads",
-            format!(
-                "{} does not divide num_attention_heads {}",
-                self.num_kv_heads, self.num_heads
-            ),
+            format!("{} does not divide num_attention_heads {}", self.num_kv_heads, self.num_heads),
         )?;
         check(
             self.head_dim > 0 && self.head_dim.is_multiple_of(2),
             "head_dim",
             format!("{} must be even and positive", self.head_dim),
         )?;
-        check(
-            self.rms_eps > 0.0,
-            "rms_norm_eps",
-            format!("{} must be positive", self.rms_eps),
-        )?;
-        check(
-            self.rope_theta > 0.0,
-            "rope_theta",
-            format!("{} must be positive", self.rope_theta),
-        )?;
+        check(self.rms_eps > 0.0, "rms_norm_eps", format!("{} must be positive", self.rms_eps))?;
+        check(self.rope_theta > 0.0, "rope_theta", format!("{} must be positive", self.rope_theta))?;
         Ok(self)
     }
 
     /// Parse HF `config.json` text. `file` names the file in errors.
     pub fn from_hf_json(text: &str, file: &str) -> Result<Self> {
-        let j: Json = serde_json::from_str(text)
-            .map_err(|e| Error::format(file, format!("invalid JSON: {e}")))?;
-        let obj = j
-            .as_object()
-            .ok_or_else(|| Error::format(file, "expected a JSON object"))?;
+        let j: Json = serde_json::from_str(text).map_err(|e| Error::format(file, format!("invalid JSON: {e}")))?;
+        let obj = j.as_object().ok_or_else(|| Error::format(file, "expected a JSON object"))?;
         if let Some(mt) = obj.get("model_type").and_then(|v| v.as_str()) {
             if !matches!(mt, "llama" | "mistral") {
-                return Err(Error::unsupported(
-                    file,
-                    format!("model_type \"{mt}\" (supported: llama, mistral)"),
-                ));
+                return Err(Error::unsupported(file, format!("model_type \"{mt}\" (supported: llama, mistral)")));
             }
         }
         let req = |k: &str| -> Result<u64> {
             match obj.get(k) {
                 None | Some(Json::Null) => Err(Error::field(file, k, "missing")),
-                Some(v) => v.as_u64().ok_or_else(|| {
-                    Error::field(
-                        file,
-                        k,
-                        format!("expected a non-negative integer, found {v}"),
-                    )
-                }),
+                Some(v) => v
+                    .as_u64()
+                    .ok_or_else(|| Error::field(file, k, format!("expected a non-negative integer, found {v}"))),
             }
         };
         let opt_u = |k: &str| -> Result<Option<u64>> {
             match obj.get(k) {
                 None | Some(Json::Null) => Ok(None),
-                Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                    Error::field(
-                        file,
-                        k,
-                        format!("expected a non-negative integer, found {v}"),
-                    )
-                }),
+                Some(v) => v
+                    .as_u64()
+                    .map(Some)
+                    .ok_or_else(|| Error::field(file, k, format!("expected a non-negative integer, found {v}"))),
             }
         };
-        let num =
-            |o: &serde_json::Map<String, Json>, k: &str, field: &str| -> Result<Option<f64>> {
-                match o.get(k) {
-                    None | Some(Json::Null) => Ok(None),
-                    Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-                        Error::field(file, field, format!("expected a number, found {v}"))
-                    }),
-                }
-            };
+        let num = |o: &serde_json::Map<String, Json>, k: &str, field: &str| -> Result<Option<f64>> {
+            match o.get(k) {
+                None | Some(Json::Null) => Ok(None),
+                Some(v) => v
+                    .as_f64()
+                    .map(Some)
+                    .ok_or_else(|| Error::field(file, field, format!("expected a number, found {v}"))),
+            }
+        };
         let hidden = req("hidden_size")? as usize;
         let heads = req("num_attention_heads")? as usize;
-        let kv = opt_u("num_key_value_heads")?
-            .map(|v| v as usize)
-            .unwrap_or(heads);
-        let head_dim = opt_u("head_dim")?
-            .map(|v| v as usize)
-            .unwrap_or(hidden.checked_div(heads).unwrap_or(0));
+        let kv = opt_u("num_key_value_heads")?.map(|v| v as usize).unwrap_or(heads);
+        let head_dim = opt_u("head_dim")?.map(|v| v as usize).unwrap_or(hidden.checked_div(heads).unwrap_or(0));
         // transformers 5 moved rope settings into `rope_parameters`; older files use rope_theta + rope_scaling
         let rp = obj.get("rope_parameters").and_then(|v| v.as_object());
         let rs = obj.get("rope_scaling").and_then(|v| v.as_object());
         let theta = num(obj, "rope_theta", "rope_theta")?
-            .or(rp
-                .map(|p| num(p, "rope_theta", "rope_parameters.rope_theta"))
-                .transpose()?
-                .flatten())
+            .or(rp.map(|p| num(p, "rope_theta", "rope_parameters.rope_theta")).transpose()?.flatten())
             .unwrap_or(10000.0);
         let scaling_obj = rp.or(rs);
         let mut rope_scaling = None;
         if let Some(s) = scaling_obj {
-            let field = if rp.is_some() {
-                "rope_parameters"
-            } else {
-                "rope_scaling"
-            };
-            let ty = s
-                .get("rope_type")
-                .or(s.get("type"))
-                .and_then(|v| v.as_str())
-                .unwrap_or("default");
+            let field = if rp.is_some() { "rope_parameters" } else { "rope_scaling" };
+            let ty = s.get("rope_type").or(s.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
             match ty {
                 "default" => {}
                 "llama3" => {
@@ -194,11 +143,7 @@ impl Config {
                 }
             }
         }
-        if let Some(dt) = obj
-            .get("torch_dtype")
-            .or(obj.get("dtype"))
-            .and_then(|v| v.as_str())
-        {
+        if let Some(dt) = obj.get("torch_dtype").or(obj.get("dtype")).and_then(|v| v.as_str()) {
             if !matches!(dt, "float32" | "float16" | "bfloat16") {
                 return Err(Error::unsupported(file, format!("dtype \"{dt}\"")));
             }
@@ -206,18 +151,11 @@ impl Config {
         if obj.get("attention_bias").and_then(|v| v.as_bool()) == Some(true)
             || obj.get("mlp_bias").and_then(|v| v.as_bool()) == Some(true)
         {
-            return Err(Error::unsupported(
-                file,
-                "attention_bias / mlp_bias (LLaMA family without biases only)",
-            ));
+            return Err(Error::unsupported(file, "attention_bias / mlp_bias (LLaMA family without biases only)"));
         }
         let eos = match obj.get("eos_token_id") {
             Some(Json::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
-            Some(Json::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_u64())
-                .map(|v| v as u32)
-                .collect(),
+            Some(Json::Array(a)) => a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
             _ => vec![],
         };
         Config {
@@ -233,10 +171,7 @@ impl Config {
             rope_scaling,
             rope_freq_factors: None,
             max_position: opt_u("max_position_embeddings")?.unwrap_or(2048) as usize,
-            tie_embeddings: obj
-                .get("tie_word_embeddings")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false),
+            tie_embeddings: obj.get("tie_word_embeddings").and_then(|v| v.as_bool()).unwrap_or(false),
             rope_interleaved: false,
             bos_token_id: opt_u("bos_token_id")?.map(|v| v as u32),
             eos_token_ids: eos,
@@ -251,10 +186,7 @@ impl Config {
             .get_str("general.architecture")
             .ok_or_else(|| Error::field(&g.name, "general.architecture", "missing"))?;
         if arch != "llama" {
-            return Err(Error::unsupported(
-                &g.name,
-                format!("general.architecture \"{arch}\" (supported: llama)"),
-            ));
+            return Err(Error::unsupported(&g.name, format!("general.architecture \"{arch}\" (supported: llama)")));
         }
         let k = |s: &str| format!("{arch}.{s}");
         let hidden = g.require_u64(&k("embedding_length"))? as usize;
@@ -266,9 +198,7 @@ impl Config {
                 None => g
                     .tensor("token_embd.weight")
                     .map(|t| t.dims[1] as usize)
-                    .ok_or_else(|| {
-                        Error::field(&g.name, k("vocab_size"), "missing and no token_embd.weight")
-                    })?,
+                    .ok_or_else(|| Error::field(&g.name, k("vocab_size"), "missing and no token_embd.weight"))?,
             },
         };
         let head_dim = match g.get_u64(&k("attention.key_length"))? {
@@ -278,24 +208,16 @@ impl Config {
                 .map(|v| v as usize)
                 .unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
         };
-        let eos = g
-            .get_u64("tokenizer.ggml.eos_token_id")?
-            .map(|v| vec![v as u32])
-            .unwrap_or_default();
+        let eos = g.get_u64("tokenizer.ggml.eos_token_id")?.map(|v| vec![v as u32]).unwrap_or_default();
         Config {
             vocab_size: vocab,
             hidden_size: hidden,
             intermediate_size: g.require_u64(&k("feed_forward_length"))? as usize,
             num_layers: g.require_u64(&k("block_count"))? as usize,
             num_heads: heads,
-            num_kv_heads: g
-                .get_u64(&k("attention.head_count_kv"))?
-                .map(|v| v as usize)
-                .unwrap_or(heads),
+            num_kv_heads: g.get_u64(&k("attention.head_count_kv"))?.map(|v| v as usize).unwrap_or(heads),
             head_dim,
-            rms_eps: g
-                .get_f64(&k("attention.layer_norm_rms_epsilon"))?
-                .unwrap_or(1e-5) as f32,
+            rms_eps: g.get_f64(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5) as f32,
             rope_theta: g.get_f64(&k("rope.freq_base"))?.unwrap_or(10000.0),
             rope_scaling: None,
             rope_freq_factors: None,
@@ -311,15 +233,9 @@ impl Config {
     /// RoPE inverse frequencies (head_dim / 2 of them), HF's formula including llama3 scaling.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
         let d = self.head_dim;
-        let base: Vec<f64> = (0..d / 2)
-            .map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64))
-            .collect();
+        let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
         if let Some(ff) = &self.rope_freq_factors {
-            return base
-                .iter()
-                .zip(ff)
-                .map(|(&v, &f)| (v / f as f64) as f32)
-                .collect();
+            return base.iter().zip(ff).map(|(&v, &f)| (v / f as f64) as f32).collect();
         }
         let Some(s) = &self.rope_scaling else {
             return base.iter().map(|&v| v as f32).collect();

@@ -67,63 +67,38 @@ impl Backend for Cpu {
         Ok(v.to_vec())
     }
     fn load_lora(&self, l: &LoraPair) -> Result<CpuLora> {
-        Ok(CpuLora {
-            r: l.r,
-            a: l.a.to_vec(),
-            b: l.b.to_vec(),
-        })
+        Ok(CpuLora { r: l.r, a: l.a.to_vec(), b: l.b.to_vec() })
     }
     fn new_cache(&self, cfg: &Config, max_seq: usize) -> Result<CpuCache> {
         let n = max_seq * cfg.kv_dim();
-        Ok(CpuCache {
-            max_seq,
-            k: vec![vec![0.0; n]; cfg.num_layers],
-            v: vec![vec![0.0; n]; cfg.num_layers],
-        })
+        Ok(CpuCache { max_seq, k: vec![vec![0.0; n]; cfg.num_layers], v: vec![vec![0.0; n]; cfg.num_layers] })
+    }
+    fn copy_cache(&self, src: &CpuCache) -> Result<CpuCache> {
+        Ok(src.clone())
     }
     fn act(&self, rows: usize, cols: usize) -> CpuAct {
-        CpuAct {
-            rows,
-            cols,
-            data: vec![0.0; rows * cols],
-        }
+        CpuAct { rows, cols, data: vec![0.0; rows * cols] }
     }
     fn act_from_host(&self, rows: usize, cols: usize, data: &[f32]) -> CpuAct {
-        CpuAct {
-            rows,
-            cols,
-            data: data.to_vec(),
-        }
+        CpuAct { rows, cols, data: data.to_vec() }
     }
     fn to_host(&self, x: &CpuAct) -> Result<Vec<f32>> {
         Ok(x.data.clone())
     }
     fn last_row(&self, x: &CpuAct) -> CpuAct {
-        CpuAct {
-            rows: 1,
-            cols: x.cols,
-            data: x.data[(x.rows - 1) * x.cols..].to_vec(),
-        }
+        CpuAct { rows: 1, cols: x.cols, data: x.data[(x.rows - 1) * x.cols..].to_vec() }
     }
 
     fn embed(&self, out: &mut CpuAct, table: &Matrix, tokens: &[u32]) {
         for (t, &tok) in tokens.iter().enumerate() {
-            table.row_f32(
-                tok as usize,
-                &mut out.data[t * out.cols..(t + 1) * out.cols],
-            );
+            table.row_f32(tok as usize, &mut out.data[t * out.cols..(t + 1) * out.cols]);
         }
     }
 
     fn rmsnorm(&self, out: &mut CpuAct, x: &CpuAct, w: &Vec<f32>, eps: f32) {
         let c = x.cols;
         for t in 0..x.rows {
-            rmsnorm_forward(
-                &mut out.data[t * c..(t + 1) * c],
-                &x.data[t * c..(t + 1) * c],
-                w,
-                eps,
-            );
+            rmsnorm_forward(&mut out.data[t * c..(t + 1) * c], &x.data[t * c..(t + 1) * c], w, eps);
         }
     }
 
@@ -157,11 +132,7 @@ impl Backend for Cpu {
                 for i in 0..half {
                     // angle in f32 as transformers computes it
                     let (sin, cos) = (pos * rope.inv_freq[i]).sin_cos();
-                    let (a, b) = if rope.interleaved {
-                        (2 * i, 2 * i + 1)
-                    } else {
-                        (i, i + half)
-                    };
+                    let (a, b) = if rope.interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
                     let (x0, x1) = (v[a], v[b]);
                     v[a] = x0 * cos - x1 * sin;
                     v[b] = x1 * cos + x0 * sin;

@@ -14,18 +14,10 @@ pub enum Error {
     Format { file: String, msg: String },
     /// A named field is missing or has a bad value.
     #[error("{file}: field `{field}`: {msg}")]
-    Field {
-        file: String,
-        field: String,
-        msg: String,
-    },
+    Field { file: String, field: String, msg: String },
     /// A tensor is missing, has the wrong shape or an unsupported type.
     #[error("{file}: tensor `{tensor}`: {msg}")]
-    Tensor {
-        file: String,
-        tensor: String,
-        msg: String,
-    },
+    Tensor { file: String, tensor: String, msg: String },
     /// Valid input that this implementation deliberately does not handle.
     #[error("{file}: unsupported: {msg}")]
     Unsupported { file: String, msg: String },
@@ -38,43 +30,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
     pub fn format(file: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Format {
-            file: file.into(),
-            msg: msg.into(),
-        }
+        Error::Format { file: file.into(), msg: msg.into() }
     }
-    pub fn field(
-        file: impl Into<String>,
-        field: impl Into<String>,
-        msg: impl Into<String>,
-    ) -> Self {
-        Error::Field {
-            file: file.into(),
-            field: field.into(),
-            msg: msg.into(),
-        }
+    pub fn field(file: impl Into<String>, field: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Field { file: file.into(), field: field.into(), msg: msg.into() }
     }
-    pub fn tensor(
-        file: impl Into<String>,
-        tensor: impl Into<String>,
-        msg: impl Into<String>,
-    ) -> Self {
-        Error::Tensor {
-            file: file.into(),
-            tensor: tensor.into(),
-            msg: msg.into(),
-        }
+    pub fn tensor(file: impl Into<String>, tensor: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Tensor { file: file.into(), tensor: tensor.into(), msg: msg.into() }
     }
     pub fn unsupported(file: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Unsupported {
-            file: file.into(),
-            msg: msg.into(),
-        }
+        Error::Unsupported { file: file.into(), msg: msg.into() }
     }
 }

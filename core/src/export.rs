@@ -16,22 +16,14 @@ impl Matrix {
         for &r in perm {
             out.extend_from_slice(self.row(r));
         }
-        Matrix {
-            ty: self.ty,
-            rows: self.rows,
-            cols: self.cols,
-            data: crate::Bytes::from_vec(out),
-        }
+        Matrix { ty: self.ty, rows: self.rows, cols: self.cols, data: crate::Bytes::from_vec(out) }
     }
 }
 
 /// Row order that moves Q/K between the HF and interleaved RoPE layouts.
 fn rope_perm(rows: usize, n_heads: usize, head_dim: usize, to_interleaved: bool) -> Vec<usize> {
     let idx: Vec<f32> = (0..rows).map(|r| r as f32).collect();
-    permute_rope_rows(&idx, 1, n_heads, head_dim, to_interleaved)
-        .into_iter()
-        .map(|v| v as usize)
-        .collect()
+    permute_rope_rows(&idx, 1, n_heads, head_dim, to_interleaved).into_iter().map(|v| v as usize).collect()
 }
 
 impl ModelWeights {
@@ -45,11 +37,9 @@ impl ModelWeights {
         out.cfg.rope_interleaved = interleaved;
         for l in &mut out.layers {
             let q = &l.proj[Proj::Q as usize];
-            l.proj[Proj::Q as usize] =
-                q.permute_rows(&rope_perm(q.rows, c.num_heads, c.head_dim, interleaved));
+            l.proj[Proj::Q as usize] = q.permute_rows(&rope_perm(q.rows, c.num_heads, c.head_dim, interleaved));
             let k = &l.proj[Proj::K as usize];
-            l.proj[Proj::K as usize] =
-                k.permute_rows(&rope_perm(k.rows, c.num_kv_heads, c.head_dim, interleaved));
+            l.proj[Proj::K as usize] = k.permute_rows(&rope_perm(k.rows, c.num_kv_heads, c.head_dim, interleaved));
         }
         out
     }
@@ -57,11 +47,7 @@ impl ModelWeights {
     /// A GGUF in llama.cpp's conventions. Tokenizer metadata is copied from `tokenizer_from`
     /// (a GGUF source) or, for HF sources, the tokenizer.json text is embedded as
     /// `tokenizer.huggingface.json`.
-    pub fn to_gguf(
-        &self,
-        tokenizer_from: Option<&GgufFile>,
-        tokenizer_json: Option<&str>,
-    ) -> Result<GgufWriter> {
+    pub fn to_gguf(&self, tokenizer_from: Option<&GgufFile>, tokenizer_json: Option<&str>) -> Result<GgufWriter> {
         let w = self.with_rope_layout(true);
         let c = &w.cfg;
         let mut g = GgufWriter::new();
@@ -70,54 +56,21 @@ impl ModelWeights {
         g.set(
             "general.name",
             Value::String(
-                Path::new(&self.source)
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                Path::new(&self.source).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
             ),
         );
         g.set(&format!("{a}.vocab_size"), Value::U32(c.vocab_size as u32));
-        g.set(
-            &format!("{a}.context_length"),
-            Value::U32(c.max_position as u32),
-        );
-        g.set(
-            &format!("{a}.embedding_length"),
-            Value::U32(c.hidden_size as u32),
-        );
+        g.set(&format!("{a}.context_length"), Value::U32(c.max_position as u32));
+        g.set(&format!("{a}.embedding_length"), Value::U32(c.hidden_size as u32));
         g.set(&format!("{a}.block_count"), Value::U32(c.num_layers as u32));
-        g.set(
-            &format!("{a}.feed_forward_length"),
-            Value::U32(c.intermediate_size as u32),
-        );
-        g.set(
-            &format!("{a}.rope.dimension_count"),
-            Value::U32(c.head_dim as u32),
-        );
-        g.set(
-            &format!("{a}.attention.key_length"),
-            Value::U32(c.head_dim as u32),
-        );
-        g.set(
-            &format!("{a}.attention.value_length"),
-            Value::U32(c.head_dim as u32),
-        );
-        g.set(
-            &format!("{a}.attention.head_count"),
-            Value::U32(c.num_heads as u32),
-        );
-        g.set(
-            &format!("{a}.attention.head_count_kv"),
-            Value::U32(c.num_kv_heads as u32),
-        );
-        g.set(
-            &format!("{a}.attention.layer_norm_rms_epsilon"),
-            Value::F32(c.rms_eps),
-        );
-        g.set(
-            &format!("{a}.rope.freq_base"),
-            Value::F32(c.rope_theta as f32),
-        );
+        g.set(&format!("{a}.feed_forward_length"), Value::U32(c.intermediate_size as u32));
+        g.set(&format!("{a}.rope.dimension_count"), Value::U32(c.head_dim as u32));
+        g.set(&format!("{a}.attention.key_length"), Value::U32(c.head_dim as u32));
+        g.set(&format!("{a}.attention.value_length"), Value::U32(c.head_dim as u32));
+        g.set(&format!("{a}.attention.head_count"), Value::U32(c.num_heads as u32));
+        g.set(&format!("{a}.attention.head_count_kv"), Value::U32(c.num_kv_heads as u32));
+        g.set(&format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(c.rms_eps));
+        g.set(&format!("{a}.rope.freq_base"), Value::F32(c.rope_theta as f32));
         if let Some(src) = tokenizer_from {
             for (k, v) in &src.metadata {
                 if k.starts_with("tokenizer.") {
@@ -134,29 +87,14 @@ impl ModelWeights {
             }
         }
         let mat = |g: &mut GgufWriter, name: &str, m: &Matrix| {
-            g.add_tensor(
-                name,
-                vec![m.cols as u64, m.rows as u64],
-                m.ty,
-                m.data.to_vec(),
-            )
+            g.add_tensor(name, vec![m.cols as u64, m.rows as u64], m.ty, m.data.to_vec())
         };
         let vecf = |g: &mut GgufWriter, name: &str, v: &[f32]| {
-            g.add_tensor(
-                name,
-                vec![v.len() as u64],
-                GgmlType::F32,
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
+            g.add_tensor(name, vec![v.len() as u64], GgmlType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
         };
         mat(&mut g, "token_embd.weight", &w.embed)?;
         if c.rope_scaling.is_some() || c.rope_freq_factors.is_some() {
-            let plain = Config {
-                rope_scaling: None,
-                rope_freq_factors: None,
-                ..c.clone()
-            }
-            .rope_inv_freq();
+            let plain = Config { rope_scaling: None, rope_freq_factors: None, ..c.clone() }.rope_inv_freq();
             let scaled = c.rope_inv_freq();
             let ff: Vec<f32> = plain.iter().zip(&scaled).map(|(p, s)| p / s).collect();
             vecf(&mut g, "rope_freqs.weight", &ff)?;
@@ -194,26 +132,16 @@ impl ModelWeights {
                 "high_freq_factor": s.high_freq_factor, "original_max_position_embeddings": s.original_max_position_embeddings});
         }
         if c.rope_freq_factors.is_some() {
-            return Err(Error::unsupported(
-                &self.source,
-                "writing GGUF rope_freqs scaling back to an HF config",
-            ));
+            return Err(Error::unsupported(&self.source, "writing GGUF rope_freqs scaling back to an HF config"));
         }
         let mut tensors: Vec<(String, Vec<usize>, Vec<u8>, safetensors::Dtype)> = Vec::new();
         let mut put = |name: String, m: &Matrix| {
             let (dt, data) = match m.ty {
                 GgmlType::F16 => (safetensors::Dtype::F16, m.data.to_vec()),
                 GgmlType::BF16 => (safetensors::Dtype::BF16, m.data.to_vec()),
-                _ => (
-                    safetensors::Dtype::F32,
-                    m.to_f32().iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ),
+                _ => (safetensors::Dtype::F32, m.to_f32().iter().flat_map(|v| v.to_le_bytes()).collect()),
             };
-            let shape = if m.rows == 1 {
-                vec![m.cols]
-            } else {
-                vec![m.rows, m.cols]
-            };
+            let shape = if m.rows == 1 { vec![m.cols] } else { vec![m.rows, m.cols] };
             tensors.push((name, shape, data, dt));
         };
         let v1 = |v: &[f32]| Matrix::from_f32(1, v.len(), v.to_vec());
@@ -221,15 +149,9 @@ impl ModelWeights {
         for (i, l) in w.layers.iter().enumerate() {
             let p = format!("model.layers.{i}.");
             put(format!("{p}input_layernorm.weight"), &v1(&l.attn_norm));
-            put(
-                format!("{p}post_attention_layernorm.weight"),
-                &v1(&l.ffn_norm),
-            );
+            put(format!("{p}post_attention_layernorm.weight"), &v1(&l.ffn_norm));
             for pr in Proj::ALL {
-                put(
-                    format!("{p}{}.{}.weight", pr.hf_parent(), pr.hf()),
-                    l.get(pr),
-                );
+                put(format!("{p}{}.{}.weight", pr.hf_parent(), pr.hf()), l.get(pr));
             }
         }
         put("model.norm.weight".into(), &v1(&w.norm));
@@ -239,23 +161,15 @@ impl ModelWeights {
         let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
             .iter()
             .map(|(n, s, d, dt)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(*dt, s.clone(), d)
-                        .expect("sizes consistent"),
-                )
+                (n.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), d).expect("sizes consistent"))
             })
             .collect();
-        let bytes = safetensors::serialize(views, None)
-            .map_err(|e| Error::Invalid(format!("safetensors: {e}")))?;
+        let bytes = safetensors::serialize(views, None).map_err(|e| Error::Invalid(format!("safetensors: {e}")))?;
         let write = |name: &str, b: &[u8]| {
             let p = dir.join(name);
             std::fs::write(&p, b).map_err(|e| Error::io(p.display().to_string(), e))
         };
         write("model.safetensors", &bytes)?;
-        write(
-            "config.json",
-            serde_json::to_string_pretty(&cfg).expect("json").as_bytes(),
-        )
+        write("config.json", serde_json::to_string_pretty(&cfg).expect("json").as_bytes())
     }
 }

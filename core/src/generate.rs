@@ -126,9 +126,7 @@ pub fn top_k(scores: &mut [f32], k: usize) {
         return;
     }
     let mut v = scores.to_vec();
-    v.select_nth_unstable_by(k - 1, |a, b| {
-        b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal)
-    });
+    v.select_nth_unstable_by(k - 1, |a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
     let kth = v[k - 1];
     for s in scores.iter_mut() {
         if *s < kth {
@@ -144,11 +142,7 @@ pub fn top_p(scores: &mut [f32], p: f32) {
     }
     let mut idx: Vec<usize> = (0..scores.len()).collect();
     // ascending, as transformers sorts
-    idx.sort_by(|&a, &b| {
-        scores[a]
-            .partial_cmp(&scores[b])
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    idx.sort_by(|&a, &b| scores[a].partial_cmp(&scores[b]).unwrap_or(std::cmp::Ordering::Equal));
     let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let exps: Vec<f32> = idx.iter().map(|&i| (scores[i] - max).exp()).collect();
     let sum: f32 = exps.iter().sum();
@@ -173,9 +167,7 @@ fn log_softmax(v: &mut [f32]) {
 }
 
 fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .fold(0usize, |b, (i, &x)| if x > v[b] { i } else { b }) as u32
+    v.iter().enumerate().fold(0usize, |b, (i, &x)| if x > v[b] { i } else { b }) as u32
 }
 
 impl GenerationConfig {
@@ -236,12 +228,7 @@ impl<F: FnMut(&str) -> bool> TextSink<'_, F> {
         self.flush(false)
     }
     fn flush(&mut self, end: bool) -> Option<StopReason> {
-        if let Some(pos) = self
-            .stops
-            .iter()
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| self.text.find(s.as_str()))
-            .min()
+        if let Some(pos) = self.stops.iter().filter(|s| !s.is_empty()).filter_map(|s| self.text.find(s.as_str())).min()
         {
             self.text.truncate(pos);
             let rest = self.text[self.emitted.min(pos)..].to_string();
@@ -250,15 +237,7 @@ impl<F: FnMut(&str) -> bool> TextSink<'_, F> {
             return Some(StopReason::StopString);
         }
         // hold back a tail that could still grow into a stop string
-        let hold = if end {
-            0
-        } else {
-            self.stops
-                .iter()
-                .map(|s| s.len().saturating_sub(1))
-                .max()
-                .unwrap_or(0)
-        };
+        let hold = if end { 0 } else { self.stops.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0) };
         let mut upto = self.text.len().saturating_sub(hold).max(self.emitted);
         while !self.text.is_char_boundary(upto) {
             upto -= 1;
@@ -286,14 +265,8 @@ pub fn generate<B: Backend>(
     if prompt.is_empty() {
         return Err(Error::Invalid("generate: empty prompt".into()));
     }
-    let mut sink = TextSink {
-        tk,
-        dec: StreamDecoder::new(),
-        text: String::new(),
-        emitted: 0,
-        stops: &cfg.stop_strings,
-        on_text,
-    };
+    let mut sink =
+        TextSink { tk, dec: StreamDecoder::new(), text: String::new(), emitted: 0, stops: &cfg.stop_strings, on_text };
     let finish = |sink: &mut TextSink<_>, ids: Vec<u32>, mut stop: StopReason| {
         let tail = sink.dec.finish();
         sink.text.push_str(&tail);
@@ -302,11 +275,7 @@ pub fn generate<B: Backend>(
                 stop = r;
             }
         }
-        Generated {
-            ids,
-            text: sink.text.clone(),
-            stop,
-        }
+        Generated { ids, text: sink.text.clone(), stop }
     };
     if cfg.num_beams > 1 {
         let ids = beam_search(model, prompt, cfg)?;
@@ -360,11 +329,7 @@ pub fn generate<B: Backend>(
 }
 
 /// transformers' vectorised beam search (`GenerationMixin._beam_search`), one sequence.
-pub fn beam_search<B: Backend>(
-    model: &Model<B>,
-    prompt: &[u32],
-    cfg: &GenerationConfig,
-) -> Result<Vec<u32>> {
+pub fn beam_search<B: Backend>(model: &Model<B>, prompt: &[u32], cfg: &GenerationConfig) -> Result<Vec<u32>> {
     let nb = cfg.num_beams;
     let plen = prompt.len();
     let max_len = plen + cfg.max_new_tokens;
@@ -377,7 +342,11 @@ pub fn beam_search<B: Backend>(
     // running beams: sequence, score, cache, last logits
     let mut run_seq: Vec<Vec<u32>> = vec![prompt.to_vec(); nb];
     let mut run_score: Vec<f32> = (0..nb).map(|i| if i == 0 { 0.0 } else { -1e9 }).collect();
-    let mut run_cache: Vec<B::Cache> = vec![cache0; nb];
+    let mut run_cache: Vec<B::Cache> = Vec::with_capacity(nb);
+    for _ in 1..nb {
+        run_cache.push(model.backend.copy_cache(&cache0)?);
+    }
+    run_cache.push(cache0);
     let mut run_logits: Vec<Vec<f32>> = vec![first; nb];
     let mut fin_seq: Vec<Vec<u32>> = vec![prompt.to_vec(); nb];
     let mut fin_score: Vec<f32> = vec![-1e9; nb];
@@ -397,18 +366,10 @@ pub fn beam_search<B: Backend>(
         let mut idx: Vec<usize> = (0..acc.len()).collect();
         let kk = keep.min(idx.len());
         idx.select_nth_unstable_by(kk - 1, |&a, &b| {
-            acc[b]
-                .partial_cmp(&acc[a])
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.cmp(&b))
+            acc[b].partial_cmp(&acc[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
         });
         idx.truncate(kk);
-        idx.sort_by(|&a, &b| {
-            acc[b]
-                .partial_cmp(&acc[a])
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.cmp(&b))
-        });
+        idx.sort_by(|&a, &b| acc[b].partial_cmp(&acc[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
         let cand: Vec<(usize, u32, f32, bool)> = idx
             .iter()
             .map(|&i| {
@@ -421,17 +382,13 @@ pub fn beam_search<B: Backend>(
         let mut order: Vec<usize> = (0..cand.len()).collect();
         let pen = |c: &(usize, u32, f32, bool)| c.2 + if c.3 { -1e9 } else { 0.0 };
         order.sort_by(|&a, &b| {
-            pen(&cand[b])
-                .partial_cmp(&pen(&cand[a]))
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.cmp(&b))
+            pen(&cand[b]).partial_cmp(&pen(&cand[a])).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
         });
         // finished-beam update
         let all_done = fin_done.iter().all(|&d| d);
         let denom = ((cur + 1 - plen) as f32).powf(lp);
-        let mut merged: Vec<(Vec<u32>, f32, bool)> = (0..nb)
-            .map(|i| (fin_seq[i].clone(), fin_score[i], fin_done[i]))
-            .collect();
+        let mut merged: Vec<(Vec<u32>, f32, bool)> =
+            (0..nb).map(|i| (fin_seq[i].clone(), fin_score[i], fin_done[i])).collect();
         for (i, c) in cand.iter().enumerate() {
             let just = c.3 && i < nb;
             let mut s = c.2 / denom;
@@ -449,13 +406,7 @@ pub fn beam_search<B: Backend>(
             merged.push((seq, s, just));
         }
         let mut mo: Vec<usize> = (0..merged.len()).collect();
-        mo.sort_by(|&a, &b| {
-            merged[b]
-                .1
-                .partial_cmp(&merged[a].1)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.cmp(&b))
-        });
+        mo.sort_by(|&a, &b| merged[b].1.partial_cmp(&merged[a].1).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
         let newfin: Vec<_> = mo[..nb].iter().map(|&i| merged[i].clone()).collect();
         for (i, (s, sc, d)) in newfin.into_iter().enumerate() {
             fin_seq[i] = s;
@@ -464,22 +415,13 @@ pub fn beam_search<B: Backend>(
         }
         let valid = !cand.iter().all(|c| c.3);
         // advance running beams (reorder caches), then the early-stop heuristic
-        let chosen: Vec<(usize, u32, f32)> = order[..nb]
-            .iter()
-            .map(|&i| (cand[i].0, cand[i].1, pen(&cand[i])))
-            .collect();
+        let chosen: Vec<(usize, u32, f32)> =
+            order[..nb].iter().map(|&i| (cand[i].0, cand[i].1, pen(&cand[i]))).collect();
         cur += 1;
-        let best_len = if es == EarlyStopping::Never && lp > 0.0 {
-            max_len - plen
-        } else {
-            cur - plen
-        };
+        let best_len = if es == EarlyStopping::Never && lp > 0.0 { max_len - plen } else { cur - plen };
         let best_running = chosen[0].2 / (best_len as f32).powf(lp);
         let worst_fin = fin_score.iter().cloned().fold(f32::INFINITY, f32::min);
-        unsatisfied = unsatisfied
-            && fin_done
-                .iter()
-                .any(|&d| best_running > if d { worst_fin } else { -1e9 });
+        unsatisfied = unsatisfied && fin_done.iter().any(|&d| best_running > if d { worst_fin } else { -1e9 });
         let exists_open = !(fin_done.iter().all(|&d| d) && es == EarlyStopping::True);
         if !(unsatisfied && exists_open && valid) || cur >= max_len {
             break;
@@ -488,7 +430,7 @@ pub fn beam_search<B: Backend>(
         for &(b, tok, sc) in &chosen {
             let mut seq = run_seq[b].clone();
             seq.push(tok);
-            let mut cache = run_cache[b].clone();
+            let mut cache = model.backend.copy_cache(&run_cache[b])?;
             let l = model.forward(&[tok], cur - 1, &mut cache, false)?;
             ns.push(seq);
             nsc.push(sc);

@@ -104,17 +104,10 @@ impl Value {
             Value::String(s) => format!("{s:?}"),
             Value::Array(a) if a.len() > 8 => format!(
                 "[{} … ] ({} items)",
-                a.iter()
-                    .take(4)
-                    .map(|v| v.summary())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                a.iter().take(4).map(|v| v.summary()).collect::<Vec<_>>().join(", "),
                 a.len()
             ),
-            Value::Array(a) => format!(
-                "[{}]",
-                a.iter().map(|v| v.summary()).collect::<Vec<_>>().join(", ")
-            ),
+            Value::Array(a) => format!("[{}]", a.iter().map(|v| v.summary()).collect::<Vec<_>>().join(", ")),
             Value::Bool(b) => b.to_string(),
             Value::F32(v) => v.to_string(),
             Value::F64(v) => v.to_string(),
@@ -173,19 +166,13 @@ impl<R: Read> Reader<'_, R> {
         if n > self.len.saturating_sub(self.pos) {
             return Err(Error::format(
                 self.name,
-                format!(
-                    "truncated while reading {what} at byte {} (need {n} bytes, file has {})",
-                    self.pos, self.len
-                ),
+                format!("truncated while reading {what} at byte {} (need {n} bytes, file has {})", self.pos, self.len),
             ));
         }
         let mut buf = vec![0u8; n as usize];
-        self.r.read_exact(&mut buf).map_err(|e| {
-            Error::format(
-                self.name,
-                format!("reading {what} at byte {}: {e}", self.pos),
-            )
-        })?;
+        self.r
+            .read_exact(&mut buf)
+            .map_err(|e| Error::format(self.name, format!("reading {what} at byte {}: {e}", self.pos)))?;
         self.pos += n;
         Ok(buf)
     }
@@ -202,14 +189,10 @@ impl<R: Read> Reader<'_, R> {
     fn string(&mut self, what: &str) -> Result<String> {
         let n = self.u64(what)?;
         if n > MAX_STRING {
-            return Err(Error::format(
-                self.name,
-                format!("{what}: string length {n} is implausible (corrupt file?)"),
-            ));
+            return Err(Error::format(self.name, format!("{what}: string length {n} is implausible (corrupt file?)")));
         }
         let b = self.bytes(n, what)?;
-        String::from_utf8(b)
-            .map_err(|_| Error::format(self.name, format!("{what}: string is not UTF-8")))
+        String::from_utf8(b).map_err(|_| Error::format(self.name, format!("{what}: string is not UTF-8")))
     }
     fn value(&mut self, ty: u32, what: &str, depth: u32) -> Result<Value> {
         Ok(match ty {
@@ -223,29 +206,18 @@ impl<R: Read> Reader<'_, R> {
             7 => match self.arr::<1>(what)?[0] {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
-                b => {
-                    return Err(Error::format(
-                        self.name,
-                        format!("{what}: bool byte {b} is neither 0 nor 1"),
-                    ))
-                }
+                b => return Err(Error::format(self.name, format!("{what}: bool byte {b} is neither 0 nor 1"))),
             },
             8 => Value::String(self.string(what)?),
             9 => {
                 if depth > 4 {
-                    return Err(Error::format(
-                        self.name,
-                        format!("{what}: arrays nested too deeply"),
-                    ));
+                    return Err(Error::format(self.name, format!("{what}: arrays nested too deeply")));
                 }
                 let ety = self.u32(what)?;
                 let n = self.u64(what)?;
                 // every element takes at least one byte, so a count larger than the rest of the file is corrupt
                 if n > MAX_ARRAY || n > self.len.saturating_sub(self.pos) {
-                    return Err(Error::format(
-                        self.name,
-                        format!("{what}: array length {n} exceeds the file"),
-                    ));
+                    return Err(Error::format(self.name, format!("{what}: array length {n} exceeds the file")));
                 }
                 let mut v = Vec::with_capacity((n as usize).min(PREALLOC_LIMIT));
                 for _ in 0..n {
@@ -256,12 +228,7 @@ impl<R: Read> Reader<'_, R> {
             10 => Value::U64(self.u64(what)?),
             11 => Value::I64(i64::from_le_bytes(self.arr(what)?)),
             12 => Value::F64(f64::from_le_bytes(self.arr(what)?)),
-            t => {
-                return Err(Error::format(
-                    self.name,
-                    format!("{what}: unknown value type {t}"),
-                ))
-            }
+            t => return Err(Error::format(self.name, format!("{what}: unknown value type {t}"))),
         })
     }
 }
@@ -271,34 +238,19 @@ impl GgufFile {
     pub fn read<R: Read + Seek>(r: &mut R, name: &str) -> Result<Self> {
         let len = r.seek(SeekFrom::End(0)).map_err(|e| Error::io(name, e))?;
         r.seek(SeekFrom::Start(0)).map_err(|e| Error::io(name, e))?;
-        let mut rd = Reader {
-            r,
-            name,
-            pos: 0,
-            len,
-        };
+        let mut rd = Reader { r, name, pos: 0, len };
         let magic = rd.arr::<4>("magic")?;
         if magic != GGUF_MAGIC {
-            return Err(Error::format(
-                name,
-                format!("not a GGUF file (magic {magic:02x?}, expected \"GGUF\")"),
-            ));
+            return Err(Error::format(name, format!("not a GGUF file (magic {magic:02x?}, expected \"GGUF\")")));
         }
         let version = rd.u32("version")?;
         if !(2..=3).contains(&version) {
-            return Err(Error::field(
-                name,
-                "version",
-                format!("GGUF version {version} is not supported (2 or 3)"),
-            ));
+            return Err(Error::field(name, "version", format!("GGUF version {version} is not supported (2 or 3)")));
         }
         let n_tensors = rd.u64("tensor count")?;
         let n_kv = rd.u64("metadata count")?;
         if n_tensors > MAX_ITEMS || n_kv > MAX_ITEMS {
-            return Err(Error::format(
-                name,
-                format!("implausible counts: {n_tensors} tensors, {n_kv} metadata keys"),
-            ));
+            return Err(Error::format(name, format!("implausible counts: {n_tensors} tensors, {n_kv} metadata keys")));
         }
         let mut metadata = Vec::with_capacity((n_kv as usize).min(PREALLOC_LIMIT));
         for i in 0..n_kv {
@@ -312,20 +264,15 @@ impl GgufFile {
             let tname = rd.string(&format!("tensor name #{i}"))?;
             let nd = rd.u32(&tname)?;
             if nd == 0 || nd > 4 {
-                return Err(Error::tensor(
-                    name,
-                    &tname,
-                    format!("{nd} dimensions (1 to 4 supported)"),
-                ));
+                return Err(Error::tensor(name, &tname, format!("{nd} dimensions (1 to 4 supported)")));
             }
             let mut dims = Vec::new();
             for _ in 0..nd {
                 dims.push(rd.u64(&tname)?);
             }
             let tid = rd.u32(&tname)?;
-            let ty = GgmlType::from_id(tid).ok_or_else(|| {
-                Error::tensor(name, &tname, format!("unknown ggml type id {tid}"))
-            })?;
+            let ty = GgmlType::from_id(tid)
+                .ok_or_else(|| Error::tensor(name, &tname, format!("unknown ggml type id {tid}")))?;
             let offset = rd.u64(&tname)?;
             let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
             match n {
@@ -343,20 +290,9 @@ impl GgufFile {
                         ));
                     }
                 }
-                _ => {
-                    return Err(Error::tensor(
-                        name,
-                        &tname,
-                        format!("implausible shape {dims:?}"),
-                    ))
-                }
+                _ => return Err(Error::tensor(name, &tname, format!("implausible shape {dims:?}"))),
             }
-            tensors.push(TensorInfo {
-                name: tname,
-                dims,
-                ty,
-                offset,
-            });
+            tensors.push(TensorInfo { name: tname, dims, ty, offset });
         }
         let mut f = GgufFile {
             name: name.to_string(),
@@ -368,11 +304,7 @@ impl GgufFile {
         };
         if let Some(v) = f.get("general.alignment") {
             let a = v.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| {
-                Error::field(
-                    name,
-                    "general.alignment",
-                    format!("{} is not a power of two", v.summary()),
-                )
+                Error::field(name, "general.alignment", format!("{} is not a power of two", v.summary()))
             })?;
             f.alignment = a;
         }
@@ -385,15 +317,16 @@ impl GgufFile {
                     format!("offset {} is not aligned to {}", t.offset, f.alignment),
                 ));
             }
-            let end = f
-                .data_offset
-                .checked_add(t.offset)
-                .and_then(|o| o.checked_add(t.n_bytes()));
+            let end = f.data_offset.checked_add(t.offset).and_then(|o| o.checked_add(t.n_bytes()));
             if end.is_none_or(|e| e > len) {
                 return Err(Error::tensor(
                     name,
                     &t.name,
-                    format!("data (offset {}, {} bytes) extends past the end of the file ({len} bytes): truncated?", t.offset, t.n_bytes()),
+                    format!(
+                        "data (offset {}, {} bytes) extends past the end of the file ({len} bytes): truncated?",
+                        t.offset,
+                        t.n_bytes()
+                    ),
                 ));
             }
         }
@@ -414,29 +347,21 @@ impl GgufFile {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                Error::field(
-                    &self.name,
-                    key,
-                    format!("expected an unsigned integer, found {}", v.summary()),
-                )
+                Error::field(&self.name, key, format!("expected an unsigned integer, found {}", v.summary()))
             }),
         }
     }
     pub fn get_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-                Error::field(
-                    &self.name,
-                    key,
-                    format!("expected a number, found {}", v.summary()),
-                )
-            }),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| Error::field(&self.name, key, format!("expected a number, found {}", v.summary()))),
         }
     }
     pub fn require_u64(&self, key: &str) -> Result<u64> {
-        self.get_u64(key)?
-            .ok_or_else(|| Error::field(&self.name, key, "missing"))
+        self.get_u64(key)?.ok_or_else(|| Error::field(&self.name, key, "missing"))
     }
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.iter().find(|t| t.name == name)
@@ -467,13 +392,7 @@ impl GgufWriter {
         }
     }
     /// `dims` in ggml order (contiguous dimension first); `data` already encoded in `ty`.
-    pub fn add_tensor(
-        &mut self,
-        name: &str,
-        dims: Vec<u64>,
-        ty: GgmlType,
-        data: Vec<u8>,
-    ) -> Result<()> {
+    pub fn add_tensor(&mut self, name: &str, dims: Vec<u64>, ty: GgmlType, data: Vec<u8>) -> Result<()> {
         let n: u64 = dims.iter().product();
         if ty.row_bytes(n as usize) != data.len() {
             return Err(Error::Invalid(format!(
@@ -518,11 +437,7 @@ impl GgufWriter {
         head.extend_from_slice(&GGUF_MAGIC);
         head.extend_from_slice(&3u32.to_le_bytes());
         head.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        let md: Vec<_> = self
-            .metadata
-            .iter()
-            .filter(|(k, _)| k != "general.alignment")
-            .collect();
+        let md: Vec<_> = self.metadata.iter().filter(|(k, _)| k != "general.alignment").collect();
         head.extend_from_slice(&(md.len() as u64).to_le_bytes());
         for (k, v) in md {
             wstr(&mut head, k)?;

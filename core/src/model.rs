@@ -37,27 +37,16 @@ impl<B: Backend> Model<B> {
             layers.push(Layer {
                 attn_norm: backend.load_vector(&l.attn_norm)?,
                 ffn_norm: backend.load_vector(&l.ffn_norm)?,
-                proj: l
-                    .proj
-                    .iter()
-                    .map(|m| backend.load_matrix(m))
-                    .collect::<Result<_>>()?,
+                proj: l.proj.iter().map(|m| backend.load_matrix(m)).collect::<Result<_>>()?,
             });
         }
         Ok(Model {
             cfg: w.cfg.clone(),
             embed: backend.load_matrix(&w.embed)?,
-            lm_head: w
-                .lm_head
-                .as_ref()
-                .map(|m| backend.load_matrix(m))
-                .transpose()?,
+            lm_head: w.lm_head.as_ref().map(|m| backend.load_matrix(m)).transpose()?,
             norm: backend.load_vector(&w.norm)?,
             layers,
-            rope: Rope {
-                inv_freq: w.cfg.rope_inv_freq(),
-                interleaved: w.cfg.rope_interleaved,
-            },
+            rope: Rope { inv_freq: w.cfg.rope_inv_freq(), interleaved: w.cfg.rope_interleaved },
             adapters: Vec::new(),
             backend,
         })
@@ -67,23 +56,14 @@ impl<B: Backend> Model<B> {
     /// be swapped or mixed without reloading it. Replaces an attached adapter of the same name.
     pub fn attach(&mut self, a: &LoraAdapter, weight: f32) -> Result<()> {
         a.check_fits(&self.cfg)?;
-        let mut pairs: Vec<Option<(B::Lora, f32)>> =
-            (0..self.cfg.num_layers * 7).map(|_| None).collect();
+        let mut pairs: Vec<Option<(B::Lora, f32)>> = (0..self.cfg.num_layers * 7).map(|_| None).collect();
         for e in &a.entries {
             let b = a.b_for(e, &self.cfg);
-            let up = self.backend.load_lora(&LoraPair {
-                r: e.r,
-                a: &e.a,
-                b: &b,
-            })?;
+            let up = self.backend.load_lora(&LoraPair { r: e.r, a: &e.a, b: &b })?;
             pairs[e.layer * 7 + e.proj as usize] = Some((up, e.scale));
         }
         self.detach(&a.name);
-        self.adapters.push(Attached {
-            name: a.name.clone(),
-            weight,
-            pairs,
-        });
+        self.adapters.push(Attached { name: a.name.clone(), weight, pairs });
         Ok(())
     }
 
@@ -104,10 +84,7 @@ impl<B: Backend> Model<B> {
     }
 
     pub fn adapters(&self) -> Vec<(String, f32)> {
-        self.adapters
-            .iter()
-            .map(|a| (a.name.clone(), a.weight))
-            .collect()
+        self.adapters.iter().map(|a| (a.name.clone(), a.weight)).collect()
     }
 
     pub fn new_cache(&self, max_seq: usize) -> Result<B::Cache> {
@@ -117,24 +94,14 @@ impl<B: Backend> Model<B> {
     fn loras(&self, layer: usize, p: Proj) -> Vec<(&B::Lora, f32)> {
         self.adapters
             .iter()
-            .filter_map(|a| {
-                a.pairs[layer * 7 + p as usize]
-                    .as_ref()
-                    .map(|(l, s)| (l, s * a.weight))
-            })
+            .filter_map(|a| a.pairs[layer * 7 + p as usize].as_ref().map(|(l, s)| (l, s * a.weight)))
             .filter(|(_, s)| *s != 0.0)
             .collect()
     }
 
     /// Run `tokens` at positions pos0.. through the model, extending `cache`. Returns logits for
     /// every position (n_tokens * vocab) when `all_logits`, else for the last one only.
-    pub fn forward(
-        &self,
-        tokens: &[u32],
-        pos0: usize,
-        cache: &mut B::Cache,
-        all_logits: bool,
-    ) -> Result<Vec<f32>> {
+    pub fn forward(&self, tokens: &[u32], pos0: usize, cache: &mut B::Cache, all_logits: bool) -> Result<Vec<f32>> {
         let c = &self.cfg;
         let be = &self.backend;
         let n = tokens.len();
@@ -142,10 +109,7 @@ impl<B: Backend> Model<B> {
             return Err(Error::Invalid("forward: no tokens".into()));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-            return Err(Error::Invalid(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                c.vocab_size
-            )));
+            return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary of {}", c.vocab_size)));
         }
         let (h, qd, kvd, ff) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
         let mut x = be.act(n, h); // (n, hidden) residual stream
@@ -158,55 +122,20 @@ impl<B: Backend> Model<B> {
         for (li, l) in self.layers.iter().enumerate() {
             // attention block: x += Wo · attn(rope(Wq xn), rope(Wk xn), Wv xn)
             be.rmsnorm(&mut xn, &x, &l.attn_norm, c.rms_eps);
-            be.matmul(
-                &mut q,
-                &xn,
-                &l.proj[Proj::Q as usize],
-                &self.loras(li, Proj::Q),
-            );
-            be.matmul(
-                &mut k,
-                &xn,
-                &l.proj[Proj::K as usize],
-                &self.loras(li, Proj::K),
-            );
-            be.matmul(
-                &mut v,
-                &xn,
-                &l.proj[Proj::V as usize],
-                &self.loras(li, Proj::V),
-            );
+            be.matmul(&mut q, &xn, &l.proj[Proj::Q as usize], &self.loras(li, Proj::Q));
+            be.matmul(&mut k, &xn, &l.proj[Proj::K as usize], &self.loras(li, Proj::K));
+            be.matmul(&mut v, &xn, &l.proj[Proj::V as usize], &self.loras(li, Proj::V));
             be.rope(&mut q, c.num_heads, c.head_dim, pos0, &self.rope);
             be.rope(&mut k, c.num_kv_heads, c.head_dim, pos0, &self.rope);
             be.attention(&mut att, &q, &k, &v, cache, li, pos0, c)?;
-            be.matmul(
-                &mut o,
-                &att,
-                &l.proj[Proj::O as usize],
-                &self.loras(li, Proj::O),
-            );
+            be.matmul(&mut o, &att, &l.proj[Proj::O as usize], &self.loras(li, Proj::O));
             be.add(&mut x, &o);
             // feed-forward block: x += Wdown (silu(Wgate xn) * Wup xn)
             be.rmsnorm(&mut xn, &x, &l.ffn_norm, c.rms_eps);
-            be.matmul(
-                &mut g,
-                &xn,
-                &l.proj[Proj::Gate as usize],
-                &self.loras(li, Proj::Gate),
-            );
-            be.matmul(
-                &mut u,
-                &xn,
-                &l.proj[Proj::Up as usize],
-                &self.loras(li, Proj::Up),
-            );
+            be.matmul(&mut g, &xn, &l.proj[Proj::Gate as usize], &self.loras(li, Proj::Gate));
+            be.matmul(&mut u, &xn, &l.proj[Proj::Up as usize], &self.loras(li, Proj::Up));
             be.silu_mul(&mut g, &u);
-            be.matmul(
-                &mut o,
-                &g,
-                &l.proj[Proj::Down as usize],
-                &self.loras(li, Proj::Down),
-            );
+            be.matmul(&mut o, &g, &l.proj[Proj::Down as usize], &self.loras(li, Proj::Down));
             be.add(&mut x, &o);
         }
         let x = if all_logits { x } else { be.last_row(&x) };
@@ -214,12 +143,7 @@ impl<B: Backend> Model<B> {
         let mut xn = be.act(rows, h);
         be.rmsnorm(&mut xn, &x, &self.norm, c.rms_eps);
         let mut logits = be.act(rows, c.vocab_size);
-        be.matmul(
-            &mut logits,
-            &xn,
-            self.lm_head.as_ref().unwrap_or(&self.embed),
-            &[],
-        );
+        be.matmul(&mut logits, &xn, self.lm_head.as_ref().unwrap_or(&self.embed), &[]);
         be.to_host(&logits)
     }
 }

@@ -31,9 +31,7 @@ impl std::str::FromStr for Template {
 
 pub fn instruct(instruction: &str, input: Option<&str>) -> String {
     match input {
-        Some(i) if !i.is_empty() => INSTRUCT_INPUT
-            .replace("{instruction}", instruction)
-            .replace("{input}", i),
+        Some(i) if !i.is_empty() => INSTRUCT_INPUT.replace("{instruction}", instruction).replace("{input}", i),
         _ => INSTRUCT.replace("{instruction}", instruction),
     }
 }
@@ -45,9 +43,7 @@ pub struct Turn {
 }
 
 fn history_turn(t: &Turn) -> String {
-    CHAT_HISTORY
-        .replace("{input}", &t.input)
-        .replace("{output}", &t.output)
+    CHAT_HISTORY.replace("{input}", &t.input).replace("{output}", &t.output)
 }
 
 /// The chat prompt: preamble, the (fitted) history turns, then the new user input.
@@ -67,15 +63,8 @@ pub fn chat(history: &[Turn], input: &str) -> String {
 ///
 /// One deliberate difference: Chinese-Vicuna's drop loop can never run (its index has already
 /// passed the end); we drop oldest turns as its comment intends.
-pub fn fit_history(
-    history: &[Turn],
-    input: &str,
-    max_tokens: usize,
-    count: &dyn Fn(&str) -> usize,
-) -> Vec<Turn> {
-    let avail = max_tokens as isize
-        - count(CHAT_PRE) as isize
-        - count(&CHAT_POST.replace("{input}", input)) as isize;
+pub fn fit_history(history: &[Turn], input: &str, max_tokens: usize, count: &dyn Fn(&str) -> usize) -> Vec<Turn> {
+    let avail = max_tokens as isize - count(CHAT_PRE) as isize - count(&CHAT_POST.replace("{input}", input)) as isize;
     let mut h: Vec<Turn> = history.to_vec();
     let mut lens: Vec<isize> = h.iter().map(|t| count(&history_turn(t)) as isize).collect();
     let mut i = 0;
@@ -107,34 +96,24 @@ mod tests {
             instruct("把这句话翻译成英语", None),
             "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n把这句话翻译成英语\n\n### Response:"
         );
-        assert!(instruct("翻译", Some("你好"))
-            .ends_with("### Instruction:翻译\n\n### Input:你好\n\n### Response:"));
-        let h = vec![Turn {
-            input: "你好".into(),
-            output: "你好！有什么可以帮你？".into(),
-        }];
-        assert_eq!(chat(&h, "北京在哪里？"), format!("{CHAT_PRE}User:你好\n\nAssistant:你好！有什么可以帮你？\n\nUser:北京在哪里？\n\nAssistant:"));
+        assert!(instruct("翻译", Some("你好")).ends_with("### Instruction:翻译\n\n### Input:你好\n\n### Response:"));
+        let h = vec![Turn { input: "你好".into(), output: "你好！有什么可以帮你？".into() }];
+        assert_eq!(
+            chat(&h, "北京在哪里？"),
+            format!("{CHAT_PRE}User:你好\n\nAssistant:你好！有什么可以帮你？\n\nUser:北京在哪里？\n\nAssistant:")
+        );
     }
 
     #[test]
     fn history_fitting_halves_then_drops_oldest() {
         let count = |s: &str| s.chars().count();
-        let h: Vec<Turn> = (0..3)
-            .map(|i| Turn {
-                input: format!("q{i}").repeat(10),
-                output: "a".repeat(100),
-            })
-            .collect();
-        let budget =
-            count(CHAT_PRE) + count(&CHAT_POST.replace("{input}", "x")) + 3 * (100 + 20 + 21);
+        let h: Vec<Turn> =
+            (0..3).map(|i| Turn { input: format!("q{i}").repeat(10), output: "a".repeat(100) }).collect();
+        let budget = count(CHAT_PRE) + count(&CHAT_POST.replace("{input}", "x")) + 3 * (100 + 20 + 21);
         assert_eq!(fit_history(&h, "x", budget, &count), h, "fits: unchanged");
         let f = fit_history(&h, "x", budget - 10, &count);
         assert_eq!(f.len(), 3);
-        assert_eq!(
-            f[0].output.len(),
-            50,
-            "oldest turn's longer side halved first"
-        );
+        assert_eq!(f[0].output.len(), 50, "oldest turn's longer side halved first");
         assert_eq!(f[1].output.len(), 100);
         let tight = count(CHAT_PRE) + count(&CHAT_POST.replace("{input}", "x")) + 100;
         let f = fit_history(&h, "x", tight, &count);

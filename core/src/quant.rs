@@ -130,10 +130,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        (
-            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
+        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 
@@ -188,11 +185,7 @@ pub fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
         Q4_K | Q5_K => {
             let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
             let scales = &b[4..16];
-            let (qh, ql) = if ty == Q5_K {
-                (&b[16..48], &b[48..176])
-            } else {
-                (&b[0..0], &b[16..144])
-            };
+            let (qh, ql) = if ty == Q5_K { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
             for (jj, chunk) in y.chunks_exact_mut(64).enumerate() {
                 let (sc1, m1) = scale_min_k4(2 * jj, scales);
                 let (sc2, m2) = scale_min_k4(2 * jj + 1, scales);
@@ -237,14 +230,10 @@ pub fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
 pub fn dequantize_row(ty: GgmlType, b: &[u8], y: &mut [f32]) {
     let (bs, bb) = (ty.block_size(), ty.block_bytes());
     match ty {
-        GgmlType::F32 => y
-            .iter_mut()
-            .zip(b.chunks_exact(4))
-            .for_each(|(o, c)| *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        _ => y
-            .chunks_exact_mut(bs)
-            .zip(b.chunks_exact(bb))
-            .for_each(|(o, c)| dequantize_block(ty, c, o)),
+        GgmlType::F32 => {
+            y.iter_mut().zip(b.chunks_exact(4)).for_each(|(o, c)| *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        }
+        _ => y.chunks_exact_mut(bs).zip(b.chunks_exact(bb)).for_each(|(o, c)| dequantize_block(ty, c, o)),
     }
 }
 
@@ -309,17 +298,11 @@ pub fn quantize_block(ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
             out.extend(x.iter().map(|v| roundf(v * id) as i8 as u8));
         }
         Q4_0 | Q5_0 => {
-            let (div, off, maxq) = if ty == Q4_0 {
-                (-8.0f32, 8.5f32, 15u8)
-            } else {
-                (-16.0, 16.5, 31)
-            };
+            let (div, off, maxq) = if ty == Q4_0 { (-8.0f32, 8.5f32, 15u8) } else { (-16.0, 16.5, 31) };
             let d = absmax(x) / div;
             let id = inv(d);
-            let q: Vec<u8> = x
-                .iter()
-                .map(|v| ((v * id + off).trunc().max(0.0) as u32).min(maxq as u32) as u8)
-                .collect();
+            let q: Vec<u8> =
+                x.iter().map(|v| ((v * id + off).trunc().max(0.0) as u32).min(maxq as u32) as u8).collect();
             push_f16(out, d);
             pack_nibbles(ty == Q5_0, &q, out);
         }
@@ -329,10 +312,8 @@ pub fn quantize_block(ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
             let min = x.iter().cloned().fold(f32::INFINITY, f32::min);
             let d = (max - min) / maxq as f32;
             let id = inv(d);
-            let q: Vec<u8> = x
-                .iter()
-                .map(|v| (((v - min) * id + 0.5).trunc().max(0.0) as u32).min(maxq as u32) as u8)
-                .collect();
+            let q: Vec<u8> =
+                x.iter().map(|v| (((v - min) * id + 0.5).trunc().max(0.0) as u32).min(maxq as u32) as u8).collect();
             push_f16(out, d);
             push_f16(out, min);
             pack_nibbles(ty == Q5_1, &q, out);
@@ -343,10 +324,7 @@ pub fn quantize_block(ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
 
 fn pack_nibbles(five_bit: bool, q: &[u8], out: &mut Vec<u8>) {
     if five_bit {
-        let qh = q
-            .iter()
-            .enumerate()
-            .fold(0u32, |h, (j, &v)| h | (((v >> 4) as u32 & 1) << j));
+        let qh = q.iter().enumerate().fold(0u32, |h, (j, &v)| h | (((v >> 4) as u32 & 1) << j));
         out.extend_from_slice(&qh.to_le_bytes());
     }
     out.extend((0..16).map(|j| (q[j] & 0xF) | (q[j + 16] << 4)));
@@ -382,11 +360,9 @@ pub fn dot_row(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
             // rows inside GGUF and our owned buffers are 4-byte aligned; fall back if not
             match bytemuck::try_cast_slice::<u8, f32>(row) {
                 Ok(w) => dot_f32(w, x),
-                Err(_) => row
-                    .chunks_exact(4)
-                    .zip(x)
-                    .map(|(c, v)| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * v)
-                    .sum(),
+                Err(_) => {
+                    row.chunks_exact(4).zip(x).map(|(c, v)| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * v).sum()
+                }
             }
         }
         F16 => {
@@ -394,8 +370,7 @@ pub fn dot_row(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
             let mut chunks = row.chunks_exact(16).zip(x.chunks_exact(8));
             for (c, xv) in &mut chunks {
                 for k in 0..8 {
-                    acc[k] += f16::from_bits(u16::from_le_bytes([c[2 * k], c[2 * k + 1]])).to_f32()
-                        * xv[k];
+                    acc[k] += f16::from_bits(u16::from_le_bytes([c[2 * k], c[2 * k + 1]])).to_f32() * xv[k];
                 }
             }
             let mut s: f32 = acc.iter().sum();
@@ -528,15 +503,9 @@ mod simd {
             let lo = _mm_and_si128(qs, _mm_set1_epi8(0x0F));
             let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), _mm_set1_epi8(0x0F));
             let q0 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), eight);
-            let q1 = _mm256_sub_ps(
-                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))),
-                eight,
-            );
+            let q1 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), eight);
             let q2 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), eight);
-            let q3 = _mm256_sub_ps(
-                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))),
-                eight,
-            );
+            let q3 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), eight);
             let mut s = _mm256_mul_ps(q0, _mm256_loadu_ps(xp));
             s = _mm256_fmadd_ps(q1, _mm256_loadu_ps(xp.add(8)), s);
             s = _mm256_fmadd_ps(q2, _mm256_loadu_ps(xp.add(16)), s);
@@ -574,12 +543,8 @@ mod tests {
 
     #[test]
     fn simd_kernels_agree_with_portable_reference() {
-        let x: Vec<f32> = (0..1024)
-            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 3.0)
-            .collect();
-        let w: Vec<f32> = (0..1024)
-            .map(|i| (i * 104729 % 997) as f32 / 498.0 - 1.0)
-            .collect();
+        let x: Vec<f32> = (0..1024).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 3.0).collect();
+        let w: Vec<f32> = (0..1024).map(|i| (i * 104729 % 997) as f32 / 498.0 - 1.0).collect();
         for n in [32, 64, 96, 1024] {
             for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
                 let q = quantize_row(ty, &w[..n]);
@@ -587,25 +552,16 @@ mod tests {
                 dequantize_row(ty, &q, &mut deq);
                 let want: f64 = deq.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
                 let got = dot_row(ty, &q, &x[..n]) as f64;
-                assert!(
-                    (got - want).abs() < 1e-4 * want.abs().max(1.0),
-                    "{ty:?} n={n}: {got} vs {want}"
-                );
+                assert!((got - want).abs() < 1e-4 * want.abs().max(1.0), "{ty:?} n={n}: {got} vs {want}");
             }
-            let want: f64 = w[..n]
-                .iter()
-                .zip(&x)
-                .map(|(a, b)| *a as f64 * *b as f64)
-                .sum();
+            let want: f64 = w[..n].iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!((dot_f32(&w[..n], &x[..n]) as f64 - want).abs() < 1e-4 * want.abs().max(1.0));
         }
     }
 
     #[test]
     fn roundtrip_block_formats() {
-        let x: Vec<f32> = (0..64)
-            .map(|i| ((i * 37 % 64) as f32 - 31.5) / 7.0)
-            .collect();
+        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.5) / 7.0).collect();
         for ty in [
             GgmlType::Q8_0,
             GgmlType::Q4_0,
@@ -619,11 +575,7 @@ mod tests {
             assert_eq!(q.len(), ty.row_bytes(64));
             let mut y = vec![0f32; 64];
             dequantize_row(ty, &q, &mut y);
-            let max_err = x
-                .iter()
-                .zip(&y)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let max_err = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             let bound = match ty {
                 GgmlType::Q4_0 | GgmlType::Q4_1 => 0.6,
                 GgmlType::Q5_0 | GgmlType::Q5_1 => 0.3,
@@ -632,10 +584,7 @@ mod tests {
             assert!(max_err < bound, "{ty:?}: max error {max_err}");
             let dot = dot_row(ty, &q, &x);
             let want: f32 = y.iter().zip(&x).map(|(a, b)| a * b).sum();
-            assert!(
-                (dot - want).abs() < 1e-3 * want.abs().max(1.0),
-                "{ty:?}: dot {dot} vs {want}"
-            );
+            assert!((dot - want).abs() < 1e-3 * want.abs().max(1.0), "{ty:?}: dot {dot} vs {want}");
         }
     }
 

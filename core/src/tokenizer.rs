@@ -35,15 +35,8 @@ impl TokenType {
 
 enum Kind {
     Hf(Box<tokenizers::Tokenizer>),
-    Spm {
-        scores: Vec<f32>,
-        add_space_prefix: bool,
-    },
-    Bpe {
-        ranks: HashMap<(String, String), usize>,
-        pre: Vec<fancy_regex::Regex>,
-        ignore_merges: bool,
-    },
+    Spm { scores: Vec<f32>, add_space_prefix: bool },
+    Bpe { ranks: HashMap<(String, String), usize>, pre: Vec<fancy_regex::Regex>, ignore_merges: bool },
 }
 
 pub struct Tokenizer {
@@ -66,8 +59,7 @@ fn bytes_to_unicode() -> [char; 256] {
     let mut map = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable =
-            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         map[b as usize] = if printable {
             char::from_u32(b).unwrap()
         } else {
@@ -80,11 +72,7 @@ fn bytes_to_unicode() -> [char; 256] {
 
 /// The inverse of `bytes_to_unicode`, for decoding byte-level BPE pieces.
 fn unicode_to_bytes() -> HashMap<char, u8> {
-    bytes_to_unicode()
-        .iter()
-        .enumerate()
-        .map(|(b, c)| (*c, b as u8))
-        .collect()
+    bytes_to_unicode().iter().enumerate().map(|(b, c)| (*c, b as u8)).collect()
 }
 
 fn byte_token(piece: &str) -> Option<u8> {
@@ -103,11 +91,7 @@ const GPT2_RE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{
 impl Tokenizer {
     /// A tokenizer.json, a model directory holding one, or a .gguf file (vocab-only files too).
     pub fn load(path: &Path) -> Result<Self> {
-        let p = if path.is_dir() {
-            path.join("tokenizer.json")
-        } else {
-            path.to_path_buf()
-        };
+        let p = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
         let name = p.display().to_string();
         let bytes = std::fs::read(&p).map_err(|e| Error::io(&name, e))?;
         if bytes.starts_with(b"GGUF") {
@@ -121,23 +105,14 @@ impl Tokenizer {
     pub fn from_hf_json(bytes: &[u8], name: &str) -> Result<Self> {
         let tk = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::format(name, format!("invalid tokenizer.json: {e}")))?;
-        let j: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| Error::format(name, format!("invalid JSON: {e}")))?;
-        let byte_level = j
-            .get("decoder")
-            .map(|d| d.to_string().contains("\"ByteLevel\""))
-            .unwrap_or(false)
-            || j.get("pre_tokenizer")
-                .map(|d| d.to_string().contains("\"ByteLevel\""))
-                .unwrap_or(false);
+        let j: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| Error::format(name, format!("invalid JSON: {e}")))?;
+        let byte_level = j.get("decoder").map(|d| d.to_string().contains("\"ByteLevel\"")).unwrap_or(false)
+            || j.get("pre_tokenizer").map(|d| d.to_string().contains("\"ByteLevel\"")).unwrap_or(false);
         let n = tk.get_vocab_size(true);
         let u2b = unicode_to_bytes();
-        let special: std::collections::HashSet<u32> = tk
-            .get_added_tokens_decoder()
-            .iter()
-            .filter(|(_, t)| t.special)
-            .map(|(id, _)| *id)
-            .collect();
+        let special: std::collections::HashSet<u32> =
+            tk.get_added_tokens_decoder().iter().filter(|(_, t)| t.special).map(|(id, _)| *id).collect();
         let mut pieces = Vec::with_capacity(n);
         let mut texts = Vec::with_capacity(n);
         let mut types = Vec::with_capacity(n);
@@ -149,12 +124,7 @@ impl Tokenizer {
             } else if let Some(b) = byte_token(&t) {
                 (vec![b], TokenType::Byte)
             } else if byte_level {
-                (
-                    t.chars()
-                        .map(|c| u2b.get(&c).copied().unwrap_or(b'?'))
-                        .collect(),
-                    TokenType::Normal,
-                )
+                (t.chars().map(|c| u2b.get(&c).copied().unwrap_or(b'?')).collect(), TokenType::Normal)
             } else {
                 (t.replace('\u{2581}', " ").into_bytes(), TokenType::Normal)
             };
@@ -170,16 +140,9 @@ impl Tokenizer {
                 .and_then(|t| t.get("id")?.as_u64())
                 .map(|v| v as u32)
         };
-        let post = j
-            .get("post_processor")
-            .map(|p| p.to_string())
-            .unwrap_or_default();
-        let bos = ["<s>", "<|begin_of_text|>", "<bos>"]
-            .iter()
-            .find_map(|t| cfg_tok(t));
-        let eos = ["</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>"]
-            .iter()
-            .find_map(|t| cfg_tok(t));
+        let post = j.get("post_processor").map(|p| p.to_string()).unwrap_or_default();
+        let bos = ["<s>", "<|begin_of_text|>", "<bos>"].iter().find_map(|t| cfg_tok(t));
+        let eos = ["</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>"].iter().find_map(|t| cfg_tok(t));
         let add_bos = bos.is_some_and(|b| post.contains(&format!("\"{}\"", texts[b as usize])));
         Ok(Tokenizer {
             kind: Kind::Hf(Box::new(tk)),
@@ -203,41 +166,25 @@ impl Tokenizer {
                 return Self::from_hf_json(j.as_bytes(), name);
             }
         }
-        let model = g.get_str("tokenizer.ggml.model").ok_or_else(|| {
-            Error::field(
-                name,
-                "tokenizer.ggml.model",
-                "missing: no embedded vocabulary",
-            )
-        })?;
+        let model = g
+            .get_str("tokenizer.ggml.model")
+            .ok_or_else(|| Error::field(name, "tokenizer.ggml.model", "missing: no embedded vocabulary"))?;
         let tokens = g
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.as_array())
-            .ok_or_else(|| {
-                Error::field(name, "tokenizer.ggml.tokens", "missing or not an array")
-            })?;
+            .ok_or_else(|| Error::field(name, "tokenizer.ggml.tokens", "missing or not an array"))?;
         let texts: Vec<String> = tokens
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                v.as_str().map(String::from).ok_or_else(|| {
-                    Error::field(
-                        name,
-                        "tokenizer.ggml.tokens",
-                        format!("entry {i} is not a string"),
-                    )
-                })
+                v.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| Error::field(name, "tokenizer.ggml.tokens", format!("entry {i} is not a string")))
             })
             .collect::<Result<_>>()?;
         let n = texts.len();
-        let types: Vec<TokenType> = match g
-            .get("tokenizer.ggml.token_type")
-            .and_then(|v| v.as_array())
-        {
-            Some(a) if a.len() == n => a
-                .iter()
-                .map(|v| TokenType::from_i64(v.as_i64().unwrap_or(1)))
-                .collect(),
+        let types: Vec<TokenType> = match g.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()) {
+            Some(a) if a.len() == n => a.iter().map(|v| TokenType::from_i64(v.as_i64().unwrap_or(1))).collect(),
             Some(a) => {
                 return Err(Error::field(
                     name,
@@ -254,11 +201,7 @@ impl Tokenizer {
         let id_field = |k: &str| -> Result<Option<u32>> {
             match g.get_u64(k)? {
                 Some(v) if (v as usize) < n => Ok(Some(v as u32)),
-                Some(v) => Err(Error::field(
-                    name,
-                    k,
-                    format!("token id {v} is outside the vocabulary of {n}"),
-                )),
+                Some(v) => Err(Error::field(name, k, format!("token id {v} is outside the vocabulary of {n}"))),
                 None => Ok(None),
             }
         };
@@ -268,19 +211,12 @@ impl Tokenizer {
         let u2b = unicode_to_bytes();
         let (kind, pieces, add_bos) = match model {
             "llama" => {
-                let scores: Vec<f32> =
-                    match g.get("tokenizer.ggml.scores").and_then(|v| v.as_array()) {
-                        Some(a) if a.len() == n => {
-                            a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect()
-                        }
-                        _ => {
-                            return Err(Error::field(
-                                name,
-                                "tokenizer.ggml.scores",
-                                format!("missing or not {n} numbers"),
-                            ))
-                        }
-                    };
+                let scores: Vec<f32> = match g.get("tokenizer.ggml.scores").and_then(|v| v.as_array()) {
+                    Some(a) if a.len() == n => a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect(),
+                    _ => {
+                        return Err(Error::field(name, "tokenizer.ggml.scores", format!("missing or not {n} numbers")))
+                    }
+                };
                 let pieces = texts
                     .iter()
                     .zip(&types)
@@ -294,10 +230,7 @@ impl Tokenizer {
                     .collect();
                 let asp = flag("tokenizer.ggml.add_space_prefix").unwrap_or(true);
                 (
-                    Kind::Spm {
-                        scores,
-                        add_space_prefix: asp,
-                    },
+                    Kind::Spm { scores, add_space_prefix: asp },
                     pieces,
                     flag("tokenizer.ggml.add_bos_token").unwrap_or(true),
                 )
@@ -306,24 +239,14 @@ impl Tokenizer {
                 let merges = g
                     .get("tokenizer.ggml.merges")
                     .and_then(|v| v.as_array())
-                    .ok_or_else(|| {
-                        Error::field(name, "tokenizer.ggml.merges", "missing (required for BPE)")
-                    })?;
+                    .ok_or_else(|| Error::field(name, "tokenizer.ggml.merges", "missing (required for BPE)"))?;
                 let mut ranks = HashMap::with_capacity(merges.len());
                 for (i, m) in merges.iter().enumerate() {
                     let s = m.as_str().ok_or_else(|| {
-                        Error::field(
-                            name,
-                            "tokenizer.ggml.merges",
-                            format!("entry {i} is not a string"),
-                        )
+                        Error::field(name, "tokenizer.ggml.merges", format!("entry {i} is not a string"))
                     })?;
                     let (a, b) = s.split_once(' ').ok_or_else(|| {
-                        Error::field(
-                            name,
-                            "tokenizer.ggml.merges",
-                            format!("entry {i} `{s}` has no space"),
-                        )
+                        Error::field(name, "tokenizer.ggml.merges", format!("entry {i} `{s}` has no space"))
                     })?;
                     ranks.entry((a.to_string(), b.to_string())).or_insert(i);
                 }
@@ -332,33 +255,26 @@ impl Tokenizer {
                     "llama-bpe" | "llama3" | "llama-v3" | "falcon3" | "pixtral" => (&[LLAMA3_RE], true),
                     "qwen2" | "deepseek-r1-qwen" => (&[QWEN2_RE], false),
                     "gpt-2" | "gpt2" | "mpt" | "olmo" => (&[GPT2_RE], false),
-                    other => return Err(Error::unsupported(name, format!("BPE pre-tokenizer `tokenizer.ggml.pre = {other}` (supported: llama-bpe, qwen2, gpt-2)"))),
+                    other => {
+                        return Err(Error::unsupported(
+                            name,
+                            format!(
+                                "BPE pre-tokenizer `tokenizer.ggml.pre = {other}` (supported: llama-bpe, qwen2, gpt-2)"
+                            ),
+                        ))
+                    }
                 };
-                let pre = res
-                    .iter()
-                    .map(|r| fancy_regex::Regex::new(r).expect("static regex"))
-                    .collect();
+                let pre = res.iter().map(|r| fancy_regex::Regex::new(r).expect("static regex")).collect();
                 let pieces = texts
                     .iter()
                     .zip(&types)
                     .map(|(t, ty)| match ty {
                         TokenType::Control | TokenType::Unused => vec![],
                         TokenType::UserDefined => t.as_bytes().to_vec(),
-                        _ => t
-                            .chars()
-                            .map(|c| u2b.get(&c).copied().unwrap_or(b'?'))
-                            .collect(),
+                        _ => t.chars().map(|c| u2b.get(&c).copied().unwrap_or(b'?')).collect(),
                     })
                     .collect();
-                (
-                    Kind::Bpe {
-                        ranks,
-                        pre,
-                        ignore_merges,
-                    },
-                    pieces,
-                    flag("tokenizer.ggml.add_bos_token").unwrap_or(false),
-                )
+                (Kind::Bpe { ranks, pre, ignore_merges }, pieces, flag("tokenizer.ggml.add_bos_token").unwrap_or(false))
             }
             other => {
                 return Err(Error::unsupported(
@@ -368,12 +284,7 @@ impl Tokenizer {
             }
         };
         let mut specials: Vec<u32> = (0..n as u32)
-            .filter(|&i| {
-                matches!(
-                    types[i as usize],
-                    TokenType::Control | TokenType::UserDefined | TokenType::Unknown
-                )
-            })
+            .filter(|&i| matches!(types[i as usize], TokenType::Control | TokenType::UserDefined | TokenType::Unknown))
             .collect();
         specials.sort_by_key(|&i| std::cmp::Reverse(texts[i as usize].len()));
         Ok(Tokenizer {
@@ -401,10 +312,7 @@ impl Tokenizer {
     }
     /// Bytes this token contributes to decoded text.
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.pieces
-            .get(id as usize)
-            .map(|v| v.as_slice())
-            .unwrap_or(&[])
+        self.pieces.get(id as usize).map(|v| v.as_slice()).unwrap_or(&[])
     }
     pub fn is_control(&self, id: u32) -> bool {
         self.types.get(id as usize) == Some(&TokenType::Control)
@@ -432,11 +340,7 @@ impl Tokenizer {
             Text(&'a str),
             Tok(u32),
         }
-        let mut frags = if text.is_empty() {
-            vec![]
-        } else {
-            vec![Frag::Text(text)]
-        };
+        let mut frags = if text.is_empty() { vec![] } else { vec![Frag::Text(text)] };
         for &sid in &self.specials {
             let ty = self.types[sid as usize];
             if !parse_special && matches!(ty, TokenType::Control | TokenType::Unknown) {
@@ -475,10 +379,7 @@ impl Tokenizer {
                 }
                 Frag::Text(s) => {
                     match &self.kind {
-                        Kind::Spm {
-                            scores,
-                            add_space_prefix,
-                        } => {
+                        Kind::Spm { scores, add_space_prefix } => {
                             let mut t = String::new();
                             if *add_space_prefix && prev_special {
                                 t.push(' ');
@@ -486,11 +387,9 @@ impl Tokenizer {
                             t.push_str(s);
                             self.spm_encode(&t.replace(' ', "\u{2581}"), scores, &mut out);
                         }
-                        Kind::Bpe {
-                            ranks,
-                            pre,
-                            ignore_merges,
-                        } => self.bpe_encode(s, ranks, pre, *ignore_merges, &mut out),
+                        Kind::Bpe { ranks, pre, ignore_merges } => {
+                            self.bpe_encode(s, ranks, pre, *ignore_merges, &mut out)
+                        }
                         Kind::Hf(_) => unreachable!(),
                     }
                     prev_special = false;
@@ -501,10 +400,7 @@ impl Tokenizer {
     }
 
     fn byte_to_token(&self, b: u8) -> Option<u32> {
-        self.to_id
-            .get(&format!("<0x{b:02X}>"))
-            .copied()
-            .or_else(|| self.to_id.get(&(b as char).to_string()).copied())
+        self.to_id.get(&format!("<0x{b:02X}>")).copied().or_else(|| self.to_id.get(&(b as char).to_string()).copied())
     }
 
     /// llama.cpp's llm_tokenizer_spm: merge adjacent symbols by highest vocabulary score.
@@ -527,10 +423,7 @@ impl Tokenizer {
         impl Ord for Bigram {
             fn cmp(&self, o: &Self) -> std::cmp::Ordering {
                 // highest score first; ties: leftmost first
-                self.score
-                    .partial_cmp(&o.score)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-                    .then(o.left.cmp(&self.left))
+                self.score.partial_cmp(&o.score).unwrap_or(std::cmp::Ordering::Equal).then(o.left.cmp(&self.left))
             }
         }
         impl PartialOrd for Bigram {
@@ -540,12 +433,7 @@ impl Tokenizer {
         }
         let mut syms: Vec<Sym> = Vec::new();
         for (i, (off, c)) in text.char_indices().enumerate() {
-            syms.push(Sym {
-                start: off,
-                n: c.len_utf8(),
-                prev: i as isize - 1,
-                next: i as isize + 1,
-            });
+            syms.push(Sym { start: off, n: c.len_utf8(), prev: i as isize - 1, next: i as isize + 1 });
         }
         if let Some(l) = syms.last_mut() {
             l.next = -1;
@@ -563,12 +451,7 @@ impl Tokenizer {
             let (ls, rs) = (syms[l as usize], syms[r as usize]);
             let t = &text[ls.start..ls.start + ls.n + rs.n];
             let Some(&id) = self.to_id.get(t) else { return };
-            heap.push(Bigram {
-                score: scores[id as usize],
-                left: l as usize,
-                right: r as usize,
-                size: t.len(),
-            });
+            heap.push(Bigram { score: scores[id as usize], left: l as usize, right: r as usize, size: t.len() });
             rev.insert(t.to_string(), (l as usize, r as usize));
         };
         for i in 1..syms.len() {
@@ -678,10 +561,7 @@ impl Tokenizer {
             for p in parts {
                 match self.to_id.get(&p) {
                     Some(&id) => out.push(id),
-                    None => out.extend(
-                        p.chars()
-                            .filter_map(|c| self.to_id.get(&c.to_string()).copied()),
-                    ),
+                    None => out.extend(p.chars().filter_map(|c| self.to_id.get(&c.to_string()).copied())),
                 }
             }
         }
@@ -721,9 +601,7 @@ impl StreamDecoder {
                 }
                 Err(e) => {
                     let good = e.valid_up_to();
-                    out.push_str(
-                        std::str::from_utf8(&self.pending[..good]).expect("validated prefix"),
-                    );
+                    out.push_str(std::str::from_utf8(&self.pending[..good]).expect("validated prefix"));
                     match e.error_len() {
                         // an incomplete sequence at the end: keep it for the next token
                         None => {

@@ -21,12 +21,7 @@ pub struct Matrix {
 impl Matrix {
     pub fn from_f32(rows: usize, cols: usize, v: Vec<f32>) -> Self {
         assert_eq!(v.len(), rows * cols);
-        Matrix {
-            ty: GgmlType::F32,
-            rows,
-            cols,
-            data: Bytes::from_f32(v),
-        }
+        Matrix { ty: GgmlType::F32, rows, cols, data: Bytes::from_f32(v) }
     }
     pub fn row_bytes(&self) -> usize {
         self.ty.row_bytes(self.cols)
@@ -51,10 +46,7 @@ impl Matrix {
             return Ok(self.clone());
         }
         if !self.cols.is_multiple_of(ty.block_size()) {
-            return Err(Error::Invalid(format!(
-                "row length {} is not a multiple of the {ty:?} block size",
-                self.cols
-            )));
+            return Err(Error::Invalid(format!("row length {} is not a multiple of the {ty:?} block size", self.cols)));
         }
         if ty == GgmlType::F32 {
             return Ok(Matrix::from_f32(self.rows, self.cols, self.to_f32()));
@@ -65,12 +57,7 @@ impl Matrix {
             self.row_f32(r, &mut tmp);
             out.extend_from_slice(&quantize_row(ty, &tmp));
         }
-        Ok(Matrix {
-            ty,
-            rows: self.rows,
-            cols: self.cols,
-            data: Bytes::from_vec(out),
-        })
+        Ok(Matrix { ty, rows: self.rows, cols: self.cols, data: Bytes::from_vec(out) })
     }
 }
 
@@ -87,15 +74,7 @@ pub enum Proj {
 }
 
 impl Proj {
-    pub const ALL: [Proj; 7] = [
-        Proj::Q,
-        Proj::K,
-        Proj::V,
-        Proj::O,
-        Proj::Gate,
-        Proj::Up,
-        Proj::Down,
-    ];
+    pub const ALL: [Proj; 7] = [Proj::Q, Proj::K, Proj::V, Proj::O, Proj::Gate, Proj::Up, Proj::Down];
     /// HF module name, e.g. `q_proj`.
     pub fn hf(self) -> &'static str {
         match self {
@@ -172,13 +151,7 @@ pub struct ModelWeights {
 
 /// Apply llama.cpp's Q/K row permutation (HF rotate-half layout -> interleaved) or its inverse to
 /// an (n_heads * head_dim, cols) row-major f32 matrix.
-pub fn permute_rope_rows(
-    m: &[f32],
-    cols: usize,
-    n_heads: usize,
-    head_dim: usize,
-    to_interleaved: bool,
-) -> Vec<f32> {
+pub fn permute_rope_rows(m: &[f32], cols: usize, n_heads: usize, head_dim: usize, to_interleaved: bool) -> Vec<f32> {
     let mut out = vec![0f32; m.len()];
     let half = head_dim / 2;
     for h in 0..n_heads {
@@ -186,11 +159,7 @@ pub fn permute_rope_rows(
             for s in 0..2 {
                 let hf_row = h * head_dim + s * half + i;
                 let il_row = h * head_dim + 2 * i + s;
-                let (src, dst) = if to_interleaved {
-                    (hf_row, il_row)
-                } else {
-                    (il_row, hf_row)
-                };
+                let (src, dst) = if to_interleaved { (hf_row, il_row) } else { (il_row, hf_row) };
                 out[dst * cols..(dst + 1) * cols].copy_from_slice(&m[src * cols..(src + 1) * cols]);
             }
         }
@@ -205,11 +174,7 @@ struct SafeTensor {
     file: String,
 }
 
-fn read_safetensors(
-    bytes: &Bytes,
-    file: &str,
-    out: &mut std::collections::HashMap<String, SafeTensor>,
-) -> Result<()> {
+fn read_safetensors(bytes: &Bytes, file: &str, out: &mut std::collections::HashMap<String, SafeTensor>) -> Result<()> {
     let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| Error::format(file, format!("invalid safetensors: {e}")))?;
     let base = bytes.as_ptr() as usize;
@@ -234,11 +199,7 @@ fn st_type(t: &SafeTensor, name: &str) -> Result<GgmlType> {
         F32 => Ok(GgmlType::F32),
         F16 => Ok(GgmlType::F16),
         BF16 => Ok(GgmlType::BF16),
-        d => Err(Error::tensor(
-            &t.file,
-            name,
-            format!("dtype {d:?} is not supported (F32, F16, BF16)"),
-        )),
+        d => Err(Error::tensor(&t.file, name, format!("dtype {d:?} is not supported (F32, F16, BF16)"))),
     }
 }
 
@@ -259,31 +220,17 @@ fn st_matrix(
     shape: &[usize],
     file: &str,
 ) -> Result<Matrix> {
-    let t = map
-        .get(name)
-        .ok_or_else(|| Error::tensor(file, name, "missing"))?;
+    let t = map.get(name).ok_or_else(|| Error::tensor(file, name, "missing"))?;
     if t.shape != shape {
         return Err(Error::tensor(
             &t.file,
             name,
-            format!(
-                "shape {:?} contradicts the config (expected {shape:?})",
-                t.shape
-            ),
+            format!("shape {:?} contradicts the config (expected {shape:?})", t.shape),
         ));
     }
     let ty = st_type(t, name)?;
-    let (rows, cols) = if shape.len() == 2 {
-        (shape[0], shape[1])
-    } else {
-        (1, shape[0])
-    };
-    let m = Matrix {
-        ty,
-        rows,
-        cols,
-        data: t.data.clone(),
-    };
+    let (rows, cols) = if shape.len() == 2 { (shape[0], shape[1]) } else { (1, shape[0]) };
+    let m = Matrix { ty, rows, cols, data: t.data.clone() };
     // keep f32 rows 4-byte aligned so the CPU kernels read them in place
     if ty == GgmlType::F32 && !(m.data.as_ptr() as usize).is_multiple_of(4) {
         return Ok(Matrix::from_f32(rows, cols, m.to_f32()));
@@ -301,10 +248,7 @@ impl SafetensorsFile {
     pub fn from_bytes(bytes: Bytes, file: &str) -> Result<Self> {
         let mut map = Default::default();
         read_safetensors(&bytes, file, &mut map)?;
-        Ok(SafetensorsFile {
-            map,
-            file: file.to_string(),
-        })
+        Ok(SafetensorsFile { map, file: file.to_string() })
     }
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(|s| s.as_str())
@@ -314,54 +258,29 @@ impl SafetensorsFile {
     }
     /// Any float tensor as f32 with its shape.
     pub fn f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-        let t = self
-            .map
-            .get(name)
-            .ok_or_else(|| Error::tensor(&self.file, name, "missing"))?;
+        let t = self.map.get(name).ok_or_else(|| Error::tensor(&self.file, name, "missing"))?;
         // the safetensors parser has checked that the data length matches shape and dtype
         let ty = st_type(t, name)?;
         let n = t.shape.iter().product();
-        let m = Matrix {
-            ty,
-            rows: 1,
-            cols: n,
-            data: t.data.clone(),
-        };
+        let m = Matrix { ty, rows: 1, cols: n, data: t.data.clone() };
         Ok((m.to_f32(), t.shape.clone()))
     }
     /// Integer tensors (fixtures store token ids as I32/I64).
     pub fn i64(&self, name: &str) -> Result<Vec<i64>> {
-        let t = self
-            .map
-            .get(name)
-            .ok_or_else(|| Error::tensor(&self.file, name, "missing"))?;
+        let t = self.map.get(name).ok_or_else(|| Error::tensor(&self.file, name, "missing"))?;
         Ok(match t.dtype {
-            safetensors::Dtype::I32 => t
-                .data
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                .collect(),
-            safetensors::Dtype::I64 => t
-                .data
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            safetensors::Dtype::U8 => t.data.iter().map(|&b| b as i64).collect(),
-            d => {
-                return Err(Error::tensor(
-                    &self.file,
-                    name,
-                    format!("dtype {d:?} is not an integer type"),
-                ))
+            safetensors::Dtype::I32 => {
+                t.data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()
             }
+            safetensors::Dtype::I64 => {
+                t.data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+            }
+            safetensors::Dtype::U8 => t.data.iter().map(|&b| b as i64).collect(),
+            d => return Err(Error::tensor(&self.file, name, format!("dtype {d:?} is not an integer type"))),
         })
     }
     pub fn raw(&self, name: &str) -> Result<&[u8]> {
-        Ok(&self
-            .map
-            .get(name)
-            .ok_or_else(|| Error::tensor(&self.file, name, "missing"))?
-            .data)
+        Ok(&self.map.get(name).ok_or_else(|| Error::tensor(&self.file, name, "missing"))?.data)
     }
 }
 
@@ -386,17 +305,12 @@ impl ModelWeights {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.extension().is_some_and(|x| x == "safetensors")
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("adapter_"))
+                    && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("adapter_"))
             })
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(Error::format(
-                dir.display().to_string(),
-                "no *.safetensors weights in the model directory",
-            ));
+            return Err(Error::format(dir.display().to_string(), "no *.safetensors weights in the model directory"));
         }
         let mut parts = Vec::new();
         for f in &files {
@@ -420,34 +334,19 @@ impl ModelWeights {
             let p = format!("model.layers.{i}.");
             let proj = Proj::ALL.map(|pr| {
                 let (o, n) = pr.shape(c);
-                st_matrix(
-                    &map,
-                    &format!("{p}{}.{}.weight", pr.hf_parent(), pr.hf()),
-                    &[o, n],
-                    &file,
-                )
+                st_matrix(&map, &format!("{p}{}.{}.weight", pr.hf_parent(), pr.hf()), &[o, n], &file)
             });
             let [q, k, v, o, g, u, d] = proj;
             layers.push(LayerWeights {
                 attn_norm: st_f32(&map, &format!("{p}input_layernorm.weight"), &[h], &file)?,
-                ffn_norm: st_f32(
-                    &map,
-                    &format!("{p}post_attention_layernorm.weight"),
-                    &[h],
-                    &file,
-                )?,
+                ffn_norm: st_f32(&map, &format!("{p}post_attention_layernorm.weight"), &[h], &file)?,
                 proj: [q?, k?, v?, o?, g?, u?, d?],
             });
         }
         let lm_head = if c.tie_embeddings && !map.contains_key("lm_head.weight") {
             None
         } else {
-            Some(st_matrix(
-                &map,
-                "lm_head.weight",
-                &[c.vocab_size, h],
-                &file,
-            )?)
+            Some(st_matrix(&map, "lm_head.weight", &[c.vocab_size, h], &file)?)
         };
         Ok(ModelWeights {
             embed,
@@ -468,37 +367,19 @@ impl ModelWeights {
         let mut cfg = Config::from_gguf(g)?;
         let name = &g.name;
         let mat = |t: &str, rows: usize, cols: usize| -> Result<Matrix> {
-            let ti = g
-                .tensor(t)
-                .ok_or_else(|| Error::tensor(name, t, "missing"))?;
-            let dims: Vec<u64> = if rows == 1 {
-                vec![cols as u64]
-            } else {
-                vec![cols as u64, rows as u64]
-            };
+            let ti = g.tensor(t).ok_or_else(|| Error::tensor(name, t, "missing"))?;
+            let dims: Vec<u64> = if rows == 1 { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
             if ti.dims != dims {
                 return Err(Error::tensor(
                     name,
                     t,
-                    format!(
-                        "ggml shape {:?} contradicts the metadata (expected {dims:?})",
-                        ti.dims
-                    ),
+                    format!("ggml shape {:?} contradicts the metadata (expected {dims:?})", ti.dims),
                 ));
             }
             if !ti.ty.can_dequantize() {
-                return Err(Error::tensor(
-                    name,
-                    t,
-                    format!("tensor type {:?} is not supported", ti.ty),
-                ));
+                return Err(Error::tensor(name, t, format!("tensor type {:?} is not supported", ti.ty)));
             }
-            Ok(Matrix {
-                ty: ti.ty,
-                rows,
-                cols,
-                data: g.tensor_data(bytes, ti),
-            })
+            Ok(Matrix { ty: ti.ty, rows, cols, data: g.tensor_data(bytes, ti) })
         };
         let vec = |t: &str, n: usize| -> Result<Vec<f32>> { Ok(mat(t, 1, n)?.to_f32()) };
         let c = cfg.clone();
@@ -521,11 +402,7 @@ impl ModelWeights {
             cfg.rope_freq_factors = Some(vec("rope_freqs.weight", c.head_dim / 2)?);
         }
         Ok(ModelWeights {
-            lm_head: if c.tie_embeddings {
-                None
-            } else {
-                Some(mat("output.weight", c.vocab_size, h)?)
-            },
+            lm_head: if c.tie_embeddings { None } else { Some(mat("output.weight", c.vocab_size, h)?) },
             norm: vec("output_norm.weight", h)?,
             embed,
             layers,

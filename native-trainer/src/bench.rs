@@ -20,31 +20,14 @@ pub struct Shape {
 
 /// llama2.c's TinyStories checkpoints (shared classifier = tied embeddings).
 pub const SHAPES: [Shape; 2] = [
-    Shape {
-        name: "stories15M",
-        dim: 288,
-        hidden: 768,
-        layers: 6,
-        heads: 6,
-        vocab: 32000,
-    },
-    Shape {
-        name: "stories110M",
-        dim: 768,
-        hidden: 2048,
-        layers: 12,
-        heads: 12,
-        vocab: 32000,
-    },
+    Shape { name: "stories15M", dim: 288, hidden: 768, layers: 6, heads: 6, vocab: 32000 },
+    Shape { name: "stories110M", dim: 768, hidden: 2048, layers: 12, heads: 12, vocab: 32000 },
 ];
 
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
     }
 }
@@ -89,25 +72,14 @@ pub fn random_model(s: &Shape, ty: GgmlType, seed: u64) -> ModelWeights {
             ],
         })
         .collect();
-    ModelWeights {
-        cfg,
-        embed,
-        layers,
-        norm: vec![1.0; s.dim],
-        lm_head: None,
-        source: s.name.into(),
-    }
+    ModelWeights { cfg, embed, layers, norm: vec![1.0; s.dim], lm_head: None, source: s.name.into() }
 }
 
 /// Bytes of weights one decode step reads (every matrix once; the embedding row is negligible
 /// but the tied classifier reads the whole table).
 pub fn weight_bytes(w: &ModelWeights) -> usize {
     let m = |m: &Matrix| m.data.len();
-    w.layers
-        .iter()
-        .map(|l| l.proj.iter().map(m).sum::<usize>() + 8 * l.attn_norm.len())
-        .sum::<usize>()
-        + m(w.lm_head())
+    w.layers.iter().map(|l| l.proj.iter().map(m).sum::<usize>() + 8 * l.attn_norm.len()).sum::<usize>() + m(w.lm_head())
 }
 
 /// Best-of-3 single-thread read bandwidth over a buffer far larger than the caches, in GB/s.
@@ -135,9 +107,7 @@ pub fn run(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
     writeln!(
         out,
         "machine: {} logical CPUs available, benchmark uses 1 thread",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     )?;
     writeln!(out, "read bandwidth (1 thread, 1 GiB sum): {bw:.1} GB/s")?;
     writeln!(
@@ -162,11 +132,7 @@ pub fn run(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
             let mut tok = 1u32;
             for p in 1..=steps {
                 let l = m.forward(&[tok], p, &mut cache, false)?;
-                tok = (l
-                    .iter()
-                    .enumerate()
-                    .fold(0, |b, (i, &x)| if x > l[b] { i } else { b })
-                    % s.vocab) as u32;
+                tok = (l.iter().enumerate().fold(0, |b, (i, &x)| if x > l[b] { i } else { b }) % s.vocab) as u32;
             }
             let tps = steps as f64 / t.elapsed().as_secs_f64();
             let bytes = weight_bytes(&w) as f64;

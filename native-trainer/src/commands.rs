@@ -10,6 +10,7 @@ use vicugna_core::prompt::{self, Template, Turn};
 use vicugna_core::quant::GgmlType;
 use vicugna_core::tokenizer::Tokenizer;
 use vicugna_core::{LoraAdapter, Model, ModelWeights};
+use vicugna_shaders::Wgpu;
 
 /// `PATH[:WEIGHT]` for --lora.
 pub fn parse_lora(s: &str) -> Result<(PathBuf, f32)> {
@@ -26,28 +27,54 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
         .filter(|t| !t.trim().is_empty())
         .enumerate()
         .map(|(i, t)| {
-            t.trim()
-                .parse::<u32>()
-                .with_context(|| format!("token list: item {} `{t}` is not a token id", i + 1))
+            t.trim().parse::<u32>().with_context(|| format!("token list: item {} `{t}` is not a token id", i + 1))
         })
         .collect()
 }
 
-pub fn load_model(model: &Path, loras: &[String], backend: &str) -> Result<Model<Cpu>> {
-    if backend != "cpu" {
-        bail!("backend `{backend}` is not available in this build (available: cpu)");
-    }
-    let w =
-        ModelWeights::load(model).with_context(|| format!("loading model {}", model.display()))?;
-    let mut m = Model::new(Cpu, &w)?;
+/// A model on one of the backends this binary has (one per process, so variant sizes don't matter).
+#[allow(clippy::large_enum_variant)]
+pub enum AnyModel {
+    Cpu(Model<Cpu>),
+    Wgpu(Model<Wgpu>),
+}
+
+/// Run `$body` with `$m` bound to the concrete model, whatever its backend.
+macro_rules! with_model {
+    ($any:expr, |$m:ident| $body:expr) => {
+        match $any {
+            AnyModel::Cpu($m) => $body,
+            AnyModel::Wgpu($m) => $body,
+        }
+    };
+}
+
+fn attach_all<B: vicugna_core::backend::Backend>(m: &mut Model<B>, loras: &[String]) -> Result<()> {
     for l in loras {
         let (p, wt) = parse_lora(l)?;
-        let a =
-            LoraAdapter::load(&p).with_context(|| format!("loading adapter {}", p.display()))?;
-        m.attach(&a, wt)
-            .with_context(|| format!("attaching adapter {}", p.display()))?;
+        let a = LoraAdapter::load(&p).with_context(|| format!("loading adapter {}", p.display()))?;
+        m.attach(&a, wt).with_context(|| format!("attaching adapter {}", p.display()))?;
     }
-    Ok(m)
+    Ok(())
+}
+
+pub fn load_model(model: &Path, loras: &[String], backend: &str) -> Result<AnyModel> {
+    let w = ModelWeights::load(model).with_context(|| format!("loading model {}", model.display()))?;
+    Ok(match backend {
+        "cpu" => {
+            let mut m = Model::new(Cpu, &w)?;
+            attach_all(&mut m, loras)?;
+            AnyModel::Cpu(m)
+        }
+        "wgpu" => {
+            let (device, queue, info) = Wgpu::default_device().context("--backend wgpu")?;
+            eprintln!("wgpu: {} ({:?})", info.name, info.backend);
+            let mut m = Model::new(Wgpu::new(device, queue), &w)?;
+            attach_all(&mut m, loras)?;
+            AnyModel::Wgpu(m)
+        }
+        other => bail!("--backend `{other}` (cpu, wgpu)"),
+    })
 }
 
 /// The tokenizer that belongs to a model path: tokenizer.json in an HF directory, or the
@@ -62,10 +89,12 @@ pub fn logits_json(model: &Path, loras: &[String], tokens: &str, backend: &str) 
     if ids.is_empty() {
         bail!("--tokens: no token ids given");
     }
-    let m = load_model(model, loras, backend)?;
-    let mut cache = m.new_cache(ids.len())?;
-    let l = m.forward(&ids, 0, &mut cache, true)?;
-    let rows: Vec<&[f32]> = l.chunks(m.cfg.vocab_size).collect();
+    let any = load_model(model, loras, backend)?;
+    let (l, vocab) = with_model!(&any, |m| {
+        let mut cache = m.new_cache(ids.len())?;
+        (m.forward(&ids, 0, &mut cache, true)?, m.cfg.vocab_size)
+    });
+    let rows: Vec<&[f32]> = l.chunks(vocab).collect();
     Ok(serde_json::json!({"tokens": ids, "logits": rows}).to_string())
 }
 
@@ -163,9 +192,10 @@ pub struct GenerateArgs<'a> {
 }
 
 pub fn run_generate(a: &GenerateArgs, out: &mut dyn Write) -> Result<()> {
-    let m = load_model(a.model, a.loras, a.backend)?;
+    let any = load_model(a.model, a.loras, a.backend)?;
     let tk = load_tokenizer(a.model, a.tokenizer)?;
-    let mut cfg = a.sampling.config(&tk, &m.cfg.eos_token_ids)?;
+    let eos = with_model!(&any, |m| m.cfg.eos_token_ids.clone());
+    let mut cfg = a.sampling.config(&tk, &eos)?;
     let ids = match (a.prompt, a.prompt_tokens) {
         (_, Some(t)) => parse_ids(t)?,
         (Some(p), None) => {
@@ -182,13 +212,13 @@ pub fn run_generate(a: &GenerateArgs, out: &mut dyn Write) -> Result<()> {
         cfg.bad_words_ids = chat_bad_words(&tk)?;
     }
     let streaming = !a.json;
-    let g = generate(&m, &tk, &ids, &cfg, |t| {
+    let g = with_model!(&any, |m| generate(m, &tk, &ids, &cfg, |t| {
         if streaming {
             let _ = out.write_all(t.as_bytes());
             let _ = out.flush();
         }
         true
-    })?;
+    })?);
     if a.json {
         writeln!(out, "{}", serde_json::json!({"ids": g.ids, "text": g.text}))?;
     } else {
@@ -198,18 +228,21 @@ pub fn run_generate(a: &GenerateArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 /// Interactive chat with Chinese-Vicuna's template. Commands: /clear, /undo, /exit.
+#[allow(clippy::too_many_arguments)]
 pub fn run_chat(
     model: &Path,
     loras: &[String],
     tokenizer: Option<&Path>,
     s: &Sampling,
     max_context: usize,
+    backend: &str,
     input: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let m = load_model(model, loras, "cpu")?;
+    let any = load_model(model, loras, backend)?;
     let tk = load_tokenizer(model, tokenizer)?;
-    let mut cfg = s.config(&tk, &m.cfg.eos_token_ids)?;
+    let eos = with_model!(&any, |m| m.cfg.eos_token_ids.clone());
+    let mut cfg = s.config(&tk, &eos)?;
     cfg.bad_words_ids = chat_bad_words(&tk)?;
     let mut history: Vec<Turn> = Vec::new();
     writeln!(out, "vicugna chat — /clear, /undo, /exit")?;
@@ -239,16 +272,13 @@ pub fn run_chat(
         let fitted = prompt::fit_history(&history, line, budget, &count);
         let ids = tk.encode(&prompt::chat(&fitted, line), true)?;
         write!(out, "Assistant: ")?;
-        let g = generate(&m, &tk, &ids, &cfg, |t| {
+        let g = with_model!(&any, |m| generate(m, &tk, &ids, &cfg, |t| {
             let _ = out.write_all(t.as_bytes());
             let _ = out.flush();
             true
-        })?;
+        })?);
         writeln!(out)?;
-        history.push(Turn {
-            input: line.to_string(),
-            output: g.text.trim().to_string(),
-        });
+        history.push(Turn { input: line.to_string(), output: g.text.trim().to_string() });
     }
     Ok(())
 }
@@ -264,42 +294,28 @@ fn source_gguf(model: &Path) -> Result<Option<(GgufFile, vicugna_core::Bytes)>> 
 
 fn write_gguf(w: &ModelWeights, model: &Path, out: &Path) -> Result<()> {
     let src = source_gguf(model)?;
-    let tj = if model.is_dir() {
-        std::fs::read_to_string(model.join("tokenizer.json")).ok()
-    } else {
-        None
-    };
+    let tj = if model.is_dir() { std::fs::read_to_string(model.join("tokenizer.json")).ok() } else { None };
     let g = w.to_gguf(src.as_ref().map(|s| &s.0), tj.as_deref())?;
     // write next to the target and rename, so a failed run never leaves a half-written model
     let tmp = out.with_extension("gguf.partial");
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-    );
-    g.write(&mut f)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.into_inner()
-        .map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?
-        .sync_all()?;
+    let mut f =
+        std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+    g.write(&mut f).with_context(|| format!("writing {}", tmp.display()))?;
+    f.into_inner().map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?.sync_all()?;
     std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
     Ok(())
 }
 
 pub fn run_convert(model: &Path, out: &Path, ty: &str) -> Result<()> {
     let ty = GgmlType::parse(ty)
-        .filter(|t| {
-            matches!(
-                t,
-                GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1
-            )
-        })
+        .filter(|t| matches!(t, GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1))
         .ok_or_else(|| anyhow!("--type `{ty}` (f32, f16, q8_0, q4_0, q4_1)"))?;
     let w = ModelWeights::load(model).with_context(|| format!("loading {}", model.display()))?;
     write_gguf(&w.convert(ty)?, model, out)
 }
 
 pub fn run_merge(model: &Path, loras: &[String], out: &Path) -> Result<()> {
-    let mut w =
-        ModelWeights::load(model).with_context(|| format!("loading {}", model.display()))?;
+    let mut w = ModelWeights::load(model).with_context(|| format!("loading {}", model.display()))?;
     for l in loras {
         let (p, wt) = parse_lora(l)?;
         LoraAdapter::load(&p)
@@ -318,9 +334,7 @@ pub fn run_merge(model: &Path, loras: &[String], out: &Path) -> Result<()> {
 }
 
 pub fn run_inspect(path: &Path, out: &mut dyn Write) -> Result<()> {
-    if path.is_dir() && path.join("adapter_config.json").exists()
-        || path.is_file() && is_gguf_adapter(path)
-    {
+    if path.is_dir() && path.join("adapter_config.json").exists() || path.is_file() && is_gguf_adapter(path) {
         let a = LoraAdapter::load(path)?;
         writeln!(
             out,
@@ -333,12 +347,7 @@ pub fn run_inspect(path: &Path, out: &mut dyn Write) -> Result<()> {
         )?;
         writeln!(out, "modules: {}", a.modules().join(", "))?;
         let params: usize = a.entries.iter().map(|e| e.a.len() + e.b.len()).sum();
-        writeln!(
-            out,
-            "{} tensor pairs, {} parameters",
-            a.entries.len(),
-            params
-        )?;
+        writeln!(out, "{} tensor pairs, {} parameters", a.entries.len(), params)?;
         return Ok(());
     }
     if let Some((g, _)) = source_gguf(path)? {
@@ -364,8 +373,5 @@ pub fn run_inspect(path: &Path, out: &mut dyn Write) -> Result<()> {
 }
 
 fn is_gguf_adapter(p: &Path) -> bool {
-    source_gguf(p)
-        .ok()
-        .flatten()
-        .is_some_and(|(g, _)| g.get_str("general.type") == Some("adapter"))
+    source_gguf(p).ok().flatten().is_some_and(|(g, _)| g.get_str("general.type") == Some("adapter"))
 }

@@ -76,6 +76,8 @@ enum Cmd {
         sampling: Sampling,
         #[arg(long, default_value_t = 2048)]
         max_context: usize,
+        #[arg(long, default_value = "cpu")]
+        backend: String,
     },
     /// HF directory or GGUF -> GGUF of another type
     Convert {
@@ -112,63 +114,36 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
     match cli.cmd {
-        Cmd::Logits {
-            model,
-            lora,
-            tokens,
-            backend,
-        } => writeln!(
-            stdout,
-            "{}",
-            commands::logits_json(&model, &lora, &tokens, &backend)?
-        )?,
-        Cmd::Tokenize {
-            tokenizer,
-            no_bos,
-            text,
-        } => writeln!(
-            stdout,
-            "{}",
-            commands::tokenize_json(&tokenizer, &text, !no_bos)?
-        )?,
-        Cmd::Generate {
-            model,
-            lora,
-            tokenizer,
-            prompt,
-            prompt_tokens,
-            input,
-            template,
-            sampling,
-            json,
-            backend,
-        } => commands::run_generate(
-            &GenerateArgs {
-                model: &model,
-                loras: &lora,
-                tokenizer: tokenizer.as_deref(),
-                prompt: prompt.as_deref(),
-                prompt_tokens: prompt_tokens.as_deref(),
-                input: input.as_deref(),
-                template,
-                sampling: &sampling,
-                json,
-                backend: &backend,
-            },
-            &mut stdout,
-        )?,
-        Cmd::Chat {
-            model,
-            lora,
-            tokenizer,
-            sampling,
-            max_context,
-        } => commands::run_chat(
+        Cmd::Logits { model, lora, tokens, backend } => {
+            writeln!(stdout, "{}", commands::logits_json(&model, &lora, &tokens, &backend)?)?
+        }
+        Cmd::Tokenize { tokenizer, no_bos, text } => {
+            writeln!(stdout, "{}", commands::tokenize_json(&tokenizer, &text, !no_bos)?)?
+        }
+        Cmd::Generate { model, lora, tokenizer, prompt, prompt_tokens, input, template, sampling, json, backend } => {
+            commands::run_generate(
+                &GenerateArgs {
+                    model: &model,
+                    loras: &lora,
+                    tokenizer: tokenizer.as_deref(),
+                    prompt: prompt.as_deref(),
+                    prompt_tokens: prompt_tokens.as_deref(),
+                    input: input.as_deref(),
+                    template,
+                    sampling: &sampling,
+                    json,
+                    backend: &backend,
+                },
+                &mut stdout,
+            )?
+        }
+        Cmd::Chat { model, lora, tokenizer, sampling, max_context, backend } => commands::run_chat(
             &model,
             &lora,
             tokenizer.as_deref(),
             &sampling,
             max_context,
+            &backend,
             &mut std::io::stdin().lock(),
             &mut stdout,
         )?,

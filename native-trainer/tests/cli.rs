@@ -5,11 +5,7 @@ use std::process::Command;
 use vicugna_tests::*;
 
 fn vicugna(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_vicugna"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vicugna")).args(args).env("RUST_BACKTRACE", "0").output().unwrap();
     (
         o.status.success(),
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -33,11 +29,7 @@ fn logits_of(args: &[&str]) -> (Vec<u32>, Vec<f32>) {
 
 fn tokens_csv() -> String {
     let r = safetensors("reference.safetensors");
-    ids(&r, "tokens")
-        .iter()
-        .map(|t| t.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+    ids(&r, "tokens").iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",")
 }
 
 #[test]
@@ -62,43 +54,22 @@ fn logits_json_matches_transformers_with_and_without_lora() {
 
 #[test]
 fn tokenize_json_for_every_tokenizer_source() {
-    for src in [
-        "tiny-llama",
-        "tiny-llama/tokenizer.json",
-        "tiny-llama-q8_0.gguf",
-        "vocab/ggml-vocab-llama-spm.gguf",
-    ] {
+    for src in ["tiny-llama", "tiny-llama/tokenizer.json", "tiny-llama-q8_0.gguf", "vocab/ggml-vocab-llama-spm.gguf"] {
         let (ok, out, err) = vicugna(&["tokenize", "--tokenizer", &f(src), "中国的首都是"]);
         assert!(ok, "{src}: {err}");
-        assert_eq!(
-            out.trim(),
-            r#"{"ids":[1,29871,30275,30356,30210,31688,30769,30392]}"#,
-            "{src}"
-        );
+        assert_eq!(out.trim(), r#"{"ids":[1,29871,30275,30356,30210,31688,30769,30392]}"#, "{src}");
     }
-    let (_, out, _) = vicugna(&[
-        "tokenize",
-        "--tokenizer",
-        &f("tiny-llama"),
-        "--no-bos",
-        "Hi",
-    ]);
+    let (_, out, _) = vicugna(&["tokenize", "--tokenizer", &f("tiny-llama"), "--no-bos", "Hi"]);
     assert!(!out.contains("[1,"), "{out}");
 }
 
 #[test]
 fn generate_json_equals_transformers_greedy() {
     let g: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("generations.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture("generations.json")).unwrap()).unwrap();
     let want: Vec<u32> = serde_json::from_value(g["generations"][0]["ids"].clone()).unwrap();
     assert_eq!(g["generations"][0]["name"], "greedy_base");
-    let prompt: Vec<String> = g["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
+    let prompt: Vec<String> = g["tokens"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
     let (ok, out, err) = vicugna(&[
         "generate",
         "--model",
@@ -144,12 +115,7 @@ fn chat_runs_turns_and_commands() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all("你好\n/undo\n北京在哪里？\n/clear\n/exit\n".as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all("你好\n/undo\n北京在哪里？\n/clear\n/exit\n".as_bytes()).unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success());
     let s = String::from_utf8_lossy(&o.stdout);
@@ -164,76 +130,26 @@ fn convert_and_merge_round_trip() {
     let t = tokens_csv();
     // HF -> GGUF F32: same logits; the GGUF carries the tokenizer
     let g = dir.join("m.gguf").display().to_string();
-    let (ok, _, err) = vicugna(&[
-        "convert",
-        "--model",
-        &f("tiny-llama"),
-        "--out",
-        &g,
-        "--type",
-        "f32",
-    ]);
+    let (ok, _, err) = vicugna(&["convert", "--model", &f("tiny-llama"), "--out", &g, "--type", "f32"]);
     assert!(ok, "{err}");
     let (_, l) = logits_of(&["logits", "--model", &g, "--tokens", &t]);
     assert_close(&l, &tensor(&r, "hf_base"), 1e-4, 0.0);
     let (_, out, _) = vicugna(&["tokenize", "--tokenizer", &g, "中国的首都是"]);
-    assert_eq!(
-        out.trim(),
-        r#"{"ids":[1,29871,30275,30356,30210,31688,30769,30392]}"#
-    );
+    assert_eq!(out.trim(), r#"{"ids":[1,29871,30275,30356,30210,31688,30769,30392]}"#);
     // HF -> Q8_0: our quantiser reproduces llama.cpp's Q8_0 model exactly, so logits agree with
     // the engine on llama.cpp's own Q8_0 file
     let q = dir.join("q.gguf").display().to_string();
-    assert!(
-        vicugna(&[
-            "convert",
-            "--model",
-            &f("tiny-llama"),
-            "--out",
-            &q,
-            "--type",
-            "q8_0"
-        ])
-        .0
-    );
+    assert!(vicugna(&["convert", "--model", &f("tiny-llama"), "--out", &q, "--type", "q8_0"]).0);
     let (_, lq) = logits_of(&["logits", "--model", &q, "--tokens", &t]);
-    let (_, lref) = logits_of(&[
-        "logits",
-        "--model",
-        &f("tiny-llama-q8_0.gguf"),
-        "--tokens",
-        &t,
-    ]);
+    let (_, lref) = logits_of(&["logits", "--model", &f("tiny-llama-q8_0.gguf"), "--tokens", &t]);
     assert_close(&lq, &lref, 1e-5, 0.0);
     // merge into an HF directory and into a GGUF: both equal PEFT's merge_and_unload
     let md = dir.join("merged").display().to_string();
-    assert!(
-        vicugna(&[
-            "merge",
-            "--model",
-            &f("tiny-llama-f32.gguf"),
-            "--lora",
-            &f("lora-a"),
-            "--out",
-            &md
-        ])
-        .0
-    );
+    assert!(vicugna(&["merge", "--model", &f("tiny-llama-f32.gguf"), "--lora", &f("lora-a"), "--out", &md]).0);
     let (_, lm) = logits_of(&["logits", "--model", &md, "--tokens", &t]);
     assert_close(&lm, &tensor(&r, "hf_lora_a_merged"), 1e-4, 0.0);
     let mg = dir.join("merged.gguf").display().to_string();
-    assert!(
-        vicugna(&[
-            "merge",
-            "--model",
-            &f("tiny-llama"),
-            "--lora",
-            &f("lora-a.gguf"),
-            "--out",
-            &mg
-        ])
-        .0
-    );
+    assert!(vicugna(&["merge", "--model", &f("tiny-llama"), "--lora", &f("lora-a.gguf"), "--out", &mg]).0);
     let (_, lg) = logits_of(&["logits", "--model", &mg, "--tokens", &t]);
     assert_close(&lg, &tensor(&r, "hf_lora_a_merged"), 1e-4, 0.0);
     std::fs::remove_dir_all(&dir).ok();
@@ -243,9 +159,7 @@ fn convert_and_merge_round_trip() {
 fn inspect_describes_models_and_adapters() {
     let (ok, out, _) = vicugna(&["inspect", &f("tiny-llama-q4_0.gguf")]);
     assert!(
-        ok && out.contains("llama.block_count = 2")
-            && out.contains("blk.0.attn_q.weight")
-            && out.contains("Q4_0"),
+        ok && out.contains("llama.block_count = 2") && out.contains("blk.0.attn_q.weight") && out.contains("Q4_0"),
         "{out}"
     );
     let (ok, out, _) = vicugna(&["inspect", &f("lora-a")]);
@@ -256,37 +170,52 @@ fn inspect_describes_models_and_adapters() {
 
 #[test]
 fn bad_input_fails_cleanly_naming_the_culprit() {
-    let (ok, _, err) = vicugna(&[
-        "logits",
-        "--model",
-        "/nonexistent/model.gguf",
-        "--tokens",
-        "1",
-    ]);
-    assert!(
-        !ok && err.contains("/nonexistent/model.gguf") && !err.contains("panicked"),
-        "{err}"
-    );
+    let (ok, _, err) = vicugna(&["logits", "--model", "/nonexistent/model.gguf", "--tokens", "1"]);
+    assert!(!ok && err.contains("/nonexistent/model.gguf") && !err.contains("panicked"), "{err}");
     let (ok, _, err) = vicugna(&["logits", "--model", &f("tiny-llama"), "--tokens", "1,x"]);
     assert!(!ok && err.contains("`x`"), "{err}");
     let (ok, _, err) = vicugna(&["logits", "--model", &f("tiny-llama"), "--tokens", "99999"]);
-    assert!(
-        !ok && err.contains("99999") && !err.contains("panicked"),
-        "{err}"
-    );
-    let (ok, _, err) = vicugna(&[
-        "logits",
-        "--model",
-        &f("tiny-llama3-tied"),
-        "--lora",
-        &f("lora-a"),
-        "--tokens",
-        "1",
-    ]);
+    assert!(!ok && err.contains("99999") && !err.contains("panicked"), "{err}");
+    let (ok, _, err) = vicugna(&["logits", "--model", &f("tiny-llama3-tied"), "--lora", &f("lora-a"), "--tokens", "1"]);
     assert!(!ok && err.contains("different base"), "{err}");
     let (ok, _, err) = vicugna(&["logits", "--model", &f("spm_vectors.json"), "--tokens", "1"]);
-    assert!(
-        !ok && err.contains("spm_vectors.json") && !err.contains("panicked"),
-        "{err}"
-    );
+    assert!(!ok && err.contains("spm_vectors.json") && !err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn wgpu_backend_logits_and_generate_match_the_references() {
+    let t = tokens_csv();
+    let (ok, out, err) =
+        vicugna(&["logits", "--backend", "wgpu", "--model", &f("tiny-llama-q4_0.gguf"), "--tokens", &t]);
+    if !ok && err.contains("no GPU adapter") && std::env::var("CI").is_err() {
+        eprintln!("skipped: {err}");
+        return;
+    }
+    assert!(ok, "{err}");
+    let (_, cpu) = logits_of(&["logits", "--model", &f("tiny-llama-q4_0.gguf"), "--tokens", &t]);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows: Vec<Vec<f32>> = serde_json::from_value(j["logits"].clone()).unwrap();
+    assert_close(&rows.concat(), &cpu, 1e-3, 0.0);
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("generations.json")).unwrap()).unwrap();
+    let want: Vec<u32> = serde_json::from_value(g["generations"][1]["ids"].clone()).unwrap();
+    assert_eq!(g["generations"][1]["name"], "greedy_lora_a");
+    let prompt: Vec<String> = g["tokens"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let (ok, out, err) = vicugna(&[
+        "generate",
+        "--backend",
+        "wgpu",
+        "--model",
+        &f("tiny-llama"),
+        "--lora",
+        &f("lora-a"),
+        "--prompt-tokens",
+        &prompt.join(","),
+        "--max-new-tokens",
+        "24",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(serde_json::from_value::<Vec<u32>>(j["ids"].clone()).unwrap(), want);
 }

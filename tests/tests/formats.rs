@@ -23,12 +23,7 @@ fn quantisation_is_bit_exact_with_gguf_py() {
         let got = quantize_row(ty, &x);
         assert_eq!(got.len(), want.len(), "{name}: length");
         if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
-            panic!(
-                "{name}: first differing byte {i} (block {}): {} vs {}",
-                i / ty.block_bytes(),
-                got[i],
-                want[i]
-            );
+            panic!("{name}: first differing byte {i} (block {}): {} vs {}", i / ty.block_bytes(), got[i], want[i]);
         }
     }
 }
@@ -36,11 +31,7 @@ fn quantisation_is_bit_exact_with_gguf_py() {
 #[test]
 fn k_quant_dequantisation_matches_gguf_py() {
     let v = safetensors("quant_vectors.safetensors");
-    for (name, ty) in [
-        ("Q4_K", GgmlType::Q4_K),
-        ("Q5_K", GgmlType::Q5_K),
-        ("Q6_K", GgmlType::Q6_K),
-    ] {
+    for (name, ty) in [("Q4_K", GgmlType::Q4_K), ("Q5_K", GgmlType::Q5_K), ("Q6_K", GgmlType::Q6_K)] {
         let raw = v.raw(&format!("k_{name}")).unwrap();
         let want = tensor(&v, &format!("k_{name}_deq"));
         let mut got = vec![0f32; want.len()];
@@ -54,26 +45,11 @@ fn gguf_writer_round_trips_metadata_and_tensors() {
     let mut w = GgufWriter::new();
     w.set("general.architecture", Value::String("llama".into()));
     w.set("a.u32", Value::U32(7));
-    w.set(
-        "a.arr",
-        Value::Array(vec![Value::String("x".into()), Value::String("yz".into())]),
-    );
+    w.set("a.arr", Value::Array(vec![Value::String("x".into()), Value::String("yz".into())]));
     w.set("a.f", Value::F64(1.5));
     let data: Vec<f32> = (0..64).map(|i| i as f32 * 0.25 - 3.0).collect();
-    w.add_tensor(
-        "t.q8",
-        vec![32, 2],
-        GgmlType::Q8_0,
-        quantize_row(GgmlType::Q8_0, &data),
-    )
-    .unwrap();
-    w.add_tensor(
-        "t.f32",
-        vec![64],
-        GgmlType::F32,
-        data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    )
-    .unwrap();
+    w.add_tensor("t.q8", vec![32, 2], GgmlType::Q8_0, quantize_row(GgmlType::Q8_0, &data)).unwrap();
+    w.add_tensor("t.f32", vec![64], GgmlType::F32, data.iter().flat_map(|v| v.to_le_bytes()).collect()).unwrap();
     let mut buf = Vec::new();
     w.write(&mut buf).unwrap();
     let bytes = Bytes::from_vec(buf);
@@ -103,10 +79,7 @@ fn bad_gguf_files_get_clear_errors() {
     let e = gguf_err(b"GGUX\x03\0\0\0".to_vec());
     assert!(e.contains("bad.gguf") && e.contains("magic"), "{e}");
     let e = gguf_err(good[..good.len() / 2].to_vec());
-    assert!(
-        e.contains("bad.gguf") && (e.contains("truncated") || e.contains("past the end")),
-        "{e}"
-    );
+    assert!(e.contains("bad.gguf") && (e.contains("truncated") || e.contains("past the end")), "{e}");
     let e = gguf_err(good[..100].to_vec());
     assert!(e.contains("truncated"), "{e}");
     let mut v = good.clone();
@@ -114,10 +87,7 @@ fn bad_gguf_files_get_clear_errors() {
     assert!(gguf_err(v).contains("version"));
     // every truncation point and many single-byte corruptions give an error or a model, never a panic
     for cut in (0..4096).step_by(7).chain([good.len() - 1]) {
-        let _ = ModelWeights::from_gguf_bytes(
-            Bytes::from_vec(good[..cut.min(good.len())].to_vec()),
-            "cut.gguf",
-        );
+        let _ = ModelWeights::from_gguf_bytes(Bytes::from_vec(good[..cut.min(good.len())].to_vec()), "cut.gguf");
     }
     for i in (8..4096).step_by(13) {
         let mut v = good.clone();
@@ -133,24 +103,16 @@ fn shape_contradicting_config_names_the_tensor() {
     let b = Bytes::from_vec(src);
     let g = GgufFile::from_bytes(&b, "x").unwrap();
     for (k, v) in &g.metadata {
-        let v = if k == "llama.feed_forward_length" {
-            Value::U32(96)
-        } else {
-            v.clone()
-        };
+        let v = if k == "llama.feed_forward_length" { Value::U32(96) } else { v.clone() };
         w.set(k, v);
     }
     for t in &g.tensors {
-        w.add_tensor(&t.name, t.dims.clone(), t.ty, g.tensor_data(&b, t).to_vec())
-            .unwrap();
+        w.add_tensor(&t.name, t.dims.clone(), t.ty, g.tensor_data(&b, t).to_vec()).unwrap();
     }
     let mut out = Vec::new();
     w.write(&mut out).unwrap();
     let e = gguf_err(out);
-    assert!(
-        e.contains("blk.0.ffn_gate.weight") && e.contains("contradicts"),
-        "{e}"
-    );
+    assert!(e.contains("blk.0.ffn_gate.weight") && e.contains("contradicts"), "{e}");
 }
 
 #[test]
@@ -167,13 +129,8 @@ fn bad_safetensors_and_config_get_clear_errors() {
     // a missing config field
     let mut j: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     j.as_object_mut().unwrap().remove("hidden_size");
-    let e = Config::from_hf_json(&j.to_string(), "config.json")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("config.json") && e.contains("hidden_size") && e.contains("missing"),
-        "{e}"
-    );
+    let e = Config::from_hf_json(&j.to_string(), "config.json").unwrap_err().to_string();
+    assert!(e.contains("config.json") && e.contains("hidden_size") && e.contains("missing"), "{e}");
     // a config that contradicts the weights
     std::fs::write(dir.join("model.safetensors"), &weights).unwrap();
     let mut j: serde_json::Value = serde_json::from_str(&cfg).unwrap();
@@ -182,9 +139,7 @@ fn bad_safetensors_and_config_get_clear_errors() {
     let e = ModelWeights::load(&dir).unwrap_err().to_string();
     assert!(e.contains("gate_proj") && e.contains("contradicts"), "{e}");
     // not JSON at all
-    let e = Config::from_hf_json("{oops", "config.json")
-        .unwrap_err()
-        .to_string();
+    let e = Config::from_hf_json("{oops", "config.json").unwrap_err().to_string();
     assert!(e.contains("config.json") && e.contains("JSON"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -196,39 +151,21 @@ fn adapter_for_a_different_base_or_unsupported_kind_is_refused() {
     let e = a.check_fits(&w.cfg).unwrap_err().to_string();
     assert!(e.contains("different base"), "{e}");
     let cfg = std::fs::read_to_string(fixture("lora-a/adapter_config.json")).unwrap();
-    let weights =
-        Bytes::from_vec(std::fs::read(fixture("lora-a/adapter_model.safetensors")).unwrap());
+    let weights = Bytes::from_vec(std::fs::read(fixture("lora-a/adapter_model.safetensors")).unwrap());
     let mut j: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     j["use_dora"] = true.into();
-    let e = LoraAdapter::from_peft(
-        "x",
-        &j.to_string(),
-        "adapter_config.json",
-        weights.clone(),
-        "w",
-    )
-    .unwrap_err()
-    .to_string();
+    let e = LoraAdapter::from_peft("x", &j.to_string(), "adapter_config.json", weights.clone(), "w")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("DoRA"), "{e}");
     let mut j: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     j.as_object_mut().unwrap().remove("r");
-    let e = LoraAdapter::from_peft(
-        "x",
-        &j.to_string(),
-        "adapter_config.json",
-        weights.clone(),
-        "w",
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        e.contains("adapter_config.json") && e.contains("`r`"),
-        "{e}"
-    );
-    let mut j: serde_json::Value = serde_json::from_str(&cfg).unwrap();
-    j["r"] = 4.into();
-    let e = LoraAdapter::from_peft("x", &j.to_string(), "adapter_config.json", weights, "w")
+    let e = LoraAdapter::from_peft("x", &j.to_string(), "adapter_config.json", weights.clone(), "w")
         .unwrap_err()
         .to_string();
+    assert!(e.contains("adapter_config.json") && e.contains("`r`"), "{e}");
+    let mut j: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    j["r"] = 4.into();
+    let e = LoraAdapter::from_peft("x", &j.to_string(), "adapter_config.json", weights, "w").unwrap_err().to_string();
     assert!(e.contains("rank 4"), "{e}");
 }

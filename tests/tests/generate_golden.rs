@@ -2,18 +2,13 @@
 //! tokens, EOS, beam search variants) and its logits processors, on the fixture model.
 
 use vicugna_core::cpu::Cpu;
-use vicugna_core::generate::{
-    generate, repetition_penalty, top_k, top_p, EarlyStopping, GenerationConfig,
-};
+use vicugna_core::generate::{generate, repetition_penalty, top_k, top_p, EarlyStopping, GenerationConfig};
 use vicugna_core::tokenizer::Tokenizer;
 use vicugna_core::{LoraAdapter, Model, ModelWeights};
 use vicugna_tests::*;
 
 fn config_from(settings: &serde_json::Value) -> GenerationConfig {
-    let mut c = GenerationConfig {
-        eos_token_ids: vec![2],
-        ..Default::default()
-    };
+    let mut c = GenerationConfig { eos_token_ids: vec![2], ..Default::default() };
     let s = settings.as_object().unwrap();
     for (k, v) in s {
         match k.as_str() {
@@ -40,25 +35,19 @@ fn config_from(settings: &serde_json::Value) -> GenerationConfig {
 #[test]
 fn continuations_equal_transformers_generate() {
     let g: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("generations.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture("generations.json")).unwrap()).unwrap();
     let prompt: Vec<u32> = serde_json::from_value(g["tokens"].clone()).unwrap();
     let w = ModelWeights::load(&fixture("tiny-llama")).unwrap();
     let tk = Tokenizer::load(&fixture("tiny-llama")).unwrap();
     let base = Model::new(Cpu, &w).unwrap();
     let mut lora = Model::new(Cpu, &w).unwrap();
-    lora.attach(&LoraAdapter::load(&fixture("lora-a")).unwrap(), 1.0)
-        .unwrap();
+    lora.attach(&LoraAdapter::load(&fixture("lora-a")).unwrap(), 1.0).unwrap();
     let mut checked = 0;
     for case in g["generations"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
         let cfg = config_from(&case["settings"]);
-        let m = if name.contains("lora_a") {
-            &lora
-        } else {
-            &base
-        };
+        let m = if name.contains("lora_a") { &lora } else { &base };
         let mut streamed = String::new();
         let got = generate(m, &tk, &prompt, &cfg, |t| {
             streamed.push_str(t);
@@ -67,10 +56,7 @@ fn continuations_equal_transformers_generate() {
         .unwrap();
         assert_eq!(got.ids, want, "{name}");
         if cfg.num_beams == 1 {
-            assert_eq!(
-                streamed, got.text,
-                "{name}: streamed text equals the final text"
-            );
+            assert_eq!(streamed, got.text, "{name}: streamed text equals the final text");
         }
         checked += 1;
     }
@@ -88,13 +74,7 @@ fn logits_processors_match_transformers() {
         assert_close(&v, &tensor(&r, &format!("proc_{name}")), 1e-6, 1e-6);
     };
     check("rep1.5", &|v| repetition_penalty(v, &hist, 1.5));
-    check("temp0.7", &|v| {
-        GenerationConfig {
-            temperature: 0.7,
-            ..Default::default()
-        }
-        .warp(v)
-    });
+    check("temp0.7", &|v| GenerationConfig { temperature: 0.7, ..Default::default() }.warp(v));
     check("topk40", &|v| top_k(v, 40));
     check("topp0.9", &|v| top_p(v, 0.9));
     check("rep1.3_temp0.8_topk50_topp0.95", &|v| {
@@ -116,25 +96,12 @@ fn stop_strings_cut_the_text_and_sampling_is_seeded() {
     let tk = Tokenizer::load(&fixture("tiny-llama")).unwrap();
     let m = Model::new(Cpu, &w).unwrap();
     let prompt = tk.encode("User:你好\n\nAssistant:", true).unwrap();
-    let greedy = generate(
-        &m,
-        &tk,
-        &prompt,
-        &GenerationConfig {
-            max_new_tokens: 12,
-            ..Default::default()
-        },
-        |_| true,
-    )
-    .unwrap();
+    let greedy =
+        generate(&m, &tk, &prompt, &GenerationConfig { max_new_tokens: 12, ..Default::default() }, |_| true).unwrap();
     // pick a stop string from the middle of the greedy text
     let chars: Vec<char> = greedy.text.chars().collect();
     let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
-    let cfg = GenerationConfig {
-        max_new_tokens: 12,
-        stop_strings: vec![stop.clone()],
-        ..Default::default()
-    };
+    let cfg = GenerationConfig { max_new_tokens: 12, stop_strings: vec![stop.clone()], ..Default::default() };
     let mut streamed = String::new();
     let cut = generate(&m, &tk, &prompt, &cfg, |t| {
         streamed.push_str(t);
@@ -142,12 +109,7 @@ fn stop_strings_cut_the_text_and_sampling_is_seeded() {
     })
     .unwrap();
     assert_eq!(cut.stop, vicugna_core::generate::StopReason::StopString);
-    assert!(
-        !cut.text.contains(&stop) && greedy.text.starts_with(&cut.text),
-        "{:?} / {:?}",
-        cut.text,
-        greedy.text
-    );
+    assert!(!cut.text.contains(&stop) && greedy.text.starts_with(&cut.text), "{:?} / {:?}", cut.text, greedy.text);
     assert_eq!(streamed, cut.text);
     let s = GenerationConfig {
         max_new_tokens: 8,
@@ -160,17 +122,7 @@ fn stop_strings_cut_the_text_and_sampling_is_seeded() {
     };
     let a = generate(&m, &tk, &prompt, &s, |_| true).unwrap();
     let b = generate(&m, &tk, &prompt, &s, |_| true).unwrap();
-    let c = generate(
-        &m,
-        &tk,
-        &prompt,
-        &GenerationConfig {
-            seed: 43,
-            ..s.clone()
-        },
-        |_| true,
-    )
-    .unwrap();
+    let c = generate(&m, &tk, &prompt, &GenerationConfig { seed: 43, ..s.clone() }, |_| true).unwrap();
     assert_eq!(a.ids, b.ids, "same seed, same tokens");
     assert_ne!(a.ids, c.ids, "another seed, other tokens");
 }
@@ -178,20 +130,12 @@ fn stop_strings_cut_the_text_and_sampling_is_seeded() {
 #[test]
 fn gguf_f32_greedy_equals_transformers_greedy() {
     let g: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("generations.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture("generations.json")).unwrap()).unwrap();
     let prompt: Vec<u32> = serde_json::from_value(g["tokens"].clone()).unwrap();
     let want: Vec<u32> = serde_json::from_value(g["generations"][0]["ids"].clone()).unwrap();
     let w = ModelWeights::load(&fixture("tiny-llama-f32.gguf")).unwrap();
     let tk = Tokenizer::load(&fixture("tiny-llama-f32.gguf")).unwrap();
     let m = Model::new(Cpu, &w).unwrap();
-    let cfg = GenerationConfig {
-        max_new_tokens: want.len(),
-        eos_token_ids: vec![2],
-        ..Default::default()
-    };
-    assert_eq!(
-        generate(&m, &tk, &prompt, &cfg, |_| true).unwrap().ids,
-        want
-    );
+    let cfg = GenerationConfig { max_new_tokens: want.len(), eos_token_ids: vec![2], ..Default::default() };
+    assert_eq!(generate(&m, &tk, &prompt, &cfg, |_| true).unwrap().ids, want);
 }

@@ -8,8 +8,7 @@ use vicugna_tests::*;
 fn logits(w: &ModelWeights, adapters: &[(&str, f32)], tokens: &[u32]) -> Vec<f32> {
     let mut m = Model::new(Cpu, w).unwrap();
     for (a, wt) in adapters {
-        m.attach(&LoraAdapter::load(&fixture(a)).unwrap(), *wt)
-            .unwrap();
+        m.attach(&LoraAdapter::load(&fixture(a)).unwrap(), *wt).unwrap();
     }
     let mut cache = m.new_cache(tokens.len()).unwrap();
     m.forward(tokens, 0, &mut cache, true).unwrap()
@@ -18,11 +17,7 @@ fn logits(w: &ModelWeights, adapters: &[(&str, f32)], tokens: &[u32]) -> Vec<f32
 /// assert_close at the acceptance tolerance, printing the measured max |diff| (see --nocapture).
 #[track_caller]
 fn check(actual: &[f32], expected: &[f32], atol: f32, rtol: f32) {
-    eprintln!(
-        "{}: max |diff| = {:.3e}",
-        std::panic::Location::caller(),
-        max_abs_diff(actual, expected)
-    );
+    eprintln!("{}: max |diff| = {:.3e}", std::panic::Location::caller(), max_abs_diff(actual, expected));
     assert_close(actual, expected, atol, rtol);
 }
 
@@ -41,24 +36,14 @@ fn hf_base_logits_match_transformers() {
 fn unmerged_lora_matches_peft() {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
-    check(
-        &logits(&hf(), &[("lora-a", 1.0)], &t),
-        &tensor(&r, "hf_lora_a"),
-        1e-4,
-        0.0,
-    );
+    check(&logits(&hf(), &[("lora-a", 1.0)], &t), &tensor(&r, "hf_lora_a"), 1e-4, 0.0);
 }
 
 #[test]
 fn rslora_rank_and_alpha_patterns_match_peft() {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
-    check(
-        &logits(&hf(), &[("lora-b", 1.0)], &t),
-        &tensor(&r, "hf_lora_b"),
-        1e-4,
-        0.0,
-    );
+    check(&logits(&hf(), &[("lora-b", 1.0)], &t), &tensor(&r, "hf_lora_b"), 1e-4, 0.0);
 }
 
 #[test]
@@ -66,28 +51,15 @@ fn merged_lora_matches_peft_merge_and_unload() {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
     let mut w = hf();
-    LoraAdapter::load(&fixture("lora-a"))
-        .unwrap()
-        .merge_into(&mut w, 1.0)
-        .unwrap();
-    check(
-        &logits(&w, &[], &t),
-        &tensor(&r, "hf_lora_a_merged"),
-        1e-4,
-        0.0,
-    );
+    LoraAdapter::load(&fixture("lora-a")).unwrap().merge_into(&mut w, 1.0).unwrap();
+    check(&logits(&w, &[], &t), &tensor(&r, "hf_lora_a_merged"), 1e-4, 0.0);
 }
 
 #[test]
 fn weighted_adapter_mix_matches_peft_cat_combination() {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
-    check(
-        &logits(&hf(), &[("lora-a", 0.7), ("lora-b", 0.5)], &t),
-        &tensor(&r, "hf_mix_a0.7_b0.5"),
-        1e-4,
-        0.0,
-    );
+    check(&logits(&hf(), &[("lora-a", 0.7), ("lora-b", 0.5)], &t), &tensor(&r, "hf_mix_a0.7_b0.5"), 1e-4, 0.0);
 }
 
 #[test]
@@ -96,10 +68,7 @@ fn gguf_f32_matches_llama_cpp_and_transformers() {
     let l = safetensors("llamacpp_reference.safetensors");
     let t = ids(&r, "tokens");
     let w = ModelWeights::load(&fixture("tiny-llama-f32.gguf")).unwrap();
-    assert!(
-        w.cfg.rope_interleaved,
-        "llama.cpp's converter permutes Q/K into the interleaved layout"
-    );
+    assert!(w.cfg.rope_interleaved, "llama.cpp's converter permutes Q/K into the interleaved layout");
     let ours = logits(&w, &[], &t);
     check(&ours, &tensor(&l, "llamacpp_f32"), 1e-4, 0.0);
     check(&ours, &tensor(&r, "hf_base"), 1e-4, 0.0);
@@ -112,25 +81,10 @@ fn gguf_lora_matches_llama_cpp_and_peft_on_either_layout() {
     let t = ids(&r, "tokens");
     let gguf = ModelWeights::load(&fixture("tiny-llama-f32.gguf")).unwrap();
     // GGUF base + GGUF LoRA (both interleaved) against llama.cpp
-    check(
-        &logits(&gguf, &[("lora-a.gguf", 1.0)], &t),
-        &tensor(&l, "llamacpp_f32_lora_a"),
-        1e-4,
-        0.0,
-    );
+    check(&logits(&gguf, &[("lora-a.gguf", 1.0)], &t), &tensor(&l, "llamacpp_f32_lora_a"), 1e-4, 0.0);
     // PEFT adapter on the GGUF base and GGUF adapter on the HF base: layouts re-permuted
-    check(
-        &logits(&gguf, &[("lora-a", 1.0)], &t),
-        &tensor(&r, "hf_lora_a"),
-        1e-4,
-        0.0,
-    );
-    check(
-        &logits(&hf(), &[("lora-a.gguf", 1.0)], &t),
-        &tensor(&r, "hf_lora_a"),
-        1e-4,
-        0.0,
-    );
+    check(&logits(&gguf, &[("lora-a", 1.0)], &t), &tensor(&r, "hf_lora_a"), 1e-4, 0.0);
+    check(&logits(&hf(), &[("lora-a.gguf", 1.0)], &t), &tensor(&r, "hf_lora_a"), 1e-4, 0.0);
 }
 
 #[test]

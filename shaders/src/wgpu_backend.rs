@@ -1,0 +1,526 @@
+//! The wgpu backend: `vicugna_core::backend::Backend` on any WebGPU-capable device.
+//!
+//! Every operation records a compute pass into one command encoder; nothing reaches the GPU
+//! until `to_host` submits that encoder and reads the result back, so a decode step is a single
+//! submission. Device acquisition is separate (`Wgpu::new(device, queue)`) so tests and the
+//! browser inject their own.
+
+use crate::kernels::{kernel, preprocess, Params};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use vicugna_core::backend::{Backend, LoraPair, Rope};
+use vicugna_core::config::Config;
+use vicugna_core::quant::GgmlType;
+use vicugna_core::weights::Matrix;
+use vicugna_core::{Error, Result};
+use wgpu::util::DeviceExt;
+
+const WG: u32 = 64;
+const MAX_GRID: u32 = 65535;
+
+/// How a weight matrix is laid out on the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    F32,
+    F16,
+    Q8_0,
+    Q4_0,
+}
+
+impl Format {
+    fn defines(self) -> &'static [&'static str] {
+        match self {
+            Format::F32 => &["F32"],
+            Format::F16 => &["F16"],
+            Format::Q8_0 => &["Q8_0", "QUANT"],
+            Format::Q4_0 => &["Q4_0", "QUANT"],
+        }
+    }
+}
+
+pub struct GpuWeight {
+    pub format: Format,
+    pub rows: usize,
+    pub cols: usize,
+    w: wgpu::Buffer,
+    sc: Option<wgpu::Buffer>,
+}
+
+pub struct GpuVector {
+    buf: wgpu::Buffer,
+}
+
+pub struct GpuLora {
+    r: usize,
+    a: wgpu::Buffer, // (r, in)
+    b: wgpu::Buffer, // (out, r)
+}
+
+pub struct GpuAct {
+    pub rows: usize,
+    pub cols: usize,
+    buf: wgpu::Buffer,
+}
+
+pub struct GpuCache {
+    max_seq: usize,
+    k: Vec<wgpu::Buffer>, // per layer (max_seq, kv_dim)
+    v: Vec<wgpu::Buffer>,
+}
+
+pub struct Wgpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pipelines: RefCell<HashMap<String, Rc<wgpu::ComputePipeline>>>,
+    encoder: RefCell<Option<wgpu::CommandEncoder>>,
+    /// cos/sin table for RoPE: (positions, head_dim/2, 2), grown on demand
+    rope_table: RefCell<Option<(Vec<f32>, usize, wgpu::Buffer)>>,
+}
+
+impl Wgpu {
+    pub fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        Wgpu {
+            device,
+            queue,
+            pipelines: Default::default(),
+            encoder: RefCell::new(None),
+            rope_table: RefCell::new(None),
+        }
+    }
+
+    /// The first adapter wgpu finds (Vulkan, Metal, DX12; lavapipe counts), with its own limits.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn default_device() -> Result<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)> {
+        pollster::block_on(async {
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+            let adapter = instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::Invalid(format!("no GPU adapter: {e}")))?;
+            let info = adapter.get_info();
+            let (device, queue) = adapter
+                .request_device(&wgpu::DeviceDescriptor {
+                    label: Some("vicugna"),
+                    required_limits: adapter.limits(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::Invalid(format!("requesting a device from {}: {e}", info.name)))?;
+            Ok((device, queue, info))
+        })
+    }
+
+    fn pipeline(&self, name: &str, entry: &str, defines: &[&str]) -> Rc<wgpu::ComputePipeline> {
+        let key = format!("{name}|{entry}|{}", defines.join(","));
+        if let Some(p) = self.pipelines.borrow().get(&key) {
+            return p.clone();
+        }
+        let src = preprocess(kernel(name).source, defines);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&key),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+        let p = Rc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&key),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        }));
+        self.pipelines.borrow_mut().insert(key, p.clone());
+        p
+    }
+
+    fn storage(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        // zero-length bindings are invalid; pad tiny buffers to 16 bytes
+        let mut v;
+        let data = if bytes.len() < 16 {
+            v = bytes.to_vec();
+            v.resize(16, 0);
+            &v[..]
+        } else {
+            bytes
+        };
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: data,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    fn zeroed(&self, label: &str, bytes: usize) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(16).next_multiple_of(4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        let mut e = self.encoder.borrow_mut();
+        let enc = e.get_or_insert_with(|| {
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") })
+        });
+        f(enc)
+    }
+
+    /// Record one dispatch: `params` at binding 0, then each (binding, buffer) the entry point uses.
+    fn dispatch(
+        &self,
+        name: &str,
+        entry: &str,
+        defines: &[&str],
+        mut params: Params,
+        bufs: &[(u32, &wgpu::Buffer)],
+        groups: (u32, u32),
+    ) {
+        let (gx, gz) = groups;
+        // fold a long x dimension into (x, y) so no dimension exceeds the WebGPU limit
+        let (x, y) = if gx > MAX_GRID { (MAX_GRID.min(32768), gx.div_ceil(32768)) } else { (gx.max(1), 1) };
+        params.grid_x = x;
+        let pipe = self.pipeline(name, entry, defines);
+        let ub = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::bytes_of(&params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ub.as_entire_binding() }];
+        for (i, b) in bufs {
+            entries.push(wgpu::BindGroupEntry { binding: *i, resource: b.as_entire_binding() });
+        }
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(name),
+            layout: &pipe.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        self.with_encoder(|enc| {
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes: None });
+            pass.set_pipeline(&pipe);
+            pass.set_bind_group(0, &bg, &[]);
+            pass.dispatch_workgroups(x, y, gz.max(1));
+        });
+    }
+
+    /// Elementwise launches: one invocation per element.
+    fn elems(n: usize) -> (u32, u32) {
+        ((n as u32).div_ceil(WG), 1)
+    }
+
+    fn rope_table(&self, rope: &Rope, positions: usize) -> wgpu::Buffer {
+        let mut t = self.rope_table.borrow_mut();
+        if let Some((inv, cap, buf)) = t.as_ref() {
+            if *inv == rope.inv_freq && *cap >= positions {
+                return buf.clone();
+            }
+        }
+        let cap = positions.next_power_of_two().max(256);
+        let mut v = Vec::with_capacity(cap * rope.inv_freq.len() * 2);
+        for pos in 0..cap {
+            for &f in &rope.inv_freq {
+                // the same f32 arithmetic as the CPU reference
+                let (s, c) = (pos as f32 * f).sin_cos();
+                v.push(c);
+                v.push(s);
+            }
+        }
+        let buf = self.storage("rope", bytemuck::cast_slice(&v));
+        *t = Some((rope.inv_freq.clone(), cap, buf.clone()));
+        buf
+    }
+
+    /// Submit everything recorded so far.
+    pub fn flush(&self) {
+        if let Some(enc) = self.encoder.borrow_mut().take() {
+            self.queue.submit([enc.finish()]);
+        }
+    }
+}
+
+/// Repack a stored matrix into the GPU layout: (format, quants/values, per-block scales).
+fn repack(m: &Matrix) -> (Format, Vec<u8>, Option<Vec<f32>>) {
+    let rb = m.row_bytes();
+    match m.ty {
+        GgmlType::F32 => (Format::F32, m.data.to_vec(), None),
+        GgmlType::F16 if m.cols.is_multiple_of(2) => (Format::F16, m.data.to_vec(), None),
+        GgmlType::Q8_0 | GgmlType::Q4_0 => {
+            let (bb, qb, fmt) = if m.ty == GgmlType::Q8_0 { (34, 32, Format::Q8_0) } else { (18, 16, Format::Q4_0) };
+            let nb = m.rows * m.cols / 32;
+            let mut qs = Vec::with_capacity(nb * qb);
+            let mut sc = Vec::with_capacity(nb);
+            for r in 0..m.rows {
+                for blk in m.data[r * rb..(r + 1) * rb].chunks_exact(bb) {
+                    sc.push(half::f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32());
+                    qs.extend_from_slice(&blk[2..]);
+                }
+            }
+            (fmt, qs, Some(sc))
+        }
+        // every other type: exact dequantisation to F32 (more memory, same numbers)
+        _ => (Format::F32, bytemuck::cast_slice(&m.to_f32()).to_vec(), None),
+    }
+}
+
+impl Backend for Wgpu {
+    type Weight = GpuWeight;
+    type Vector = GpuVector;
+    type Lora = GpuLora;
+    type Act = GpuAct;
+    type Cache = GpuCache;
+
+    fn name(&self) -> &'static str {
+        "wgpu"
+    }
+
+    fn load_matrix(&self, m: &Matrix) -> Result<GpuWeight> {
+        let (format, w, sc) = repack(m);
+        let max = self.device.limits().max_storage_buffer_binding_size as usize;
+        if w.len() > max {
+            return Err(Error::Invalid(format!(
+                "wgpu backend: a {}x{} {:?} matrix needs a {} MiB binding but the device allows {} MiB (splitting large tensors is not implemented yet)",
+                m.rows,
+                m.cols,
+                m.ty,
+                w.len() >> 20,
+                max >> 20
+            )));
+        }
+        Ok(GpuWeight {
+            format,
+            rows: m.rows,
+            cols: m.cols,
+            w: self.storage("weight", &w),
+            sc: sc.map(|s| self.storage("scales", bytemuck::cast_slice(&s))),
+        })
+    }
+
+    fn load_vector(&self, v: &[f32]) -> Result<GpuVector> {
+        Ok(GpuVector { buf: self.storage("vector", bytemuck::cast_slice(v)) })
+    }
+
+    fn load_lora(&self, l: &LoraPair) -> Result<GpuLora> {
+        Ok(GpuLora {
+            r: l.r,
+            a: self.storage("lora_a", bytemuck::cast_slice(l.a)),
+            b: self.storage("lora_b", bytemuck::cast_slice(l.b)),
+        })
+    }
+
+    fn new_cache(&self, cfg: &Config, max_seq: usize) -> Result<GpuCache> {
+        let bytes = max_seq * cfg.kv_dim() * 4;
+        Ok(GpuCache {
+            max_seq,
+            k: (0..cfg.num_layers).map(|_| self.zeroed("k", bytes)).collect(),
+            v: (0..cfg.num_layers).map(|_| self.zeroed("v", bytes)).collect(),
+        })
+    }
+
+    fn copy_cache(&self, src: &GpuCache) -> Result<GpuCache> {
+        let dst = GpuCache {
+            max_seq: src.max_seq,
+            k: src.k.iter().map(|b| self.zeroed("k", b.size() as usize)).collect(),
+            v: src.v.iter().map(|b| self.zeroed("v", b.size() as usize)).collect(),
+        };
+        self.with_encoder(|enc| {
+            for (s, d) in src.k.iter().zip(&dst.k).chain(src.v.iter().zip(&dst.v)) {
+                enc.copy_buffer_to_buffer(s, 0, d, 0, s.size());
+            }
+        });
+        Ok(dst)
+    }
+
+    fn act(&self, rows: usize, cols: usize) -> GpuAct {
+        GpuAct { rows, cols, buf: self.zeroed("act", rows * cols * 4) }
+    }
+
+    fn act_from_host(&self, rows: usize, cols: usize, data: &[f32]) -> GpuAct {
+        GpuAct { rows, cols, buf: self.storage("act", bytemuck::cast_slice(data)) }
+    }
+
+    fn to_host(&self, x: &GpuAct) -> Result<Vec<f32>> {
+        let bytes = (x.rows * x.cols * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.with_encoder(|enc| enc.copy_buffer_to_buffer(&x.buf, 0, &staging, 0, bytes));
+        self.flush();
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Invalid(format!("wgpu: device poll failed: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Invalid("wgpu: readback callback never ran".into()))?
+            .map_err(|e| Error::Invalid(format!("wgpu: mapping the readback buffer failed: {e}")))?;
+        let view =
+            slice.get_mapped_range().map_err(|e| Error::Invalid(format!("wgpu: reading the mapped buffer: {e}")))?;
+        let out = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    fn last_row(&self, x: &GpuAct) -> GpuAct {
+        let out = self.act(1, x.cols);
+        let row = (x.cols * 4) as u64;
+        self.with_encoder(|enc| enc.copy_buffer_to_buffer(&x.buf, (x.rows as u64 - 1) * row, &out.buf, 0, row));
+        out
+    }
+
+    fn embed(&self, out: &mut GpuAct, table: &GpuWeight, tokens: &[u32]) {
+        let tb = self.storage("tokens", bytemuck::cast_slice(tokens));
+        let p = Params {
+            n: tokens.len() as u32,
+            cols: table.cols as u32,
+            a: (table.cols / 32) as u32,
+            ..Default::default()
+        };
+        let mut b = vec![(1, &tb), (2, &out.buf), (3, &table.w)];
+        b.extend(table.sc.as_ref().map(|sc| (4, sc)));
+        self.dispatch("embed", "main", table.format.defines(), p, &b, Self::elems(tokens.len() * table.cols));
+    }
+
+    fn rmsnorm(&self, out: &mut GpuAct, x: &GpuAct, w: &GpuVector, eps: f32) {
+        let p = Params { n: x.rows as u32, cols: x.cols as u32, f0: eps, ..Default::default() };
+        self.dispatch("norm", "rmsnorm", &[], p, &[(1, &x.buf), (2, &out.buf), (3, &w.buf)], (x.rows as u32, 1));
+    }
+
+    fn matmul(&self, out: &mut GpuAct, x: &GpuAct, w: &GpuWeight, loras: &[(&GpuLora, f32)]) {
+        let n = x.rows;
+        let mut p = Params {
+            n: n as u32,
+            rows: w.rows as u32,
+            cols: w.cols as u32,
+            a: (w.cols / 32) as u32,
+            ..Default::default()
+        };
+        let mut bufs = vec![(1, &x.buf), (2, &out.buf), (3, &w.w)];
+        bufs.extend(w.sc.as_ref().map(|sc| (4, sc)));
+        // x A^T for every adapter (small), then the projection with the first adapter fused in
+        let axs: Vec<wgpu::Buffer> = loras
+            .iter()
+            .map(|(l, _)| {
+                let ax = self.zeroed("ax", n * l.r * 4);
+                let pa = Params { n: n as u32, cols: w.cols as u32, b: l.r as u32, ..Default::default() };
+                self.dispatch("lora", "lora_a", &[], pa, &[(1, &x.buf), (2, &ax), (3, &l.a)], (l.r as u32, n as u32));
+                ax
+            })
+            .collect();
+        match loras.first() {
+            None => self.dispatch("matmul", "main", w.format.defines(), p, &bufs, (w.rows as u32, n as u32)),
+            Some((l, s)) => {
+                p.b = l.r as u32;
+                p.f0 = *s;
+                bufs.extend([(5, &axs[0]), (6, &l.b)]);
+                let defs: Vec<&str> = w.format.defines().iter().copied().chain(["LORA"]).collect();
+                self.dispatch("matmul", "main", &defs, p, &bufs, (w.rows as u32, n as u32));
+            }
+        }
+        for ((l, s), ax) in loras.iter().zip(&axs).skip(1) {
+            let pb = Params { n: n as u32, rows: w.rows as u32, b: l.r as u32, f0: *s, ..Default::default() };
+            self.dispatch("lora", "lora_b_add", &[], pb, &[(2, &out.buf), (3, &l.b), (4, ax)], Self::elems(n * w.rows));
+        }
+    }
+
+    fn rope(&self, x: &mut GpuAct, n_heads: usize, head_dim: usize, pos0: usize, rope: &Rope) {
+        let table = self.rope_table(rope, pos0 + x.rows);
+        let p = Params {
+            n: x.rows as u32,
+            a: n_heads as u32,
+            b: head_dim as u32,
+            c: pos0 as u32,
+            d: rope.interleaved as u32,
+            ..Default::default()
+        };
+        self.dispatch(
+            "rope",
+            "main",
+            &[],
+            p,
+            &[(1, &x.buf), (2, &table)],
+            Self::elems(x.rows * n_heads * head_dim / 2),
+        );
+    }
+
+    fn attention(
+        &self,
+        out: &mut GpuAct,
+        q: &GpuAct,
+        k: &GpuAct,
+        v: &GpuAct,
+        cache: &mut GpuCache,
+        layer: usize,
+        pos0: usize,
+        cfg: &Config,
+    ) -> Result<()> {
+        let n = q.rows;
+        if pos0 + n > cache.max_seq {
+            return Err(Error::Invalid(format!(
+                "context overflow: {} positions exceed the KV cache of {}",
+                pos0 + n,
+                cache.max_seq
+            )));
+        }
+        let kvb = (cfg.kv_dim() * 4) as u64;
+        self.with_encoder(|enc| {
+            enc.copy_buffer_to_buffer(&k.buf, 0, &cache.k[layer], pos0 as u64 * kvb, n as u64 * kvb);
+            enc.copy_buffer_to_buffer(&v.buf, 0, &cache.v[layer], pos0 as u64 * kvb, n as u64 * kvb);
+        });
+        let scratch = self.zeroed("scores", n * cfg.num_heads * (pos0 + n) * 4);
+        let p = Params {
+            n: n as u32,
+            rows: (pos0 + n) as u32,
+            a: cfg.num_heads as u32,
+            b: cfg.head_dim as u32,
+            c: pos0 as u32,
+            d: cfg.num_kv_heads as u32,
+            f0: 1.0 / (cfg.head_dim as f32).sqrt(),
+            ..Default::default()
+        };
+        self.dispatch(
+            "attention",
+            "main",
+            &[],
+            p,
+            &[(1, &q.buf), (2, &cache.k[layer]), (3, &cache.v[layer]), (4, &out.buf), (5, &scratch)],
+            (cfg.num_heads as u32, n as u32),
+        );
+        Ok(())
+    }
+
+    fn silu_mul(&self, gate: &mut GpuAct, up: &GpuAct) {
+        let n = gate.rows * gate.cols;
+        self.dispatch(
+            "elementwise",
+            "silu_mul",
+            &[],
+            Params { n: n as u32, ..Default::default() },
+            &[(1, &gate.buf), (2, &up.buf)],
+            Self::elems(n),
+        );
+    }
+
+    fn add(&self, x: &mut GpuAct, y: &GpuAct) {
+        let n = x.rows * x.cols;
+        self.dispatch(
+            "elementwise",
+            "add",
+            &[],
+            Params { n: n as u32, ..Default::default() },
+            &[(1, &x.buf), (2, &y.buf)],
+            Self::elems(n),
+        );
+    }
+}

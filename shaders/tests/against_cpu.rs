@@ -1,0 +1,245 @@
+//! The wgpu backend against the CPU reference, op by op and on whole fixture models. Runs on any
+//! adapter; CI installs Mesa's lavapipe. Without an adapter a test says `skipped:` (and fails
+//! under CI=true, where an adapter must exist).
+
+use vicugna_core::backend::{Backend, LoraPair, Rope};
+use vicugna_core::cpu::Cpu;
+use vicugna_core::generate::{generate, GenerationConfig};
+use vicugna_core::quant::GgmlType;
+use vicugna_core::tokenizer::Tokenizer;
+use vicugna_core::{Config, LoraAdapter, Matrix, Model, ModelWeights};
+use vicugna_shaders::Wgpu;
+use vicugna_tests::*;
+
+fn gpu() -> Option<Wgpu> {
+    match Wgpu::default_device() {
+        Ok((d, q, info)) => {
+            eprintln!("adapter: {} ({:?})", info.name, info.backend);
+            Some(Wgpu::new(d, q))
+        }
+        Err(e) => {
+            assert!(std::env::var("CI").is_err(), "CI must provide a GPU adapter (lavapipe): {e}");
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
+            })
+            .collect()
+    }
+}
+
+fn cfg(heads: usize, kv: usize, hd: usize) -> Config {
+    Config::from_hf_json(
+        &format!(r#"{{"vocab_size":64,"hidden_size":{},"intermediate_size":96,"num_hidden_layers":1,"num_attention_heads":{heads},"num_key_value_heads":{kv},"head_dim":{hd}}}"#, heads * hd),
+        "test",
+    )
+    .unwrap()
+}
+
+#[test]
+fn matmul_with_and_without_lora_matches_cpu_for_every_format() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng(1);
+    for &(rows, cols) in &[(1usize, 32usize), (5, 64), (67, 96), (130, 256)] {
+        for &n in &[1usize, 3] {
+            let x = rng.vec(n * cols, 1.0);
+            let base = Matrix::from_f32(rows, cols, rng.vec(rows * cols, 0.5));
+            let (r1, r2) = (4, 2);
+            let (a1, b1, a2, b2) =
+                (rng.vec(r1 * cols, 0.3), rng.vec(rows * r1, 0.3), rng.vec(r2 * cols, 0.3), rng.vec(rows * r2, 0.3));
+            for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q6_K] {
+                if ty.block_size() > cols {
+                    continue;
+                }
+                let m = base.convert(if ty == GgmlType::Q6_K { GgmlType::Q5_1 } else { ty }).unwrap();
+                let run = |be: &dyn Fn() -> Vec<f32>| be();
+                let cpu = run(&|| {
+                    let (w, l1, l2) = (
+                        Cpu.load_matrix(&m).unwrap(),
+                        Cpu.load_lora(&LoraPair { r: r1, a: &a1, b: &b1 }).unwrap(),
+                        Cpu.load_lora(&LoraPair { r: r2, a: &a2, b: &b2 }).unwrap(),
+                    );
+                    let xa = Cpu.act_from_host(n, cols, &x);
+                    let mut o = Cpu.act(n, rows);
+                    Cpu.matmul(&mut o, &xa, &w, &[(&l1, 0.7), (&l2, -1.3)]);
+                    let mut o2 = Cpu.act(n, rows);
+                    Cpu.matmul(&mut o2, &xa, &w, &[]);
+                    [Cpu.to_host(&o).unwrap(), Cpu.to_host(&o2).unwrap()].concat()
+                });
+                let gpu_out = run(&|| {
+                    let (w, l1, l2) = (
+                        g.load_matrix(&m).unwrap(),
+                        g.load_lora(&LoraPair { r: r1, a: &a1, b: &b1 }).unwrap(),
+                        g.load_lora(&LoraPair { r: r2, a: &a2, b: &b2 }).unwrap(),
+                    );
+                    let xa = g.act_from_host(n, cols, &x);
+                    let mut o = g.act(n, rows);
+                    g.matmul(&mut o, &xa, &w, &[(&l1, 0.7), (&l2, -1.3)]);
+                    let mut o2 = g.act(n, rows);
+                    g.matmul(&mut o2, &xa, &w, &[]);
+                    [g.to_host(&o).unwrap(), g.to_host(&o2).unwrap()].concat()
+                });
+                eprintln!("matmul {ty:?} {rows}x{cols} n={n}: max |diff| {:.2e}", max_abs_diff(&gpu_out, &cpu));
+                assert_close(&gpu_out, &cpu, 1e-4, 1e-4);
+            }
+        }
+    }
+}
+
+#[test]
+fn embed_norm_rope_attention_elementwise_match_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng(2);
+    let c = cfg(4, 2, 16);
+    let (n, h) = (5usize, c.hidden_size);
+    // embedding rows from every format
+    let table = Matrix::from_f32(64, h, rng.vec(64 * h, 1.0));
+    let toks = [3u32, 0, 63, 7, 7];
+    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0] {
+        let t = table.convert(ty).unwrap();
+        let mut oc = Cpu.act(n, h);
+        Cpu.embed(&mut oc, &Cpu.load_matrix(&t).unwrap(), &toks);
+        let mut og = g.act(n, h);
+        g.embed(&mut og, &g.load_matrix(&t).unwrap(), &toks);
+        assert_close(&g.to_host(&og).unwrap(), &oc.data, 0.0, 0.0);
+    }
+    // rmsnorm
+    let x = rng.vec(n * h, 2.0);
+    let w = rng.vec(h, 1.0);
+    let mut oc = Cpu.act(n, h);
+    Cpu.rmsnorm(&mut oc, &Cpu.act_from_host(n, h, &x), &w, 1e-5);
+    let mut og = g.act(n, h);
+    g.rmsnorm(&mut og, &g.act_from_host(n, h, &x), &g.load_vector(&w).unwrap(), 1e-5);
+    assert_close(&g.to_host(&og).unwrap(), &oc.data, 1e-5, 1e-5);
+    // rope, both layouts, at an offset
+    for interleaved in [false, true] {
+        let rope = Rope { inv_freq: c.rope_inv_freq(), interleaved };
+        let mut xc = Cpu.act_from_host(n, h, &x);
+        Cpu.rope(&mut xc, 4, 16, 9, &rope);
+        let mut xg = g.act_from_host(n, h, &x);
+        g.rope(&mut xg, 4, 16, 9, &rope);
+        assert_close(&g.to_host(&xg).unwrap(), &xc.data, 1e-6, 1e-6);
+    }
+    // attention: prefill 5 then decode 1 over the cache, grouped-query heads
+    let kvd = c.kv_dim();
+    let (q, k, v) = (rng.vec(n * h, 1.0), rng.vec(n * kvd, 1.0), rng.vec(n * kvd, 1.0));
+    let mut cc = Cpu.new_cache(&c, 8).unwrap();
+    let mut gc = g.new_cache(&c, 8).unwrap();
+    for (pos0, rows) in [(0usize, 4usize), (4, 1)] {
+        let sl = |v: &[f32], w: usize| v[pos0 * w..(pos0 + rows) * w].to_vec();
+        let mut oc = Cpu.act(rows, h);
+        Cpu.attention(
+            &mut oc,
+            &Cpu.act_from_host(rows, h, &sl(&q, h)),
+            &Cpu.act_from_host(rows, kvd, &sl(&k, kvd)),
+            &Cpu.act_from_host(rows, kvd, &sl(&v, kvd)),
+            &mut cc,
+            0,
+            pos0,
+            &c,
+        )
+        .unwrap();
+        let mut og = g.act(rows, h);
+        g.attention(
+            &mut og,
+            &g.act_from_host(rows, h, &sl(&q, h)),
+            &g.act_from_host(rows, kvd, &sl(&k, kvd)),
+            &g.act_from_host(rows, kvd, &sl(&v, kvd)),
+            &mut gc,
+            0,
+            pos0,
+            &c,
+        )
+        .unwrap();
+        assert_close(&g.to_host(&og).unwrap(), &oc.data, 1e-5, 1e-5);
+    }
+    // silu_mul and add
+    let (a, b) = (rng.vec(n * h, 3.0), rng.vec(n * h, 3.0));
+    let mut ac = Cpu.act_from_host(n, h, &a);
+    Cpu.silu_mul(&mut ac, &Cpu.act_from_host(n, h, &b));
+    Cpu.add(&mut ac, &Cpu.act_from_host(n, h, &b));
+    let mut ag = g.act_from_host(n, h, &a);
+    g.silu_mul(&mut ag, &g.act_from_host(n, h, &b));
+    g.add(&mut ag, &g.act_from_host(n, h, &b));
+    assert_close(&g.to_host(&ag).unwrap(), &ac.data, 1e-5, 1e-5);
+}
+
+fn logits<B: Backend>(be: B, w: &ModelWeights, adapters: &[(&str, f32)], tokens: &[u32]) -> Vec<f32> {
+    let mut m = Model::new(be, w).unwrap();
+    for (a, wt) in adapters {
+        m.attach(&LoraAdapter::load(&fixture(a)).unwrap(), *wt).unwrap();
+    }
+    let mut cache = m.new_cache(tokens.len()).unwrap();
+    m.forward(tokens, 0, &mut cache, true).unwrap()
+}
+
+#[test]
+fn whole_model_logits_match_cpu_f32_and_quantised() {
+    let Some(g) = gpu() else { return };
+    let r = safetensors("reference.safetensors");
+    let t = ids(&r, "tokens");
+    for (model, adapters, tol) in [
+        ("tiny-llama", vec![], 1e-4),
+        ("tiny-llama", vec![("lora-a", 0.7), ("lora-b", 0.5)], 1e-4),
+        ("tiny-llama-f32.gguf", vec![("lora-a.gguf", 1.0)], 1e-4),
+        ("tiny-llama-q8_0.gguf", vec![], 1e-3),
+        ("tiny-llama-q4_0.gguf", vec![("lora-a", 1.0)], 1e-3),
+    ] {
+        let w = ModelWeights::load(&fixture(model)).unwrap();
+        let cpu = logits(Cpu, &w, &adapters, &t);
+        let gpu_l = logits(&g, &w, &adapters, &t);
+        eprintln!("{model} {adapters:?}: max |wgpu - cpu| = {:.2e}", max_abs_diff(&gpu_l, &cpu));
+        assert_close(&gpu_l, &cpu, tol, 0.0);
+    }
+    let hf = tensor(&r, "hf_base");
+    let w = ModelWeights::load(&fixture("tiny-llama")).unwrap();
+    assert_close(&logits(&g, &w, &[], &t), &hf, 1e-4, 0.0);
+}
+
+#[test]
+fn greedy_32_tokens_identical_to_cpu_with_hot_swapped_adapters() {
+    let Some(g) = gpu() else { return };
+    let w = ModelWeights::load(&fixture("tiny-llama-q4_0.gguf")).unwrap();
+    let tk = Tokenizer::load(&fixture("tiny-llama-q4_0.gguf")).unwrap();
+    let prompt = tk.encode("User:你好\n\nAssistant:", true).unwrap();
+    let cfg = GenerationConfig { max_new_tokens: 32, ..Default::default() };
+    let (a, b) = (LoraAdapter::load(&fixture("lora-a")).unwrap(), LoraAdapter::load(&fixture("lora-b")).unwrap());
+    let mut mc = Model::new(Cpu, &w).unwrap();
+    let mut mg = Model::new(&g, &w).unwrap();
+    let mut outs = Vec::new();
+    // base, then adapter a, then swapped to b, then both: the base stays resident throughout
+    for step in 0..4 {
+        match step {
+            1 => {
+                mc.attach(&a, 1.0).unwrap();
+                mg.attach(&a, 1.0).unwrap();
+            }
+            2 => {
+                mc.detach(&a.name);
+                mg.detach(&a.name);
+                mc.attach(&b, 1.0).unwrap();
+                mg.attach(&b, 1.0).unwrap();
+            }
+            3 => {
+                mc.attach(&a, 0.5).unwrap();
+                mg.attach(&a, 0.5).unwrap();
+            }
+            _ => {}
+        }
+        let c = generate(&mc, &tk, &prompt, &cfg, |_| true).unwrap();
+        let gg = generate(&mg, &tk, &prompt, &cfg, |_| true).unwrap();
+        assert_eq!(gg.ids, c.ids, "step {step}");
+        assert_eq!(c.ids.len(), 32);
+        outs.push(c.ids);
+    }
+    assert!(outs[0] != outs[1] && outs[1] != outs[2] && outs[2] != outs[3], "adapters change the continuation");
+}

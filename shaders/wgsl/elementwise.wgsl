@@ -1,0 +1,24 @@
+// Element-wise kernels, one invocation per element. Params: n = element count, grid_x.
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> a: array<f32>;  // (n)
+@group(0) @binding(2) var<storage, read> b: array<f32>;        // (n)
+
+// a = silu(a) * b
+@compute @workgroup_size(64)
+fn silu_mul(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.grid_x * WG;
+    if (i < p.n) {
+        let g = a[i];
+        a[i] = g / (1.0 + exp(-g)) * b[i];
+    }
+}
+
+// a += b
+@compute @workgroup_size(64)
+fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.grid_x * WG;
+    if (i < p.n) {
+        a[i] += b[i];
+    }
+}

@@ -1,0 +1,97 @@
+// y = x W^T (+ s * ax B^T when LORA): one workgroup per (output row, token).
+// Formats by define: F32, F16 (packed pairs, no shader-f16 needed), Q8_0, Q4_0 (repacked at load:
+// one f32 scale per 32-block in `sc`, quants in `w`).
+// Params: n, rows, cols, a = blocks per row (cols / 32), b = lora rank, f0 = lora scale, grid_x.
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;        // (n, cols)
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;  // (n, rows)
+#if F32
+@group(0) @binding(3) var<storage, read> w: array<f32>;        // (rows, cols)
+#else
+@group(0) @binding(3) var<storage, read> w: array<u32>;        // F16: (rows, cols/2); Q8_0: (rows, cols/4); Q4_0: (rows, cols/8)
+#endif
+#if QUANT
+@group(0) @binding(4) var<storage, read> sc: array<f32>;       // Q8_0/Q4_0: (rows, cols/32)
+#endif
+#if LORA
+@group(0) @binding(5) var<storage, read> ax: array<f32>;       // (n, r) = x A^T
+@group(0) @binding(6) var<storage, read> lb: array<f32>;       // (rows, r)
+#endif
+
+var<workgroup> part: array<f32, 64>;
+
+// partial dot product of this invocation's share of W[row] with x[t]
+fn partial_dot(row: u32, xo: u32, li: u32) -> f32 {
+    var acc = 0.0;
+#if F32
+    for (var c = li; c < p.cols; c += WG) {
+        acc += w[row * p.cols + c] * x[xo + c];
+    }
+#endif
+#if F16
+    let pairs = p.cols / 2u;
+    for (var c = li; c < pairs; c += WG) {
+        let v = w[row * pairs + c];
+        acc += f16_to_f32(v & 0xFFFFu) * x[xo + 2u * c] + f16_to_f32(v >> 16u) * x[xo + 2u * c + 1u];
+    }
+#endif
+#if Q8_0
+    for (var blk = li; blk < p.a; blk += WG) {
+        let bi = row * p.a + blk;
+        var s = 0.0;
+        for (var k = 0u; k < 8u; k++) {
+            let q = w[bi * 8u + k];
+            let xb = xo + blk * 32u + 4u * k;
+            s += f32(i32(q << 24u) >> 24u) * x[xb] + f32(i32(q << 16u) >> 24u) * x[xb + 1u]
+               + f32(i32(q << 8u) >> 24u) * x[xb + 2u] + f32(i32(q) >> 24u) * x[xb + 3u];
+        }
+        acc += sc[bi] * s;
+    }
+#endif
+#if Q4_0
+    for (var blk = li; blk < p.a; blk += WG) {
+        let bi = row * p.a + blk;
+        var s = 0.0;
+        for (var k = 0u; k < 4u; k++) {
+            let q = w[bi * 4u + k];
+            let xb = xo + blk * 32u + 4u * k;
+            for (var j = 0u; j < 4u; j++) {
+                let byte = (q >> (8u * j)) & 0xFFu;
+                s += (f32(byte & 0xFu) - 8.0) * x[xb + j] + (f32(byte >> 4u) - 8.0) * x[xb + j + 16u];
+            }
+        }
+        acc += sc[bi] * s;
+    }
+#endif
+    return acc;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let row = wid.x + wid.y * p.grid_x;
+    let t = wid.z;
+    // row is the same for the whole workgroup, so this return keeps barriers uniform
+    if (row >= p.rows) {
+        return;
+    }
+    part[li] = partial_dot(row, t * p.cols, li);
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            part[li] += part[li + s];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        var r = part[0];
+#if LORA
+        var l = 0.0;
+        for (var j = 0u; j < p.b; j++) {
+            l += lb[row * p.b + j] * ax[t * p.b + j];
+        }
+        r += p.f0 * l;
+#endif
+        y[t * p.rows + row] = r;
+    }
+}
