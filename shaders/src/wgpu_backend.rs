@@ -43,6 +43,13 @@ pub struct GpuWeight {
     pub format: Format,
     pub rows: usize,
     pub cols: usize,
+    /// Row ranges, each small enough for one storage binding.
+    parts: Vec<Part>,
+}
+
+struct Part {
+    row0: usize,
+    rows: usize,
     w: wgpu::Buffer,
     sc: Option<wgpu::Buffer>,
 }
@@ -92,6 +99,15 @@ impl Wgpu {
     /// The first adapter wgpu finds (Vulkan, Metal, DX12; lavapipe counts), with its own limits.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn default_device() -> Result<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)> {
+        Self::device_with_limits(|_| {})
+    }
+
+    /// Like `default_device`, with the adapter's limits adjusted first (tests use this to force
+    /// small storage bindings).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn device_with_limits(
+        adjust: impl FnOnce(&mut wgpu::Limits),
+    ) -> Result<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)> {
         pollster::block_on(async {
             let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
             let adapter = instance
@@ -280,24 +296,31 @@ impl Backend for Wgpu {
 
     fn load_matrix(&self, m: &Matrix) -> Result<GpuWeight> {
         let (format, w, sc) = repack(m);
+        let row_bytes = w.len() / m.rows.max(1);
         let max = self.device.limits().max_storage_buffer_binding_size as usize;
-        if w.len() > max {
+        let per_part = (max / row_bytes.max(1)).min(m.rows).max(1);
+        if row_bytes > max {
             return Err(Error::Invalid(format!(
-                "wgpu backend: a {}x{} {:?} matrix needs a {} MiB binding but the device allows {} MiB (splitting large tensors is not implemented yet)",
-                m.rows,
-                m.cols,
-                m.ty,
-                w.len() >> 20,
-                max >> 20
+                "wgpu backend: one row of a {}x{} matrix needs {row_bytes} bytes, more than a storage binding ({max})",
+                m.rows, m.cols
             )));
         }
-        Ok(GpuWeight {
-            format,
-            rows: m.rows,
-            cols: m.cols,
-            w: self.storage("weight", &w),
-            sc: sc.map(|s| self.storage("scales", bytemuck::cast_slice(&s))),
-        })
+        let sc_row = m.cols / 32;
+        let parts = (0..m.rows)
+            .step_by(per_part)
+            .map(|row0| {
+                let rows = per_part.min(m.rows - row0);
+                Part {
+                    row0,
+                    rows,
+                    w: self.storage("weight", &w[row0 * row_bytes..(row0 + rows) * row_bytes]),
+                    sc: sc.as_ref().map(|s| {
+                        self.storage("scales", bytemuck::cast_slice(&s[row0 * sc_row..(row0 + rows) * sc_row]))
+                    }),
+                }
+            })
+            .collect();
+        Ok(GpuWeight { format, rows: m.rows, cols: m.cols, parts })
     }
 
     fn load_vector(&self, v: &[f32]) -> Result<GpuVector> {
@@ -381,15 +404,19 @@ impl Backend for Wgpu {
 
     fn embed(&self, out: &mut GpuAct, table: &GpuWeight, tokens: &[u32]) {
         let tb = self.storage("tokens", bytemuck::cast_slice(tokens));
-        let p = Params {
-            n: tokens.len() as u32,
-            cols: table.cols as u32,
-            a: (table.cols / 32) as u32,
-            ..Default::default()
-        };
-        let mut b = vec![(1, &tb), (2, &out.buf), (3, &table.w)];
-        b.extend(table.sc.as_ref().map(|sc| (4, sc)));
-        self.dispatch("embed", "main", table.format.defines(), p, &b, Self::elems(tokens.len() * table.cols));
+        for part in &table.parts {
+            let p = Params {
+                n: tokens.len() as u32,
+                rows: part.rows as u32,
+                cols: table.cols as u32,
+                a: (table.cols / 32) as u32,
+                c: part.row0 as u32,
+                ..Default::default()
+            };
+            let mut b = vec![(1, &tb), (2, &out.buf), (3, &part.w)];
+            b.extend(part.sc.as_ref().map(|sc| (4, sc)));
+            self.dispatch("embed", "main", table.format.defines(), p, &b, Self::elems(tokens.len() * table.cols));
+        }
     }
 
     fn rmsnorm(&self, out: &mut GpuAct, x: &GpuAct, w: &GpuVector, eps: f32) {
@@ -399,15 +426,6 @@ impl Backend for Wgpu {
 
     fn matmul(&self, out: &mut GpuAct, x: &GpuAct, w: &GpuWeight, loras: &[(&GpuLora, f32)]) {
         let n = x.rows;
-        let mut p = Params {
-            n: n as u32,
-            rows: w.rows as u32,
-            cols: w.cols as u32,
-            a: (w.cols / 32) as u32,
-            ..Default::default()
-        };
-        let mut bufs = vec![(1, &x.buf), (2, &out.buf), (3, &w.w)];
-        bufs.extend(w.sc.as_ref().map(|sc| (4, sc)));
         // x A^T for every adapter (small), then the projection with the first adapter fused in
         let axs: Vec<wgpu::Buffer> = loras
             .iter()
@@ -418,15 +436,28 @@ impl Backend for Wgpu {
                 ax
             })
             .collect();
-        match loras.first() {
-            None => self.dispatch("matmul", "main", w.format.defines(), p, &bufs, (w.rows as u32, n as u32)),
-            Some((l, s)) => {
+        let mut defs: Vec<&str> = w.format.defines().to_vec();
+        if !loras.is_empty() {
+            defs.push("LORA");
+        }
+        for part in &w.parts {
+            let mut p = Params {
+                n: n as u32,
+                rows: part.rows as u32,
+                cols: w.cols as u32,
+                a: (w.cols / 32) as u32,
+                c: part.row0 as u32,
+                d: w.rows as u32,
+                ..Default::default()
+            };
+            let mut bufs = vec![(1, &x.buf), (2, &out.buf), (3, &part.w)];
+            bufs.extend(part.sc.as_ref().map(|sc| (4, sc)));
+            if let Some((l, s)) = loras.first() {
                 p.b = l.r as u32;
                 p.f0 = *s;
                 bufs.extend([(5, &axs[0]), (6, &l.b)]);
-                let defs: Vec<&str> = w.format.defines().iter().copied().chain(["LORA"]).collect();
-                self.dispatch("matmul", "main", &defs, p, &bufs, (w.rows as u32, n as u32));
             }
+            self.dispatch("matmul", "main", &defs, p, &bufs, (part.rows as u32, n as u32));
         }
         for ((l, s), ax) in loras.iter().zip(&axs).skip(1) {
             let pb = Params { n: n as u32, rows: w.rows as u32, b: l.r as u32, f0: *s, ..Default::default() };

@@ -243,3 +243,29 @@ fn greedy_32_tokens_identical_to_cpu_with_hot_swapped_adapters() {
     }
     assert!(outs[0] != outs[1] && outs[1] != outs[2] && outs[2] != outs[3], "adapters change the continuation");
 }
+
+#[test]
+fn weights_larger_than_a_binding_are_split_by_rows() {
+    // 256 KiB bindings: the 32000-row embedding and head split into 2 (Q4_0) to 32 (F32) parts
+    let g = match Wgpu::device_with_limits(|l| l.max_storage_buffer_binding_size = 256 << 10) {
+        Ok((d, q, _)) => Wgpu::new(d, q),
+        Err(e) => {
+            assert!(std::env::var("CI").is_err(), "{e}");
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    for model in ["tiny-llama-f32.gguf", "tiny-llama-q4_0.gguf", "tiny-llama-q8_0.gguf"] {
+        let w = ModelWeights::load(&fixture(model)).unwrap();
+        let tk = Tokenizer::load(&fixture(model)).unwrap();
+        let prompt = tk.encode("中国的首都是", true).unwrap();
+        // one token at a time keeps every activation under the 256 KiB binding too
+        let (mc, mg) = (Model::new(Cpu, &w).unwrap(), Model::new(&g, &w).unwrap());
+        let (mut cc, mut cg) = (mc.new_cache(32).unwrap(), mg.new_cache(32).unwrap());
+        for (i, &t) in prompt.iter().enumerate() {
+            let lc = mc.forward(&[t], i, &mut cc, false).unwrap();
+            let lg = mg.forward(&[t], i, &mut cg, false).unwrap();
+            assert_close(&lg, &lc, 1e-3, 0.0);
+        }
+    }
+}

@@ -1,5 +1,6 @@
 // out[t] = table[tokens[t]], dequantised; one invocation per output element.
-// Formats by define as in matmul.wgsl. Params: n, cols, a = blocks per row, grid_x.
+// Formats by define as in matmul.wgsl. Params: n, cols, a = blocks per row, c = first row of this
+// part of the table, rows = rows in this part, grid_x. Tokens outside the part are left alone.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;     // (n)
@@ -21,7 +22,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let t = i / p.cols;
     let c = i % p.cols;
-    let row = tokens[t];
+    let tok = tokens[t];
+    if (tok < p.c || tok >= p.c + p.rows) {
+        return;
+    }
+    let row = tok - p.c;
 #if F32
     out[i] = w[row * p.cols + c];
 #endif

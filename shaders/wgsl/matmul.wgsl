@@ -1,11 +1,13 @@
 // y = x W^T (+ s * ax B^T when LORA): one workgroup per (output row, token).
 // Formats by define: F32, F16 (packed pairs, no shader-f16 needed), Q8_0, Q4_0 (repacked at load:
 // one f32 scale per 32-block in `sc`, quants in `w`).
-// Params: n, rows, cols, a = blocks per row (cols / 32), b = lora rank, f0 = lora scale, grid_x.
+// Params: n, rows (in this part), cols, a = blocks per row (cols / 32), b = lora rank,
+// c = first output row of this part, d = total output rows, f0 = lora scale, grid_x.
+// A matrix larger than one storage binding is split by rows into parts, one launch each.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;        // (n, cols)
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;  // (n, rows)
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;  // (n, d)
 #if F32
 @group(0) @binding(3) var<storage, read> w: array<f32>;        // (rows, cols)
 #else
@@ -16,7 +18,7 @@
 #endif
 #if LORA
 @group(0) @binding(5) var<storage, read> ax: array<f32>;       // (n, r) = x A^T
-@group(0) @binding(6) var<storage, read> lb: array<f32>;       // (rows, r)
+@group(0) @binding(6) var<storage, read> lb: array<f32>;       // (d, r)
 #endif
 
 var<workgroup> part: array<f32, 64>;
@@ -88,10 +90,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #if LORA
         var l = 0.0;
         for (var j = 0u; j < p.b; j++) {
-            l += lb[row * p.b + j] * ax[t * p.b + j];
+            l += lb[(p.c + row) * p.b + j] * ax[t * p.b + j];
         }
         r += p.f0 * l;
 #endif
-        y[t * p.rows + row] = r;
+        y[t * p.d + p.c + row] = r;
     }
 }
