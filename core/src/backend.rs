@@ -47,6 +47,12 @@ pub trait Backend {
     fn act(&self, n_tokens: usize, width: usize) -> Self::Act;
     fn act_from_host(&self, n_tokens: usize, width: usize, data: &[f32]) -> Self::Act;
     fn to_host(&self, x: &Self::Act) -> Result<Vec<f32>>;
+    /// Index of the largest value of a single-row activation (first on ties): greedy decoding
+    /// without reading the logits back. The default reads them back.
+    fn argmax(&self, x: &Self::Act) -> Result<u32> {
+        let v = self.to_host(x)?;
+        Ok(v.iter().enumerate().fold(0usize, |b, (i, &a)| if a > v[b] { i } else { b }) as u32)
+    }
     /// Keep only the last row (the position whose logits we need).
     fn last_row(&self, x: &Self::Act) -> Self::Act;
 
@@ -115,6 +121,9 @@ impl<B: Backend> Backend for &B {
     }
     fn last_row(&self, x: &Self::Act) -> Self::Act {
         (**self).last_row(x)
+    }
+    fn argmax(&self, x: &Self::Act) -> Result<u32> {
+        (**self).argmax(x)
     }
     fn embed(&self, out: &mut Self::Act, table: &Self::Weight, tokens: &[u32]) {
         (**self).embed(out, table, tokens)

@@ -298,17 +298,31 @@ pub fn generate<B: Backend>(
     let max_seq = prompt.len() + cfg.max_new_tokens;
     let mut cache = model.new_cache(max_seq)?;
     let mut history = prompt.to_vec();
-    let mut logits = model.forward(prompt, 0, &mut cache, false)?;
+    // plain greedy steps let the backend pick the token (a GPU reads back 4 bytes, not the logits)
+    let plain = !cfg.sampling() && cfg.repetition_penalty == 1.0 && cfg.bad_words_ids.is_empty();
+    let step = |toks: &[u32], pos: usize, n_new: usize, cache: &mut B::Cache| -> Result<Step> {
+        Ok(if plain && n_new >= cfg.min_new_tokens {
+            Step::Token(model.forward_greedy(toks, pos, cache)?)
+        } else {
+            Step::Logits(model.forward(toks, pos, cache, false)?)
+        })
+    };
+    let mut next_step = step(prompt, 0, 0, &mut cache)?;
     let mut rng = Rng::new(cfg.seed);
     let mut out = Vec::new();
     let mut stop = StopReason::MaxTokens;
     while out.len() < cfg.max_new_tokens {
-        cfg.process(&mut logits, &history, out.len());
-        let next = if cfg.sampling() {
-            cfg.warp(&mut logits);
-            sample(&logits, &mut rng)
-        } else {
-            argmax(&logits)
+        let next = match next_step {
+            Step::Token(t) => t,
+            Step::Logits(mut logits) => {
+                cfg.process(&mut logits, &history, out.len());
+                if cfg.sampling() {
+                    cfg.warp(&mut logits);
+                    sample(&logits, &mut rng)
+                } else {
+                    argmax(&logits)
+                }
+            }
         };
         out.push(next);
         history.push(next);
@@ -323,9 +337,14 @@ pub fn generate<B: Backend>(
         if out.len() == cfg.max_new_tokens {
             break;
         }
-        logits = model.forward(&[next], history.len() - 1, &mut cache, false)?;
+        next_step = step(&[next], history.len() - 1, out.len(), &mut cache)?;
     }
     Ok(finish(&mut sink, out, stop))
+}
+
+enum Step {
+    Logits(Vec<f32>),
+    Token(u32),
 }
 
 /// transformers' vectorised beam search (`GenerationMixin._beam_search`), one sequence.

@@ -102,6 +102,18 @@ impl<B: Backend> Model<B> {
     /// Run `tokens` at positions pos0.. through the model, extending `cache`. Returns logits for
     /// every position (n_tokens * vocab) when `all_logits`, else for the last one only.
     pub fn forward(&self, tokens: &[u32], pos0: usize, cache: &mut B::Cache, all_logits: bool) -> Result<Vec<f32>> {
+        let logits = self.forward_act(tokens, pos0, cache, all_logits)?;
+        self.backend.to_host(&logits)
+    }
+
+    /// Greedy next token after `tokens`: the argmax runs on the backend, so a GPU decode step
+    /// reads back one token id.
+    pub fn forward_greedy(&self, tokens: &[u32], pos0: usize, cache: &mut B::Cache) -> Result<u32> {
+        let logits = self.forward_act(tokens, pos0, cache, false)?;
+        self.backend.argmax(&logits)
+    }
+
+    fn forward_act(&self, tokens: &[u32], pos0: usize, cache: &mut B::Cache, all_logits: bool) -> Result<B::Act> {
         let c = &self.cfg;
         let be = &self.backend;
         let n = tokens.len();
@@ -144,6 +156,6 @@ impl<B: Backend> Model<B> {
         be.rmsnorm(&mut xn, &x, &self.norm, c.rms_eps);
         let mut logits = be.act(rows, c.vocab_size);
         be.matmul(&mut logits, &xn, self.lm_head.as_ref().unwrap_or(&self.embed), &[]);
-        be.to_host(&logits)
+        Ok(logits)
     }
 }

@@ -28,6 +28,13 @@ pub enum Format {
     Q4_0,
 }
 
+impl GpuWeight {
+    /// How many row ranges the matrix was split into to fit the device's storage bindings.
+    pub fn n_parts(&self) -> usize {
+        self.parts.len()
+    }
+}
+
 impl Format {
     fn defines(self) -> &'static [&'static str] {
         match self {
@@ -118,10 +125,12 @@ impl Wgpu {
                 .await
                 .map_err(|e| Error::Invalid(format!("no GPU adapter: {e}")))?;
             let info = adapter.get_info();
+            let mut limits = adapter.limits();
+            adjust(&mut limits);
             let (device, queue) = adapter
                 .request_device(&wgpu::DeviceDescriptor {
                     label: Some("vicugna"),
-                    required_limits: adapter.limits(),
+                    required_limits: limits,
                     ..Default::default()
                 })
                 .await
@@ -251,6 +260,35 @@ impl Wgpu {
         buf
     }
 
+    /// Submit everything recorded so far plus a copy of `bytes` of `buf`, wait, and return them.
+    fn read_back(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.with_encoder(|enc| enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes));
+        self.flush();
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Invalid(format!("wgpu: device poll failed: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Invalid("wgpu: readback callback never ran".into()))?
+            .map_err(|e| Error::Invalid(format!("wgpu: mapping the readback buffer failed: {e}")))?;
+        let view =
+            slice.get_mapped_range().map_err(|e| Error::Invalid(format!("wgpu: reading the mapped buffer: {e}")))?;
+        let out = view[..bytes as usize].to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
     /// Submit everything recorded so far.
     pub fn flush(&self) {
         if let Some(enc) = self.encoder.borrow_mut().take() {
@@ -367,32 +405,16 @@ impl Backend for Wgpu {
     }
 
     fn to_host(&self, x: &GpuAct) -> Result<Vec<f32>> {
-        let bytes = (x.rows * x.cols * 4) as u64;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes.max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        self.with_encoder(|enc| enc.copy_buffer_to_buffer(&x.buf, 0, &staging, 0, bytes));
-        self.flush();
-        let slice = staging.slice(..);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Invalid(format!("wgpu: device poll failed: {e}")))?;
-        rx.recv()
-            .map_err(|_| Error::Invalid("wgpu: readback callback never ran".into()))?
-            .map_err(|e| Error::Invalid(format!("wgpu: mapping the readback buffer failed: {e}")))?;
-        let view =
-            slice.get_mapped_range().map_err(|e| Error::Invalid(format!("wgpu: reading the mapped buffer: {e}")))?;
-        let out = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(out)
+        let bytes = self.read_back(&x.buf, (x.rows * x.cols * 4) as u64)?;
+        Ok(bytemuck::cast_slice::<u8, f32>(&bytes).to_vec())
+    }
+
+    fn argmax(&self, x: &GpuAct) -> Result<u32> {
+        let out = self.zeroed("argmax", 4);
+        let p = Params { n: (x.rows * x.cols) as u32, ..Default::default() };
+        self.dispatch("argmax", "main", &[], p, &[(1, &x.buf), (2, &out)], (1, 1));
+        let b = self.read_back(&out, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn last_row(&self, x: &GpuAct) -> GpuAct {

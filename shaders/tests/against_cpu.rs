@@ -246,7 +246,7 @@ fn greedy_32_tokens_identical_to_cpu_with_hot_swapped_adapters() {
 
 #[test]
 fn weights_larger_than_a_binding_are_split_by_rows() {
-    // 256 KiB bindings: the 32000-row embedding and head split into 2 (Q4_0) to 32 (F32) parts
+    // 256 KiB bindings: the 32000-row embedding and head split into 4 (Q4_0), 8 (Q8_0) and 32 (F32) parts
     let g = match Wgpu::device_with_limits(|l| l.max_storage_buffer_binding_size = 256 << 10) {
         Ok((d, q, _)) => Wgpu::new(d, q),
         Err(e) => {
@@ -255,8 +255,9 @@ fn weights_larger_than_a_binding_are_split_by_rows() {
             return;
         }
     };
-    for model in ["tiny-llama-f32.gguf", "tiny-llama-q4_0.gguf", "tiny-llama-q8_0.gguf"] {
+    for (model, parts) in [("tiny-llama-f32.gguf", 32), ("tiny-llama-q4_0.gguf", 4), ("tiny-llama-q8_0.gguf", 8)] {
         let w = ModelWeights::load(&fixture(model)).unwrap();
+        assert_eq!(g.load_matrix(&w.embed).unwrap().n_parts(), parts, "{model}");
         let tk = Tokenizer::load(&fixture(model)).unwrap();
         let prompt = tk.encode("中国的首都是", true).unwrap();
         // one token at a time keeps every activation under the 256 KiB binding too
@@ -267,5 +268,21 @@ fn weights_larger_than_a_binding_are_split_by_rows() {
             let lg = mg.forward(&[t], i, &mut cg, false).unwrap();
             assert_close(&lg, &lc, 1e-3, 0.0);
         }
+    }
+}
+
+#[test]
+fn gpu_argmax_matches_cpu_including_ties() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng(3);
+    for n in [1usize, 63, 64, 65, 32000] {
+        let mut v = rng.vec(n, 5.0);
+        if n > 10 {
+            let m = v.iter().cloned().fold(f32::MIN, f32::max);
+            v[n / 3] = m; // a tie later than the first maximum... or earlier: the first index wins
+            v[n - 1] = m;
+        }
+        let want = Cpu.argmax(&Cpu.act_from_host(1, n, &v)).unwrap();
+        assert_eq!(g.argmax(&g.act_from_host(1, n, &v)).unwrap(), want, "n={n}");
     }
 }
