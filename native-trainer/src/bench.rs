@@ -151,3 +151,152 @@ pub fn run(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Random Q4_0 weights straight in the block format (a 7B model never exists as f32 here).
+pub fn random_q4_0(rows: usize, cols: usize, seed: u64) -> Matrix {
+    let mut s = seed | 1;
+    let nb = rows * cols / 32;
+    let mut data = Vec::with_capacity(nb * 18);
+    for _ in 0..nb {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        let d = half::f16::from_f32(0.002 + (s & 0xff) as f32 * 1e-5);
+        data.extend_from_slice(&d.to_bits().to_le_bytes());
+        for k in 0..2 {
+            data.extend_from_slice(&(s.rotate_left(17 * k + 5)).to_le_bytes());
+        }
+    }
+    Matrix { ty: GgmlType::Q4_0, rows, cols, data: vicugna_core::Bytes::from_vec(data) }
+}
+
+pub struct GpuShape {
+    pub name: &'static str,
+    pub dim: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub vocab: usize,
+    pub tied: bool,
+}
+
+pub fn random_q4_model(s: &GpuShape) -> ModelWeights {
+    let mut w =
+        random_model(&Shape { name: s.name, dim: 64, hidden: 64, layers: 1, heads: 1, vocab: 32 }, GgmlType::F32, 1);
+    w.cfg = Config {
+        vocab_size: s.vocab,
+        hidden_size: s.dim,
+        intermediate_size: s.hidden,
+        num_layers: s.layers,
+        num_heads: s.heads,
+        num_kv_heads: s.heads,
+        head_dim: s.dim / s.heads,
+        tie_embeddings: s.tied,
+        ..w.cfg
+    };
+    let mut seed = 11u64;
+    let mut m = |r, c| {
+        seed += 1;
+        random_q4_0(r, c, seed)
+    };
+    let (d, h) = (s.dim, s.hidden);
+    w.embed = m(s.vocab, d);
+    w.layers = (0..s.layers)
+        .map(|_| LayerWeights {
+            attn_norm: vec![1.0; d],
+            ffn_norm: vec![1.0; d],
+            proj: [m(d, d), m(d, d), m(d, d), m(d, d), m(h, d), m(h, d), m(d, h)],
+        })
+        .collect();
+    w.norm = vec![1.0; d];
+    w.lm_head = if s.tied { None } else { Some(m(s.vocab, d)) };
+    w
+}
+
+pub fn run_wgpu(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
+    use vicugna_core::backend::Backend;
+    use vicugna_shaders::Wgpu;
+    let (device, queue, info) = Wgpu::default_device()?;
+    writeln!(out, "adapter: {} ({:?}, driver {} {})", info.name, info.backend, info.driver, info.driver_info)?;
+    let g = Wgpu::new(device, queue);
+    let copy_bytes = 64 << 20;
+    let copy_s = g.bench_copy(copy_bytes, if quick { 2 } else { 20 })?;
+    // a copy reads and writes every byte
+    let copy_gbs = 2.0 * copy_bytes as f64 / copy_s / 1e9;
+    writeln!(out, "copy kernel: {copy_gbs:.1} GB/s (read + write, 64 MiB)")?;
+    writeln!(out, "{:<26} {:>10} {:>10} {:>12}", "Q4_0 matvec (rows x cols)", "ms", "GB/s", "of copy")?;
+    for (rows, cols) in [(4096, 4096), (11008, 4096), (4096, 11008)] {
+        let m = random_q4_0(rows, cols, rows as u64 ^ cols as u64);
+        let w = g.load_matrix(&m)?;
+        let x = g.act_from_host(1, cols, &vec![0.5; cols]);
+        let mut y = g.act(1, rows);
+        g.matmul(&mut y, &x, &w, &[]);
+        g.finish()?;
+        let iters = if quick { 2 } else { 20 };
+        let t = Instant::now();
+        for _ in 0..iters {
+            g.matmul(&mut y, &x, &w, &[]);
+        }
+        g.finish()?;
+        let s = t.elapsed().as_secs_f64() / iters as f64;
+        let gbs = m.data.len() as f64 / s / 1e9;
+        writeln!(
+            out,
+            "{:<26} {:>10.3} {:>10.2} {:>11.0}%",
+            format!("{rows} x {cols}"),
+            s * 1e3,
+            gbs,
+            100.0 * gbs / copy_gbs
+        )?;
+    }
+    let shapes = [
+        GpuShape {
+            name: "llama-7B-shaped",
+            dim: 4096,
+            hidden: 11008,
+            layers: 32,
+            heads: 32,
+            vocab: 32000,
+            tied: false,
+        },
+        GpuShape {
+            name: "stories110M-shaped",
+            dim: 768,
+            hidden: 2048,
+            layers: 12,
+            heads: 12,
+            vocab: 32000,
+            tied: true,
+        },
+        GpuShape { name: "2-layer 64-wide", dim: 64, hidden: 192, layers: 2, heads: 4, vocab: 256, tied: true },
+    ];
+    writeln!(
+        out,
+        "{:<20} {:>11} {:>13} {:>12} {:>15}",
+        "decode (Q4_0)", "tok/s", "ms/token", "dispatches", "prefill tok/s"
+    )?;
+    for s in &shapes {
+        if quick && s.layers > 12 {
+            continue;
+        }
+        let w = random_q4_model(s);
+        let m = vicugna_core::Model::new(&g, &w)?;
+        // the 7B shape is slow on software adapters: a 4-token prompt and 2 timed steps
+        let big = s.layers > 12;
+        let steps = if quick || big { 2 } else { 16 };
+        let prompt: Vec<u32> = (0..if big { 4 } else { 64 }).map(|i| (i * 7 + 3) % s.vocab as u32).collect();
+        let mut cache = m.new_cache(prompt.len() + steps + 2)?;
+        let t = Instant::now();
+        let mut tok = m.forward_greedy(&prompt, 0, &mut cache)?;
+        let prefill = prompt.len() as f64 / t.elapsed().as_secs_f64();
+        let d0 = g.dispatch_count();
+        let t = Instant::now();
+        for i in 0..steps {
+            tok = m.forward_greedy(&[tok], prompt.len() + i, &mut cache)?;
+        }
+        let per = t.elapsed().as_secs_f64() / steps as f64;
+        let disp = (g.dispatch_count() - d0) as f64 / steps as f64;
+        writeln!(out, "{:<20} {:>11.2} {:>13.2} {:>12.0} {:>15.1}", s.name, 1.0 / per, per * 1e3, disp, prefill)?;
+    }
+    Ok(())
+}

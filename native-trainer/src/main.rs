@@ -150,13 +150,11 @@ fn main() -> Result<()> {
         Cmd::Convert { model, out, ty } => commands::run_convert(&model, &out, &ty)?,
         Cmd::Merge { model, lora, out } => commands::run_merge(&model, &lora, &out)?,
         Cmd::Inspect { path } => commands::run_inspect(&path, &mut stdout)?,
-        Cmd::Bench { backend, quick } => {
-            anyhow::ensure!(
-                backend == "cpu",
-                "bench backend `{backend}` is not available in this build (available: cpu)"
-            );
-            vicugna_trainer::bench::run(&mut stdout, quick)?
-        }
+        Cmd::Bench { backend, quick } => match backend.as_str() {
+            "cpu" => vicugna_trainer::bench::run(&mut stdout, quick)?,
+            "wgpu" => vicugna_trainer::bench::run_wgpu(&mut stdout, quick)?,
+            other => anyhow::bail!("--backend `{other}` (cpu, wgpu)"),
+        },
     }
     Ok(())
 }

@@ -62,6 +62,7 @@ pub const KERNELS: &[Kernel] = &[
         entries: &["main"],
         define_sets: &[&[]],
     },
+    Kernel { name: "copy", source: include_str!("../wgsl/copy.wgsl"), entries: &["main"], define_sets: &[&[]] },
     Kernel { name: "argmax", source: include_str!("../wgsl/argmax.wgsl"), entries: &["main"], define_sets: &[&[]] },
     Kernel {
         name: "elementwise",

@@ -88,6 +88,7 @@ pub struct Wgpu {
     pub queue: wgpu::Queue,
     pipelines: RefCell<HashMap<String, Rc<wgpu::ComputePipeline>>>,
     encoder: RefCell<Option<wgpu::CommandEncoder>>,
+    dispatches: std::cell::Cell<u64>,
     /// cos/sin table for RoPE: (positions, head_dim/2, 2), grown on demand
     rope_table: RefCell<Option<(Vec<f32>, usize, wgpu::Buffer)>>,
 }
@@ -99,6 +100,7 @@ impl Wgpu {
             queue,
             pipelines: Default::default(),
             encoder: RefCell::new(None),
+            dispatches: Default::default(),
             rope_table: RefCell::new(None),
         }
     }
@@ -210,6 +212,7 @@ impl Wgpu {
         let (x, y) = if gx > MAX_GRID { (MAX_GRID.min(32768), gx.div_ceil(32768)) } else { (gx.max(1), 1) };
         params.grid_x = x;
         let pipe = self.pipeline(name, entry, defines);
+        self.dispatches.set(self.dispatches.get() + 1);
         let ub = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("params"),
             contents: bytemuck::bytes_of(&params),
@@ -287,6 +290,36 @@ impl Wgpu {
         drop(view);
         staging.unmap();
         Ok(out)
+    }
+
+    /// Compute dispatches recorded since this backend was created.
+    pub fn dispatch_count(&self) -> u64 {
+        self.dispatches.get()
+    }
+
+    /// Submit everything recorded so far and wait for the device to finish it.
+    pub fn finish(&self) -> Result<()> {
+        self.flush();
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Invalid(format!("wgpu: device poll failed: {e}")))?;
+        Ok(())
+    }
+
+    /// Seconds per copy of `bytes` (a multiple of 16) by the WGSL copy kernel, averaged over `iters`
+    /// copies in one submission.
+    pub fn bench_copy(&self, bytes: usize, iters: usize) -> Result<f64> {
+        let (src, dst) = (self.zeroed("copy-src", bytes), self.zeroed("copy-dst", bytes));
+        let n = bytes / 16;
+        let p = Params { n: n as u32, ..Default::default() };
+        self.dispatch("copy", "main", &[], p, &[(1, &src), (2, &dst)], Self::elems(n));
+        self.finish()?;
+        let t = std::time::Instant::now();
+        for _ in 0..iters {
+            self.dispatch("copy", "main", &[], p, &[(1, &src), (2, &dst)], Self::elems(n));
+        }
+        self.finish()?;
+        Ok(t.elapsed().as_secs_f64() / iters as f64)
     }
 
     /// Submit everything recorded so far.
