@@ -218,7 +218,8 @@ pub fn run_wgpu(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()>
     use vicugna_shaders::Wgpu;
     let (device, queue, info) = Wgpu::default_device()?;
     writeln!(out, "adapter: {} ({:?}, driver {} {})", info.name, info.backend, info.driver, info.driver_info)?;
-    let g = Wgpu::new(device, queue);
+    let g = Wgpu::for_adapter(device, queue, &info);
+    writeln!(out, "matmul variant: {}", if g.rowwise { "rowwise (CPU adapter)" } else { "split rows (GPU)" })?;
     let copy_bytes = 64 << 20;
     let copy_s = g.bench_copy(copy_bytes, if quick { 2 } else { 20 })?;
     // a copy reads and writes every byte

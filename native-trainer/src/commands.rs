@@ -69,7 +69,7 @@ pub fn load_model(model: &Path, loras: &[String], backend: &str) -> Result<AnyMo
         "wgpu" => {
             let (device, queue, info) = Wgpu::default_device().context("--backend wgpu")?;
             eprintln!("wgpu: {} ({:?})", info.name, info.backend);
-            let mut m = Model::new(Wgpu::new(device, queue), &w)?;
+            let mut m = Model::new(Wgpu::for_adapter(device, queue, &info), &w)?;
             attach_all(&mut m, loras)?;
             AnyModel::Wgpu(m)
         }

@@ -35,7 +35,7 @@ pub const KERNELS: &[Kernel] = &[
     Kernel {
         name: "matmul",
         source: include_str!("../wgsl/matmul.wgsl"),
-        entries: &["main"],
+        entries: &["main", "rowwise"],
         define_sets: &[
             &["F32"],
             &["F16"],

@@ -89,6 +89,8 @@ pub struct Wgpu {
     pipelines: RefCell<HashMap<String, Rc<wgpu::ComputePipeline>>>,
     encoder: RefCell<Option<wgpu::CommandEncoder>>,
     dispatches: std::cell::Cell<u64>,
+    /// Use the one-row-per-invocation matmul (CPU adapters); see `matmul.wgsl`.
+    pub rowwise: bool,
     /// cos/sin table for RoPE: (positions, head_dim/2, 2), grown on demand
     rope_table: RefCell<Option<(Vec<f32>, usize, wgpu::Buffer)>>,
 }
@@ -101,8 +103,21 @@ impl Wgpu {
             pipelines: Default::default(),
             encoder: RefCell::new(None),
             dispatches: Default::default(),
+            rowwise: false,
             rope_table: RefCell::new(None),
         }
+    }
+
+    /// A backend tuned for the adapter: CPU adapters (lavapipe, SwiftShader) get the
+    /// row-per-invocation matmul. `VICUGNA_MATMUL=rowwise|split` overrides the choice.
+    pub fn for_adapter(device: wgpu::Device, queue: wgpu::Queue, info: &wgpu::AdapterInfo) -> Self {
+        let mut w = Self::new(device, queue);
+        w.rowwise = match std::env::var("VICUGNA_MATMUL").as_deref() {
+            Ok("rowwise") => true,
+            Ok("split") => false,
+            _ => info.device_type == wgpu::DeviceType::Cpu,
+        };
+        w
     }
 
     /// The first adapter wgpu finds (Vulkan, Metal, DX12; lavapipe counts), with its own limits.
@@ -512,7 +527,11 @@ impl Backend for Wgpu {
                 p.f0 = *s;
                 bufs.extend([(5, &axs[0]), (6, &l.b)]);
             }
-            self.dispatch("matmul", "main", &defs, p, &bufs, (part.rows as u32, n as u32));
+            if self.rowwise {
+                self.dispatch("matmul", "rowwise", &defs, p, &bufs, ((part.rows as u32).div_ceil(WG), n as u32));
+            } else {
+                self.dispatch("matmul", "main", &defs, p, &bufs, (part.rows as u32, n as u32));
+            }
         }
         for ((l, s), ax) in loras.iter().zip(&axs).skip(1) {
             let pb = Params { n: n as u32, rows: w.rows as u32, b: l.r as u32, f0: *s, ..Default::default() };

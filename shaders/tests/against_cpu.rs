@@ -47,7 +47,14 @@ fn cfg(heads: usize, kv: usize, hd: usize) -> Config {
 
 #[test]
 fn matmul_with_and_without_lora_matches_cpu_for_every_format() {
-    let Some(g) = gpu() else { return };
+    for rowwise in [false, true] {
+        let Some(mut g) = gpu() else { return };
+        g.rowwise = rowwise;
+        matmul_cases(&g);
+    }
+}
+
+fn matmul_cases(g: &Wgpu) {
     let mut rng = Rng(1);
     for &(rows, cols) in &[(1usize, 32usize), (5, 64), (67, 96), (130, 256)] {
         for &n in &[1usize, 3] {
@@ -184,7 +191,14 @@ fn logits<B: Backend>(be: B, w: &ModelWeights, adapters: &[(&str, f32)], tokens:
 
 #[test]
 fn whole_model_logits_match_cpu_f32_and_quantised() {
-    let Some(g) = gpu() else { return };
+    for rowwise in [false, true] {
+        let Some(mut g) = gpu() else { return };
+        g.rowwise = rowwise;
+        whole_model_cases(&g);
+    }
+}
+
+fn whole_model_cases(g: &Wgpu) {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
     for (model, adapters, tol) in [
@@ -196,13 +210,13 @@ fn whole_model_logits_match_cpu_f32_and_quantised() {
     ] {
         let w = ModelWeights::load(&fixture(model)).unwrap();
         let cpu = logits(Cpu, &w, &adapters, &t);
-        let gpu_l = logits(&g, &w, &adapters, &t);
+        let gpu_l = logits(g, &w, &adapters, &t);
         eprintln!("{model} {adapters:?}: max |wgpu - cpu| = {:.2e}", max_abs_diff(&gpu_l, &cpu));
         assert_close(&gpu_l, &cpu, tol, 0.0);
     }
     let hf = tensor(&r, "hf_base");
     let w = ModelWeights::load(&fixture("tiny-llama")).unwrap();
-    assert_close(&logits(&g, &w, &[], &t), &hf, 1e-4, 0.0);
+    assert_close(&logits(g, &w, &[], &t), &hf, 1e-4, 0.0);
 }
 
 #[test]

@@ -23,45 +23,46 @@
 
 var<workgroup> part: array<f32, 64>;
 
-// partial dot product of this invocation's share of W[row] with x[t]
-fn partial_dot(row: u32, xo: u32, li: u32) -> f32 {
+// partial dot product of W[row] with x[t] over the elements/blocks start, start + step, ...
+fn partial_dot(row: u32, xo: u32, start: u32, step: u32) -> f32 {
     var acc = 0.0;
 #if F32
-    for (var c = li; c < p.cols; c += WG) {
+    for (var c = start; c < p.cols; c += step) {
         acc += w[row * p.cols + c] * x[xo + c];
     }
 #endif
 #if F16
     let pairs = p.cols / 2u;
-    for (var c = li; c < pairs; c += WG) {
+    for (var c = start; c < pairs; c += step) {
         let v = w[row * pairs + c];
         acc += f16_to_f32(v & 0xFFFFu) * x[xo + 2u * c] + f16_to_f32(v >> 16u) * x[xo + 2u * c + 1u];
     }
 #endif
 #if Q8_0
-    for (var blk = li; blk < p.a; blk += WG) {
+    for (var blk = start; blk < p.a; blk += step) {
         let bi = row * p.a + blk;
         var s = 0.0;
         for (var k = 0u; k < 8u; k++) {
-            let q = w[bi * 8u + k];
+            // four signed bytes of one word, sign-extended in parallel
+            let q = vec4<f32>((vec4<i32>(bitcast<i32>(w[bi * 8u + k])) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
             let xb = xo + blk * 32u + 4u * k;
-            s += f32(i32(q << 24u) >> 24u) * x[xb] + f32(i32(q << 16u) >> 24u) * x[xb + 1u]
-               + f32(i32(q << 8u) >> 24u) * x[xb + 2u] + f32(i32(q) >> 24u) * x[xb + 3u];
+            s += dot(q, vec4<f32>(x[xb], x[xb + 1u], x[xb + 2u], x[xb + 3u]));
         }
         acc += sc[bi] * s;
     }
 #endif
 #if Q4_0
-    for (var blk = li; blk < p.a; blk += WG) {
+    for (var blk = start; blk < p.a; blk += step) {
         let bi = row * p.a + blk;
         var s = 0.0;
         for (var k = 0u; k < 4u; k++) {
-            let q = w[bi * 4u + k];
+            // bytes 4k..4k+3 hold elements 4k.. (low nibbles) and 4k+16.. (high nibbles)
+            let q = vec4<u32>(w[bi * 4u + k]) >> vec4<u32>(0u, 8u, 16u, 24u);
+            let lo = vec4<f32>(q & vec4<u32>(15u)) - 8.0;
+            let hi = vec4<f32>((q >> vec4<u32>(4u)) & vec4<u32>(15u)) - 8.0;
             let xb = xo + blk * 32u + 4u * k;
-            for (var j = 0u; j < 4u; j++) {
-                let byte = (q >> (8u * j)) & 0xFFu;
-                s += (f32(byte & 0xFu) - 8.0) * x[xb + j] + (f32(byte >> 4u) - 8.0) * x[xb + j + 16u];
-            }
+            s += dot(lo, vec4<f32>(x[xb], x[xb + 1u], x[xb + 2u], x[xb + 3u]))
+               + dot(hi, vec4<f32>(x[xb + 16u], x[xb + 17u], x[xb + 18u], x[xb + 19u]));
         }
         acc += sc[bi] * s;
     }
@@ -77,7 +78,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (row >= p.rows) {
         return;
     }
-    part[li] = partial_dot(row, t * p.cols, li);
+    part[li] = partial_dot(row, t * p.cols, li, WG);
     workgroupBarrier();
     for (var s = 32u; s > 0u; s >>= 1u) {
         if (li < s) {
@@ -86,14 +87,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier();
     }
     if (li == 0u) {
-        var r = part[0];
-#if LORA
-        var l = 0.0;
-        for (var j = 0u; j < p.b; j++) {
-            l += lb[(p.c + row) * p.b + j] * ax[t * p.b + j];
-        }
-        r += p.f0 * l;
-#endif
-        y[t * p.d + p.c + row] = r;
+        store(row, t, part[0]);
     }
+}
+
+// y = r (+ the fused LoRA term) for one output element
+fn store(row: u32, t: u32, r: f32) {
+    var v = r;
+#if LORA
+    var l = 0.0;
+    for (var j = 0u; j < p.b; j++) {
+        l += lb[(p.c + row) * p.b + j] * ax[t * p.b + j];
+    }
+    v += p.f0 * l;
+#endif
+    y[t * p.d + p.c + row] = v;
+}
+
+// One invocation per output row, no barriers: faster where invocations are CPU SIMD lanes
+// (lavapipe, SwiftShader); `main` splits each row across a workgroup for real GPUs.
+@compute @workgroup_size(64)
+fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let row = gid.x + wid.y * p.grid_x * WG;
+    if (row >= p.rows) {
+        return;
+    }
+    store(row, wid.z, partial_dot(row, wid.z * p.cols, 0u, 1u));
 }
