@@ -91,6 +91,8 @@ pub struct Wgpu {
     dispatches: std::cell::Cell<u64>,
     /// Use the one-row-per-invocation matmul (CPU adapters); see `matmul.wgsl`.
     pub rowwise: bool,
+    /// Contexts longer than this many positions are attended in parallel chunks of this size.
+    pub attn_chunk: usize,
     /// cos/sin table for RoPE: (positions, head_dim/2, 2), grown on demand
     rope_table: RefCell<Option<(Vec<f32>, usize, wgpu::Buffer)>>,
 }
@@ -104,6 +106,7 @@ impl Wgpu {
             encoder: RefCell::new(None),
             dispatches: Default::default(),
             rowwise: false,
+            attn_chunk: 256,
             rope_table: RefCell::new(None),
         }
     }
@@ -224,8 +227,21 @@ impl Wgpu {
     ) {
         let (gx, gz) = groups;
         // fold a long x dimension into (x, y) so no dimension exceeds the WebGPU limit
-        let (x, y) = if gx > MAX_GRID { (MAX_GRID.min(32768), gx.div_ceil(32768)) } else { (gx.max(1), 1) };
+        let (x, y) = if gx > MAX_GRID { (32768, gx.div_ceil(32768)) } else { (gx.max(1), 1) };
         params.grid_x = x;
+        self.dispatch3(name, entry, defines, params, bufs, (x, y, gz.max(1)));
+    }
+
+    /// A launch whose three grid dimensions are used as given (each within the WebGPU limit).
+    fn dispatch3(
+        &self,
+        name: &str,
+        entry: &str,
+        defines: &[&str],
+        params: Params,
+        bufs: &[(u32, &wgpu::Buffer)],
+        groups: (u32, u32, u32),
+    ) {
         let pipe = self.pipeline(name, entry, defines);
         self.dispatches.set(self.dispatches.get() + 1);
         let ub = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -247,7 +263,7 @@ impl Wgpu {
                 enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes: None });
             pass.set_pipeline(&pipe);
             pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(x, y, gz.max(1));
+            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         });
     }
 
@@ -583,7 +599,6 @@ impl Backend for Wgpu {
             enc.copy_buffer_to_buffer(&k.buf, 0, &cache.k[layer], pos0 as u64 * kvb, n as u64 * kvb);
             enc.copy_buffer_to_buffer(&v.buf, 0, &cache.v[layer], pos0 as u64 * kvb, n as u64 * kvb);
         });
-        let scratch = self.zeroed("scores", n * cfg.num_heads * (pos0 + n) * 4);
         let p = Params {
             n: n as u32,
             rows: (pos0 + n) as u32,
@@ -594,13 +609,33 @@ impl Backend for Wgpu {
             f0: 1.0 / (cfg.head_dim as f32).sqrt(),
             ..Default::default()
         };
-        self.dispatch(
+        let len = pos0 + n;
+        if len <= self.attn_chunk {
+            let scratch = self.zeroed("scores", n * cfg.num_heads * len * 4);
+            self.dispatch(
+                "attention",
+                "main",
+                &[],
+                p,
+                &[(1, &q.buf), (2, &cache.k[layer]), (3, &cache.v[layer]), (4, &out.buf), (5, &scratch)],
+                (cfg.num_heads as u32, n as u32),
+            );
+            return Ok(());
+        }
+        // long context: chunks of positions in parallel, then a combine pass
+        let chunks = len.div_ceil(self.attn_chunk);
+        let scratch = self.zeroed("scores", n * cfg.num_heads * chunks * self.attn_chunk * 4);
+        let parts = self.zeroed("attn-parts", n * cfg.num_heads * chunks * (2 + cfg.head_dim) * 4);
+        let p = Params { rows: chunks as u32, f1: self.attn_chunk as f32, ..p };
+        let bufs = [(1, &q.buf), (2, &cache.k[layer]), (3, &cache.v[layer]), (5, &scratch), (6, &parts)];
+        self.dispatch3("attention", "partial", &[], p, &bufs, (cfg.num_heads as u32, chunks as u32, n as u32));
+        self.dispatch3(
             "attention",
-            "main",
+            "combine",
             &[],
             p,
-            &[(1, &q.buf), (2, &cache.k[layer]), (3, &cache.v[layer]), (4, &out.buf), (5, &scratch)],
-            (cfg.num_heads as u32, n as u32),
+            &[(4, &out.buf), (6, &parts)],
+            (cfg.num_heads as u32, 1, n as u32),
         );
         Ok(())
     }

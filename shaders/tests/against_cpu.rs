@@ -300,3 +300,48 @@ fn gpu_argmax_matches_cpu_including_ties() {
         assert_eq!(g.argmax(&g.act_from_host(1, n, &v)).unwrap(), want, "n={n}");
     }
 }
+
+#[test]
+fn chunked_attention_for_long_contexts_matches_cpu() {
+    let Some(mut g) = gpu() else { return };
+    let c = cfg(4, 2, 16);
+    let (h, kvd) = (c.hidden_size, c.kv_dim());
+    let mut rng = Rng(9);
+    // chunks of 7 positions: partial chunks, chunks past a row's causal end, many chunks
+    for chunk in [7usize, 256] {
+        g.attn_chunk = chunk;
+        let total = 300;
+        let (q, k, v) = (rng.vec(total * h, 1.0), rng.vec(total * kvd, 1.0), rng.vec(total * kvd, 1.0));
+        let mut cc = Cpu.new_cache(&c, total).unwrap();
+        let mut gc = g.new_cache(&c, total).unwrap();
+        // a 290-token prefill, then decode steps past the chunk boundary
+        for (pos0, rows) in [(0usize, 290usize), (290, 1), (291, 9)] {
+            let sl = |v: &[f32], w: usize| v[pos0 * w..(pos0 + rows) * w].to_vec();
+            let mut oc = Cpu.act(rows, h);
+            Cpu.attention(
+                &mut oc,
+                &Cpu.act_from_host(rows, h, &sl(&q, h)),
+                &Cpu.act_from_host(rows, kvd, &sl(&k, kvd)),
+                &Cpu.act_from_host(rows, kvd, &sl(&v, kvd)),
+                &mut cc,
+                0,
+                pos0,
+                &c,
+            )
+            .unwrap();
+            let mut og = g.act(rows, h);
+            g.attention(
+                &mut og,
+                &g.act_from_host(rows, h, &sl(&q, h)),
+                &g.act_from_host(rows, kvd, &sl(&k, kvd)),
+                &g.act_from_host(rows, kvd, &sl(&v, kvd)),
+                &mut gc,
+                0,
+                pos0,
+                &c,
+            )
+            .unwrap();
+            assert_close(&g.to_host(&og).unwrap(), &oc.data, 1e-5, 1e-4);
+        }
+    }
+}

@@ -68,3 +68,98 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         out[qo + d] = o * inv;
     }
 }
+
+// Long contexts: the positions are split into chunks of p.f1 (as u32) positions, one workgroup per
+// (head, chunk, token) writing its unnormalised partial result; `combine` merges the chunks with
+// the usual max/sum rescaling. Scratch layout per (token, head, chunk): [max, sum, out[head_dim]].
+// Params as `main`, plus f1 = chunk length, rows = number of chunks.
+
+@group(0) @binding(6) var<storage, read_write> part_out: array<f32>;  // (n, heads, chunks, 2 + head_dim)
+
+@compute @workgroup_size(64)
+fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let h = wid.x;
+    let chunk = wid.y;
+    let t = wid.z;
+    let hd = p.b;
+    let kvd = p.d * hd;
+    let kvh = h / (p.a / p.d);
+    let len = p.c + t + 1u;
+    let clen = u32(p.f1);
+    let j0 = chunk * clen;
+    let j1 = min(len, j0 + clen);
+    let qo = t * p.a * hd + h * hd;
+    let so = ((t * p.a + h) * p.rows + chunk) * clen;
+    let po = ((t * p.a + h) * p.rows + chunk) * (2u + hd);
+    var m = -3.4e38;
+    for (var j = j0 + li; j < j1; j += WG) {
+        var s = 0.0;
+        for (var d = 0u; d < hd; d++) {
+            s += q[qo + d] * kc[j * kvd + kvh * hd + d];
+        }
+        s *= p.f0;
+        sc[so + j - j0] = s;
+        m = max(m, s);
+    }
+    red[li] = m;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red[li] = max(red[li], red[li + s]);
+        }
+        workgroupBarrier();
+    }
+    let mx = red[0];
+    workgroupBarrier();
+    var sum = 0.0;
+    for (var j = j0 + li; j < j1; j += WG) {
+        let e = exp(sc[so + j - j0] - mx);
+        sc[so + j - j0] = e;
+        sum += e;
+    }
+    red[li] = sum;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            red[li] += red[li + s];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        // a chunk past this row's causal end contributes nothing
+        part_out[po] = select(-3.4e38, mx, j0 < j1);
+        part_out[po + 1u] = red[0];
+    }
+    for (var d = li; d < hd; d += WG) {
+        var o = 0.0;
+        for (var j = j0; j < j1; j++) {
+            o += sc[so + j - j0] * vc[j * kvd + kvh * hd + d];
+        }
+        part_out[po + 2u + d] = o;
+    }
+}
+
+@compute @workgroup_size(64)
+fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let h = wid.x;
+    let t = wid.z;
+    let hd = p.b;
+    let base = (t * p.a + h) * p.rows * (2u + hd);
+    var mx = -3.4e38;
+    for (var c = 0u; c < p.rows; c++) {
+        mx = max(mx, part_out[base + c * (2u + hd)]);
+    }
+    var total = 0.0;
+    for (var c = 0u; c < p.rows; c++) {
+        let pc = base + c * (2u + hd);
+        total += exp(part_out[pc] - mx) * part_out[pc + 1u];
+    }
+    for (var d = li; d < hd; d += WG) {
+        var o = 0.0;
+        for (var c = 0u; c < p.rows; c++) {
+            let pc = base + c * (2u + hd);
+            o += exp(part_out[pc] - mx) * part_out[pc + 2u + d];
+        }
+        out[t * p.a * hd + h * hd + d] = o / total;
+    }
+}
