@@ -43,7 +43,8 @@ pub trait Backend {
     fn new_cache(&self, cfg: &Config, max_seq: usize) -> Result<Self::Cache>;
     /// An independent copy of a cache (beam search forks sequences).
     fn copy_cache(&self, src: &Self::Cache) -> Result<Self::Cache>;
-    /// Zero-filled activations.
+    /// Activations of this shape. Contents are unspecified (a GPU backend reuses buffers): every
+    /// operation writes its whole output before anything reads it.
     fn act(&self, n_tokens: usize, width: usize) -> Self::Act;
     fn act_from_host(&self, n_tokens: usize, width: usize, data: &[f32]) -> Self::Act;
     fn to_host(&self, x: &Self::Act) -> Result<Vec<f32>>;

@@ -75,7 +75,20 @@ pub struct GpuAct {
     pub rows: usize,
     pub cols: usize,
     buf: wgpu::Buffer,
+    pool: Pool,
 }
+
+impl Drop for GpuAct {
+    fn drop(&mut self) {
+        // commands already recorded still see this buffer; later ones reuse it (queue order)
+        if self.buf.size().is_power_of_two() {
+            self.pool.borrow_mut().entry(self.buf.size()).or_default().push(self.buf.clone());
+        }
+    }
+}
+
+/// Free storage buffers by size, reused across decode steps instead of reallocated.
+type Pool = Rc<RefCell<HashMap<u64, Vec<wgpu::Buffer>>>>;
 
 pub struct GpuCache {
     max_seq: usize,
@@ -89,6 +102,9 @@ pub struct Wgpu {
     pipelines: RefCell<HashMap<String, Rc<wgpu::ComputePipeline>>>,
     encoder: RefCell<Option<wgpu::CommandEncoder>>,
     dispatches: std::cell::Cell<u64>,
+    pool: Pool,
+    /// One uniform buffer per dispatch of the submission being recorded; reused once it is done.
+    uniforms: RefCell<(Vec<wgpu::Buffer>, usize)>,
     /// Use the one-row-per-invocation matmul (CPU adapters); see `matmul.wgsl`.
     pub rowwise: bool,
     /// Contexts longer than this many positions are attended in parallel chunks of this size.
@@ -105,6 +121,8 @@ impl Wgpu {
             pipelines: Default::default(),
             encoder: RefCell::new(None),
             dispatches: Default::default(),
+            pool: Default::default(),
+            uniforms: Default::default(),
             rowwise: false,
             attn_chunk: 256,
             rope_table: RefCell::new(None),
@@ -207,6 +225,20 @@ impl Wgpu {
         })
     }
 
+    /// A storage buffer of at least `bytes` (power-of-two size class) from the pool. Contents are
+    /// unspecified: every kernel writes its whole output.
+    fn take(&self, bytes: usize) -> wgpu::Buffer {
+        let size = (bytes.max(16) as u64).next_power_of_two();
+        if let Some(b) = self.pool.borrow_mut().get_mut(&size).and_then(|v| v.pop()) {
+            return b;
+        }
+        self.zeroed("pooled", size as usize)
+    }
+
+    fn give(&self, b: wgpu::Buffer) {
+        self.pool.borrow_mut().entry(b.size()).or_default().push(b);
+    }
+
     fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
         let mut e = self.encoder.borrow_mut();
         let enc = e.get_or_insert_with(|| {
@@ -244,11 +276,22 @@ impl Wgpu {
     ) {
         let pipe = self.pipeline(name, entry, defines);
         self.dispatches.set(self.dispatches.get() + 1);
-        let ub = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let ub = {
+            let mut u = self.uniforms.borrow_mut();
+            let i = u.1;
+            u.1 += 1;
+            if i == u.0.len() {
+                u.0.push(self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("params"),
+                    size: std::mem::size_of::<Params>() as u64,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }));
+            }
+            u.0[i].clone()
+        };
+        // queued writes land before the submission that carries this dispatch
+        self.queue.write_buffer(&ub, 0, bytemuck::bytes_of(&params));
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ub.as_entire_binding() }];
         for (i, b) in bufs {
             entries.push(wgpu::BindGroupEntry { binding: *i, resource: b.as_entire_binding() });
@@ -312,6 +355,7 @@ impl Wgpu {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Invalid(format!("wgpu: device poll failed: {e}")))?;
+        self.uniforms.borrow_mut().1 = 0;
         rx.recv()
             .map_err(|_| Error::Invalid("wgpu: readback callback never ran".into()))?
             .map_err(|e| Error::Invalid(format!("wgpu: mapping the readback buffer failed: {e}")))?;
@@ -334,6 +378,7 @@ impl Wgpu {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Invalid(format!("wgpu: device poll failed: {e}")))?;
+        self.uniforms.borrow_mut().1 = 0;
         Ok(())
     }
 
@@ -461,11 +506,12 @@ impl Backend for Wgpu {
     }
 
     fn act(&self, rows: usize, cols: usize) -> GpuAct {
-        GpuAct { rows, cols, buf: self.zeroed("act", rows * cols * 4) }
+        GpuAct { rows, cols, buf: self.take(rows * cols * 4), pool: self.pool.clone() }
     }
 
     fn act_from_host(&self, rows: usize, cols: usize, data: &[f32]) -> GpuAct {
-        GpuAct { rows, cols, buf: self.storage("act", bytemuck::cast_slice(data)) }
+        // a fresh buffer: a queued write into a pooled one could land before earlier recorded uses
+        GpuAct { rows, cols, buf: self.storage("act", bytemuck::cast_slice(data)), pool: self.pool.clone() }
     }
 
     fn to_host(&self, x: &GpuAct) -> Result<Vec<f32>> {
@@ -474,10 +520,11 @@ impl Backend for Wgpu {
     }
 
     fn argmax(&self, x: &GpuAct) -> Result<u32> {
-        let out = self.zeroed("argmax", 4);
+        let out = self.take(4);
         let p = Params { n: (x.rows * x.cols) as u32, ..Default::default() };
         self.dispatch("argmax", "main", &[], p, &[(1, &x.buf), (2, &out)], (1, 1));
         let b = self.read_back(&out, 4)?;
+        self.give(out);
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
@@ -516,7 +563,7 @@ impl Backend for Wgpu {
         let axs: Vec<wgpu::Buffer> = loras
             .iter()
             .map(|(l, _)| {
-                let ax = self.zeroed("ax", n * l.r * 4);
+                let ax = self.take(n * l.r * 4);
                 let pa = Params { n: n as u32, cols: w.cols as u32, b: l.r as u32, ..Default::default() };
                 self.dispatch("lora", "lora_a", &[], pa, &[(1, &x.buf), (2, &ax), (3, &l.a)], (l.r as u32, n as u32));
                 ax
@@ -553,6 +600,7 @@ impl Backend for Wgpu {
             let pb = Params { n: n as u32, rows: w.rows as u32, b: l.r as u32, f0: *s, ..Default::default() };
             self.dispatch("lora", "lora_b_add", &[], pb, &[(2, &out.buf), (3, &l.b), (4, ax)], Self::elems(n * w.rows));
         }
+        axs.into_iter().for_each(|b| self.give(b));
     }
 
     fn rope(&self, x: &mut GpuAct, n_heads: usize, head_dim: usize, pos0: usize, rope: &Rope) {
@@ -611,7 +659,7 @@ impl Backend for Wgpu {
         };
         let len = pos0 + n;
         if len <= self.attn_chunk {
-            let scratch = self.zeroed("scores", n * cfg.num_heads * len * 4);
+            let scratch = self.take(n * cfg.num_heads * len * 4);
             self.dispatch(
                 "attention",
                 "main",
@@ -620,12 +668,13 @@ impl Backend for Wgpu {
                 &[(1, &q.buf), (2, &cache.k[layer]), (3, &cache.v[layer]), (4, &out.buf), (5, &scratch)],
                 (cfg.num_heads as u32, n as u32),
             );
+            self.give(scratch);
             return Ok(());
         }
         // long context: chunks of positions in parallel, then a combine pass
         let chunks = len.div_ceil(self.attn_chunk);
-        let scratch = self.zeroed("scores", n * cfg.num_heads * chunks * self.attn_chunk * 4);
-        let parts = self.zeroed("attn-parts", n * cfg.num_heads * chunks * (2 + cfg.head_dim) * 4);
+        let scratch = self.take(n * cfg.num_heads * chunks * self.attn_chunk * 4);
+        let parts = self.take(n * cfg.num_heads * chunks * (2 + cfg.head_dim) * 4);
         let p = Params { rows: chunks as u32, f1: self.attn_chunk as f32, ..p };
         let bufs = [(1, &q.buf), (2, &cache.k[layer]), (3, &cache.v[layer]), (5, &scratch), (6, &parts)];
         self.dispatch3("attention", "partial", &[], p, &bufs, (cfg.num_heads as u32, chunks as u32, n as u32));
