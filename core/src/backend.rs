@@ -54,6 +54,13 @@ pub trait Backend {
         let v = self.to_host(x)?;
         Ok(v.iter().enumerate().fold(0usize, |b, (i, &a)| if a > v[b] { i } else { b }) as u32)
     }
+    /// Draw a token from a single-row activation of logits: temperature, top-k, top-p in
+    /// transformers' order, then the uniform `u` walks the distribution in index order. The
+    /// default reads the logits back and samples on the host.
+    fn sample(&self, x: &Self::Act, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
+        let mut v = self.to_host(x)?;
+        Ok(crate::generate::sample_host(&mut v, temperature, top_k, top_p, u))
+    }
     /// Keep only the last row (the position whose logits we need).
     fn last_row(&self, x: &Self::Act) -> Self::Act;
 
@@ -125,6 +132,9 @@ impl<B: Backend> Backend for &B {
     }
     fn argmax(&self, x: &Self::Act) -> Result<u32> {
         (**self).argmax(x)
+    }
+    fn sample(&self, x: &Self::Act, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
+        (**self).sample(x, temperature, top_k, top_p, u)
     }
     fn embed(&self, out: &mut Self::Act, table: &Self::Weight, tokens: &[u32]) {
         (**self).embed(out, table, tokens)

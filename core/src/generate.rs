@@ -196,11 +196,12 @@ impl GenerationConfig {
     }
 }
 
-fn sample(scores: &[f32], rng: &mut Rng) -> u32 {
+/// Draw from softmax(scores) with the uniform `u` in [0, 1): walk the vocabulary in index order.
+pub fn sample_with(scores: &[f32], u: f32) -> u32 {
     let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let probs: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
     let sum: f32 = probs.iter().sum();
-    let mut r = rng.next_f32() * sum;
+    let mut r = u * sum;
     for (i, p) in probs.iter().enumerate() {
         r -= p;
         if r <= 0.0 && *p > 0.0 {
@@ -208,6 +209,13 @@ fn sample(scores: &[f32], rng: &mut Rng) -> u32 {
         }
     }
     argmax(scores)
+}
+
+/// Temperature, top-k and top-p (transformers' order), then a draw with `u`: the host path every
+/// backend's `Backend::sample` must agree with.
+pub fn sample_host(logits: &mut [f32], temperature: f32, k: usize, p: f32, u: f32) -> u32 {
+    GenerationConfig { temperature, top_k: k, top_p: p, ..Default::default() }.warp(logits);
+    sample_with(logits, u)
 }
 
 /// Streams text to `on_text` and watches for stop strings.
@@ -298,17 +306,24 @@ pub fn generate<B: Backend>(
     let max_seq = prompt.len() + cfg.max_new_tokens;
     let mut cache = model.new_cache(max_seq)?;
     let mut history = prompt.to_vec();
-    // plain greedy steps let the backend pick the token (a GPU reads back 4 bytes, not the logits)
-    let plain = !cfg.sampling() && cfg.repetition_penalty == 1.0 && cfg.bad_words_ids.is_empty();
-    let step = |toks: &[u32], pos: usize, n_new: usize, cache: &mut B::Cache| -> Result<Step> {
+    // without history-dependent processors the backend picks the token itself (greedy or sampled),
+    // so a GPU reads back 4 bytes instead of the logits
+    let plain = cfg.repetition_penalty == 1.0 && cfg.bad_words_ids.is_empty();
+    // one random stream, drawn once per sampled token whichever path draws it
+    let mut rng = Rng::new(cfg.seed);
+    let step = |toks: &[u32], pos: usize, n_new: usize, cache: &mut B::Cache, rng: &mut Rng| -> Result<Step> {
         Ok(if plain && n_new >= cfg.min_new_tokens {
-            Step::Token(model.forward_greedy(toks, pos, cache)?)
+            if cfg.sampling() {
+                let u = rng.next_f32();
+                Step::Token(model.forward_sample(toks, pos, cache, cfg.temperature, cfg.top_k, cfg.top_p, u)?)
+            } else {
+                Step::Token(model.forward_greedy(toks, pos, cache)?)
+            }
         } else {
             Step::Logits(model.forward(toks, pos, cache, false)?)
         })
     };
-    let mut next_step = step(prompt, 0, 0, &mut cache)?;
-    let mut rng = Rng::new(cfg.seed);
+    let mut next_step = step(prompt, 0, 0, &mut cache, &mut rng)?;
     let mut out = Vec::new();
     let mut stop = StopReason::MaxTokens;
     while out.len() < cfg.max_new_tokens {
@@ -318,7 +333,7 @@ pub fn generate<B: Backend>(
                 cfg.process(&mut logits, &history, out.len());
                 if cfg.sampling() {
                     cfg.warp(&mut logits);
-                    sample(&logits, &mut rng)
+                    sample_with(&logits, rng.next_f32())
                 } else {
                     argmax(&logits)
                 }
@@ -337,7 +352,7 @@ pub fn generate<B: Backend>(
         if out.len() == cfg.max_new_tokens {
             break;
         }
-        next_step = step(&[next], history.len() - 1, out.len(), &mut cache)?;
+        next_step = step(&[next], history.len() - 1, out.len(), &mut cache, &mut rng)?;
     }
     Ok(finish(&mut sink, out, stop))
 }

@@ -113,6 +113,23 @@ impl<B: Backend> Model<B> {
         self.backend.argmax(&logits)
     }
 
+    /// Sampled next token (temperature, top-k, top-p, then a draw with the uniform `u`), chosen
+    /// on the backend.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_sample(
+        &self,
+        tokens: &[u32],
+        pos0: usize,
+        cache: &mut B::Cache,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        u: f32,
+    ) -> Result<u32> {
+        let logits = self.forward_act(tokens, pos0, cache, false)?;
+        self.backend.sample(&logits, temperature, top_k, top_p, u)
+    }
+
     fn forward_act(&self, tokens: &[u32], pos0: usize, cache: &mut B::Cache, all_logits: bool) -> Result<B::Act> {
         let c = &self.cfg;
         let be = &self.backend;

@@ -63,6 +63,7 @@ pub const KERNELS: &[Kernel] = &[
         define_sets: &[&[]],
     },
     Kernel { name: "copy", source: include_str!("../wgsl/copy.wgsl"), entries: &["main"], define_sets: &[&[]] },
+    Kernel { name: "sample", source: include_str!("../wgsl/sample.wgsl"), entries: &["main"], define_sets: &[&[]] },
     Kernel { name: "argmax", source: include_str!("../wgsl/argmax.wgsl"), entries: &["main"], define_sets: &[&[]] },
     Kernel {
         name: "elementwise",

@@ -528,6 +528,22 @@ impl Backend for Wgpu {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    fn sample(&self, x: &GpuAct, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
+        let n = x.rows * x.cols;
+        if top_k == 0 || top_k > 64 || top_k > n {
+            // the kernel keeps at most 64 candidates; wider draws go through the host
+            let mut v = self.to_host(x)?;
+            return Ok(vicugna_core::generate::sample_host(&mut v, temperature, top_k, top_p, u));
+        }
+        let (work, out) = (self.take(n * 4), self.take(4));
+        let p = Params { n: n as u32, a: top_k as u32, f0: temperature, f1: top_p, f2: u, ..Default::default() };
+        self.dispatch("sample", "main", &[], p, &[(1, &x.buf), (2, &work), (3, &out)], (1, 1));
+        let b = self.read_back(&out, 4)?;
+        self.give(work);
+        self.give(out);
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
     fn last_row(&self, x: &GpuAct) -> GpuAct {
         let out = self.act(1, x.cols);
         let row = (x.cols * 4) as u64;
