@@ -7,8 +7,15 @@
 //! projection kernel so adapters swap without touching the resident base, f32 arithmetic only
 //! (no shader-f16, no subgroups: it runs on SwiftShader/WebGPU as well as native Vulkan/Metal/DX12).
 //!
-//! What it does not do yet (see the WGSL backend issue): tensors larger than one storage binding,
-//! GPU-side sampling, a tuned decode path (one submission per step, reused buffers), the bench.
+//! Also: matrices larger than one storage binding split by rows; attention split into chunks for
+//! long contexts; greedy and top-k/top-p sampling on the GPU (a decode step reads back 4 bytes);
+//! one submission per decode step with pooled buffers; a row-per-invocation matmul variant for CPU
+//! adapters (lavapipe, SwiftShader).
+//!
+//! What it does not do yet (see the WGSL backend issue): a tuned matvec for real GPUs (measured on
+//! lavapipe only), a tiled prefill matmul (prefill re-reads each weight row per token), activations
+//! larger than one storage binding, K-quants kept quantised (they are dequantised to F32 at load:
+//! exact, 4-7x the memory), optional shader-f16/subgroup fast paths.
 
 pub mod kernels;
 pub mod wgpu_backend;

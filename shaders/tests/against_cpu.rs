@@ -142,32 +142,8 @@ fn embed_norm_rope_attention_elementwise_match_cpu() {
     let mut cc = Cpu.new_cache(&c, 8).unwrap();
     let mut gc = g.new_cache(&c, 8).unwrap();
     for (pos0, rows) in [(0usize, 4usize), (4, 1)] {
-        let sl = |v: &[f32], w: usize| v[pos0 * w..(pos0 + rows) * w].to_vec();
-        let mut oc = Cpu.act(rows, h);
-        Cpu.attention(
-            &mut oc,
-            &Cpu.act_from_host(rows, h, &sl(&q, h)),
-            &Cpu.act_from_host(rows, kvd, &sl(&k, kvd)),
-            &Cpu.act_from_host(rows, kvd, &sl(&v, kvd)),
-            &mut cc,
-            0,
-            pos0,
-            &c,
-        )
-        .unwrap();
-        let mut og = g.act(rows, h);
-        g.attention(
-            &mut og,
-            &g.act_from_host(rows, h, &sl(&q, h)),
-            &g.act_from_host(rows, kvd, &sl(&k, kvd)),
-            &g.act_from_host(rows, kvd, &sl(&v, kvd)),
-            &mut gc,
-            0,
-            pos0,
-            &c,
-        )
-        .unwrap();
-        assert_close(&g.to_host(&og).unwrap(), &oc.data, 1e-5, 1e-5);
+        let want = attend(&Cpu, &mut cc, &c, (&q, &k, &v), pos0, rows);
+        assert_close(&attend(&g, &mut gc, &c, (&q, &k, &v), pos0, rows), &want, 1e-5, 1e-5);
     }
     // silu_mul and add
     let (a, b) = (rng.vec(n * h, 3.0), rng.vec(n * h, 3.0));
@@ -178,6 +154,27 @@ fn embed_norm_rope_attention_elementwise_match_cpu() {
     g.silu_mul(&mut ag, &g.act_from_host(n, h, &b));
     g.add(&mut ag, &g.act_from_host(n, h, &b));
     assert_close(&g.to_host(&ag).unwrap(), &ac.data, 1e-5, 1e-5);
+}
+
+/// Attention of rows pos0..pos0+rows of (q, k, v) on one backend, appending them to its cache.
+fn attend<B: Backend>(
+    be: &B,
+    cache: &mut B::Cache,
+    c: &Config,
+    qkv: (&[f32], &[f32], &[f32]),
+    pos0: usize,
+    rows: usize,
+) -> Vec<f32> {
+    let (h, kvd) = (c.q_dim(), c.kv_dim());
+    let sl = |x: &[f32], w: usize| x[pos0 * w..(pos0 + rows) * w].to_vec();
+    let (q, k, v) = (
+        be.act_from_host(rows, h, &sl(qkv.0, h)),
+        be.act_from_host(rows, kvd, &sl(qkv.1, kvd)),
+        be.act_from_host(rows, kvd, &sl(qkv.2, kvd)),
+    );
+    let mut o = be.act(rows, h);
+    be.attention(&mut o, &q, &k, &v, cache, 0, pos0, c).unwrap();
+    be.to_host(&o).unwrap()
 }
 
 fn logits<B: Backend>(be: B, w: &ModelWeights, adapters: &[(&str, f32)], tokens: &[u32]) -> Vec<f32> {
@@ -316,32 +313,8 @@ fn chunked_attention_for_long_contexts_matches_cpu() {
         let mut gc = g.new_cache(&c, total).unwrap();
         // a 290-token prefill, then decode steps past the chunk boundary
         for (pos0, rows) in [(0usize, 290usize), (290, 1), (291, 9)] {
-            let sl = |v: &[f32], w: usize| v[pos0 * w..(pos0 + rows) * w].to_vec();
-            let mut oc = Cpu.act(rows, h);
-            Cpu.attention(
-                &mut oc,
-                &Cpu.act_from_host(rows, h, &sl(&q, h)),
-                &Cpu.act_from_host(rows, kvd, &sl(&k, kvd)),
-                &Cpu.act_from_host(rows, kvd, &sl(&v, kvd)),
-                &mut cc,
-                0,
-                pos0,
-                &c,
-            )
-            .unwrap();
-            let mut og = g.act(rows, h);
-            g.attention(
-                &mut og,
-                &g.act_from_host(rows, h, &sl(&q, h)),
-                &g.act_from_host(rows, kvd, &sl(&k, kvd)),
-                &g.act_from_host(rows, kvd, &sl(&v, kvd)),
-                &mut gc,
-                0,
-                pos0,
-                &c,
-            )
-            .unwrap();
-            assert_close(&g.to_host(&og).unwrap(), &oc.data, 1e-5, 1e-4);
+            let want = attend(&Cpu, &mut cc, &c, (&q, &k, &v), pos0, rows);
+            assert_close(&attend(&g, &mut gc, &c, (&q, &k, &v), pos0, rows), &want, 1e-5, 1e-4);
         }
     }
 }

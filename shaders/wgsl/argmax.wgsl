@@ -6,9 +6,6 @@
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // (n)
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;  // (1)
 
-var<workgroup> best_v: array<f32, 64>;
-var<workgroup> best_i: array<u32, 64>;
-
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32) {
     var bv = -3.4e38;
@@ -19,21 +16,8 @@ fn main(@builtin(local_invocation_index) li: u32) {
             bi = i;
         }
     }
-    best_v[li] = bv;
-    best_i[li] = bi;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            let v = best_v[li + s];
-            let i = best_i[li + s];
-            if (v > best_v[li] || (v == best_v[li] && i < best_i[li])) {
-                best_v[li] = v;
-                best_i[li] = i;
-            }
-        }
-        workgroupBarrier();
-    }
+    let best = wg_argmax(li, bv, bi);
     if (li == 0u) {
-        out[0] = best_i[0];
+        out[0] = best.i;
     }
 }

@@ -10,8 +10,6 @@
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;  // (n, heads * head_dim)
 @group(0) @binding(5) var<storage, read_write> sc: array<f32>;   // (n * heads, rows)
 
-var<workgroup> red: array<f32, 64>;
-
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let h = wid.x;
@@ -33,16 +31,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         sc[so + j] = s;
         m = max(m, s);
     }
-    red[li] = m;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            red[li] = max(red[li], red[li + s]);
-        }
-        workgroupBarrier();
-    }
-    let mx = red[0];
-    workgroupBarrier();
+    let mx = wg_max(li, m);
     // exponentials and their sum
     var sum = 0.0;
     for (var j = li; j < len; j += WG) {
@@ -50,15 +39,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         sc[so + j] = e;
         sum += e;
     }
-    red[li] = sum;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            red[li] += red[li + s];
-        }
-        workgroupBarrier();
-    }
-    let inv = 1.0 / red[0];
+    let inv = 1.0 / wg_sum(li, sum);
     // weighted sum of values, one head dimension per invocation
     for (var d = li; d < hd; d += WG) {
         var o = 0.0;
@@ -101,34 +82,18 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         sc[so + j - j0] = s;
         m = max(m, s);
     }
-    red[li] = m;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            red[li] = max(red[li], red[li + s]);
-        }
-        workgroupBarrier();
-    }
-    let mx = red[0];
-    workgroupBarrier();
+    let mx = wg_max(li, m);
     var sum = 0.0;
     for (var j = j0 + li; j < j1; j += WG) {
         let e = exp(sc[so + j - j0] - mx);
         sc[so + j - j0] = e;
         sum += e;
     }
-    red[li] = sum;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            red[li] += red[li + s];
-        }
-        workgroupBarrier();
-    }
+    let total = wg_sum(li, sum);
     if (li == 0u) {
         // a chunk past this row's causal end contributes nothing
         part_out[po] = select(-3.4e38, mx, j0 < j1);
-        part_out[po + 1u] = red[0];
+        part_out[po + 1u] = total;
     }
     for (var d = li; d < hd; d += WG) {
         var o = 0.0;

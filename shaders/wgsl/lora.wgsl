@@ -8,8 +8,6 @@
 @group(0) @binding(3) var<storage, read> m: array<f32>;          // lora_a: A (r, cols); lora_b_add: B (rows, r)
 @group(0) @binding(4) var<storage, read> ax: array<f32>;         // lora_b_add: (n, r)
 
-var<workgroup> part: array<f32, 64>;
-
 @compute @workgroup_size(64)
 fn lora_a(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let j = wid.x;
@@ -18,16 +16,9 @@ fn lora_a(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     for (var c = li; c < p.cols; c += WG) {
         acc += m[j * p.cols + c] * x[t * p.cols + c];
     }
-    part[li] = acc;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            part[li] += part[li + s];
-        }
-        workgroupBarrier();
-    }
+    let r = wg_sum(li, acc);
     if (li == 0u) {
-        out[t * p.b + j] = part[0];
+        out[t * p.b + j] = r;
     }
 }
 

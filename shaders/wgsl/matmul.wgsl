@@ -21,8 +21,6 @@
 @group(0) @binding(6) var<storage, read> lb: array<f32>;       // (d, r)
 #endif
 
-var<workgroup> part: array<f32, 64>;
-
 // partial dot product of W[row] with x[t] over the elements/blocks start, start + step, ...
 fn partial_dot(row: u32, xo: u32, start: u32, step: u32) -> f32 {
     var acc = 0.0;
@@ -78,16 +76,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (row >= p.rows) {
         return;
     }
-    part[li] = partial_dot(row, t * p.cols, li, WG);
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            part[li] += part[li + s];
-        }
-        workgroupBarrier();
-    }
+    let r = wg_sum(li, partial_dot(row, t * p.cols, li, WG));
     if (li == 0u) {
-        store(row, t, part[0]);
+        store(row, t, r);
     }
 }
 

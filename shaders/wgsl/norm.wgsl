@@ -5,8 +5,6 @@
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;  // (n, cols)
 @group(0) @binding(3) var<storage, read> w: array<f32>;          // (cols)
 
-var<workgroup> part: array<f32, 64>;
-
 @compute @workgroup_size(64)
 fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let row = wid.x + wid.y * p.grid_x;
@@ -19,15 +17,7 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     for (var c = li; c < p.cols; c += WG) {
         acc += x[base + c] * x[base + c];
     }
-    part[li] = acc;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            part[li] += part[li + s];
-        }
-        workgroupBarrier();
-    }
-    let inv = 1.0 / sqrt(part[0] / f32(p.cols) + p.f0);
+    let inv = 1.0 / sqrt(wg_sum(li, acc) / f32(p.cols) + p.f0);
     for (var c = li; c < p.cols; c += WG) {
         out[base + c] = x[base + c] * inv * w[c];
     }

@@ -8,8 +8,6 @@
 @group(0) @binding(2) var<storage, read_write> work: array<f32>;  // (n) scaled logits, consumed
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;   // (1) token
 
-var<workgroup> best_v: array<f32, 64>;
-var<workgroup> best_i: array<u32, 64>;
 var<workgroup> cand_v: array<f32, 64>;  // selected values, descending
 var<workgroup> cand_i: array<u32, 64>;
 
@@ -31,24 +29,11 @@ fn main(@builtin(local_invocation_index) li: u32) {
                 bi = i;
             }
         }
-        best_v[li] = bv;
-        best_i[li] = bi;
-        workgroupBarrier();
-        for (var s = 32u; s > 0u; s >>= 1u) {
-            if (li < s) {
-                let v = best_v[li + s];
-                let i = best_i[li + s];
-                if (v > best_v[li] || (v == best_v[li] && i < best_i[li])) {
-                    best_v[li] = v;
-                    best_i[li] = i;
-                }
-            }
-            workgroupBarrier();
-        }
+        let best = wg_argmax(li, bv, bi);
         if (li == 0u) {
-            cand_v[r] = best_v[0];
-            cand_i[r] = best_i[0];
-            work[best_i[0]] = -3.4e38;
+            cand_v[r] = best.v;
+            cand_i[r] = best.i;
+            work[best.i] = -3.4e38;
         }
         storageBarrier();
         workgroupBarrier();
