@@ -197,7 +197,7 @@ impl Config {
                 Some(a) => a.len(),
                 None => g
                     .tensor("token_embd.weight")
-                    .map(|t| t.dims[1] as usize)
+                    .and_then(|t| t.dims.get(1).map(|&d| d as usize))
                     .ok_or_else(|| Error::field(&g.name, k("vocab_size"), "missing and no token_embd.weight"))?,
             },
         };

@@ -169,3 +169,17 @@ fn adapter_for_a_different_base_or_unsupported_kind_is_refused() {
     let e = LoraAdapter::from_peft("x", &j.to_string(), "adapter_config.json", weights, "w").unwrap_err().to_string();
     assert!(e.contains("rank 4"), "{e}");
 }
+
+/// Found by `make fuzz` (gguf target): a corrupted file whose token_embd.weight has one dimension
+/// and no vocab_size key made the config reader index dims[1].
+#[test]
+fn fuzz_regression_one_dimensional_token_embd_is_an_error_not_a_panic() {
+    let b = std::fs::read(fixture("regressions/fuzz-gguf-1d-token-embd.gguf")).unwrap();
+    let bytes = Bytes::from_vec(b);
+    let g = GgufFile::from_bytes(&bytes, "crash.gguf");
+    if let Ok(g) = g {
+        let e = ModelWeights::from_gguf(&g, &bytes).unwrap_err().to_string();
+        assert!(e.contains("crash.gguf"), "{e}");
+        let _ = vicugna_core::tokenizer::Tokenizer::from_gguf(&g);
+    }
+}
