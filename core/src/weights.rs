@@ -329,7 +329,7 @@ impl ModelWeights {
         let c = &cfg;
         let h = c.hidden_size;
         let embed = st_matrix(&map, "model.embed_tokens.weight", &[c.vocab_size, h], &file)?;
-        let mut layers = Vec::with_capacity(c.num_layers);
+        let mut layers = Vec::new(); // the count comes from the file: no preallocation
         for i in 0..c.num_layers {
             let p = format!("model.layers.{i}.");
             let proj = Proj::ALL.map(|pr| {
@@ -385,7 +385,7 @@ impl ModelWeights {
         let c = cfg.clone();
         let h = c.hidden_size;
         let embed = mat("token_embd.weight", c.vocab_size, h)?;
-        let mut layers = Vec::with_capacity(c.num_layers);
+        let mut layers = Vec::new(); // the count comes from the file: no preallocation
         for i in 0..c.num_layers {
             let proj = Proj::ALL.map(|p| {
                 let (o, n) = p.shape(&c);

@@ -183,3 +183,15 @@ fn fuzz_regression_one_dimensional_token_embd_is_an_error_not_a_panic() {
         let _ = vicugna_core::tokenizer::Tokenizer::from_gguf(&g);
     }
 }
+
+/// Found by `make fuzz` (gguf target): `llama.block_count` corrupted to billions made the loader
+/// reserve ~870 GB for layers before noticing the first missing tensor.
+#[test]
+fn fuzz_regression_absurd_block_count_is_an_error_not_an_allocation() {
+    let b = std::fs::read(fixture("regressions/fuzz-gguf-huge-block-count.gguf")).unwrap();
+    let bytes = Bytes::from_vec(b);
+    let g = GgufFile::from_bytes(&bytes, "crash.gguf").unwrap();
+    assert!(g.get_u64("llama.block_count").unwrap().unwrap() > 1 << 30);
+    let e = ModelWeights::from_gguf(&g, &bytes).unwrap_err().to_string();
+    assert!(e.contains("crash.gguf") && e.contains("missing"), "{e}");
+}
