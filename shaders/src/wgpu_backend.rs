@@ -606,12 +606,10 @@ impl Backend for Wgpu {
                 p.f0 = *s;
                 bufs.extend([(5, &axs[0]), (6, &l.b)]);
             }
-            // z walks groups of up to 8 tokens (TB in matmul.wgsl)
-            let tg = (n as u32).div_ceil(8);
             if self.rowwise {
-                self.dispatch("matmul", "rowwise", &defs, p, &bufs, ((part.rows as u32).div_ceil(WG), tg));
+                self.dispatch("matmul", "rowwise", &defs, p, &bufs, ((part.rows as u32).div_ceil(WG), n as u32));
             } else {
-                self.dispatch("matmul", "main", &defs, p, &bufs, (part.rows as u32, tg));
+                self.dispatch("matmul", "main", &defs, p, &bufs, (part.rows as u32, n as u32));
             }
         }
         for ((l, s), ax) in loras.iter().zip(&axs).skip(1) {

@@ -1,4 +1,4 @@
-// y = x W^T (+ s * ax B^T when LORA): one workgroup per (output row, group of up to 8 tokens).
+// y = x W^T (+ s * ax B^T when LORA): one workgroup per (output row, token).
 // Formats by define: F32, F16 (packed pairs, no shader-f16 needed), Q8_0, Q4_0 (repacked at load:
 // one f32 scale per 32-block in `sc`, quants in `w`).
 // Params: n, rows (in this part), cols, a = blocks per row (cols / 32), b = lora rank,
@@ -21,69 +21,48 @@
 @group(0) @binding(6) var<storage, read> lb: array<f32>;       // (d, r)
 #endif
 
-// Up to TB tokens share each decoded weight block (prefill reads W once per TB tokens).
-const TB: u32 = 8u;
-
-fn x4(o: u32) -> vec4<f32> {
-    return vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]);
-}
-
-// partial dot products of W[row] with x[t0 .. t0+nt] over the elements/blocks start, start + step, ...
-fn partial_dot(row: u32, t0: u32, nt: u32, start: u32, step: u32) -> array<f32, 8> {
-    var acc: array<f32, 8>;
+// partial dot product of W[row] with x[t] over the elements/blocks start, start + step, ...
+fn partial_dot(row: u32, xo: u32, start: u32, step: u32) -> f32 {
+    var acc = 0.0;
 #if F32
     for (var c = start; c < p.cols; c += step) {
-        let wv = w[row * p.cols + c];
-        for (var j = 0u; j < nt; j++) {
-            acc[j] += wv * x[(t0 + j) * p.cols + c];
-        }
+        acc += w[row * p.cols + c] * x[xo + c];
     }
 #endif
 #if F16
     let pairs = p.cols / 2u;
     for (var c = start; c < pairs; c += step) {
         let v = w[row * pairs + c];
-        let w0 = f16_to_f32(v & 0xFFFFu);
-        let w1 = f16_to_f32(v >> 16u);
-        for (var j = 0u; j < nt; j++) {
-            let xo = (t0 + j) * p.cols + 2u * c;
-            acc[j] += w0 * x[xo] + w1 * x[xo + 1u];
-        }
+        acc += f16_to_f32(v & 0xFFFFu) * x[xo + 2u * c] + f16_to_f32(v >> 16u) * x[xo + 2u * c + 1u];
     }
 #endif
 #if Q8_0
     for (var blk = start; blk < p.a; blk += step) {
         let bi = row * p.a + blk;
-        var s: array<f32, 8>;
+        var s = 0.0;
         for (var k = 0u; k < 8u; k++) {
             // four signed bytes of one word, sign-extended in parallel
             let q = vec4<f32>((vec4<i32>(bitcast<i32>(w[bi * 8u + k])) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
-            for (var j = 0u; j < nt; j++) {
-                s[j] += dot(q, x4((t0 + j) * p.cols + blk * 32u + 4u * k));
-            }
+            let xb = xo + blk * 32u + 4u * k;
+            s += dot(q, vec4<f32>(x[xb], x[xb + 1u], x[xb + 2u], x[xb + 3u]));
         }
-        for (var j = 0u; j < nt; j++) {
-            acc[j] += sc[bi] * s[j];
-        }
+        acc += sc[bi] * s;
     }
 #endif
 #if Q4_0
     for (var blk = start; blk < p.a; blk += step) {
         let bi = row * p.a + blk;
-        var s: array<f32, 8>;
+        var s = 0.0;
         for (var k = 0u; k < 4u; k++) {
             // bytes 4k..4k+3 hold elements 4k.. (low nibbles) and 4k+16.. (high nibbles)
             let q = vec4<u32>(w[bi * 4u + k]) >> vec4<u32>(0u, 8u, 16u, 24u);
             let lo = vec4<f32>(q & vec4<u32>(15u)) - 8.0;
             let hi = vec4<f32>((q >> vec4<u32>(4u)) & vec4<u32>(15u)) - 8.0;
-            for (var j = 0u; j < nt; j++) {
-                let xb = (t0 + j) * p.cols + blk * 32u + 4u * k;
-                s[j] += dot(lo, x4(xb)) + dot(hi, x4(xb + 16u));
-            }
+            let xb = xo + blk * 32u + 4u * k;
+            s += dot(lo, vec4<f32>(x[xb], x[xb + 1u], x[xb + 2u], x[xb + 3u]))
+               + dot(hi, vec4<f32>(x[xb + 16u], x[xb + 17u], x[xb + 18u], x[xb + 19u]));
         }
-        for (var j = 0u; j < nt; j++) {
-            acc[j] += sc[bi] * s[j];
-        }
+        acc += sc[bi] * s;
     }
 #endif
     return acc;
@@ -92,18 +71,14 @@ fn partial_dot(row: u32, t0: u32, nt: u32, start: u32, step: u32) -> array<f32, 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let row = wid.x + wid.y * p.grid_x;
-    let t0 = wid.z * TB;
-    // row and t0 are the same for the whole workgroup, so this return keeps barriers uniform
+    let t = wid.z;
+    // row is the same for the whole workgroup, so this return keeps barriers uniform
     if (row >= p.rows) {
         return;
     }
-    let nt = min(TB, p.n - t0);
-    let acc = partial_dot(row, t0, nt, li, WG);
-    for (var j = 0u; j < nt; j++) {
-        let r = wg_sum(li, acc[j]);
-        if (li == 0u) {
-            store(row, t0 + j, r);
-        }
+    let r = wg_sum(li, partial_dot(row, t * p.cols, li, WG));
+    if (li == 0u) {
+        store(row, t, r);
     }
 }
 
@@ -128,10 +103,5 @@ fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id)
     if (row >= p.rows) {
         return;
     }
-    let t0 = wid.z * TB;
-    let nt = min(TB, p.n - t0);
-    let acc = partial_dot(row, t0, nt, 0u, 1u);
-    for (var j = 0u; j < nt; j++) {
-        store(row, t0 + j, acc[j]);
-    }
+    store(row, wid.z, partial_dot(row, wid.z * p.cols, 0u, 1u));
 }
