@@ -16,12 +16,36 @@ pub struct Shape {
     pub layers: usize,
     pub heads: usize,
     pub vocab: usize,
+    pub tied: bool,
+}
+
+impl Shape {
+    pub fn config(&self) -> Config {
+        Config {
+            vocab_size: self.vocab,
+            hidden_size: self.dim,
+            intermediate_size: self.hidden,
+            num_layers: self.layers,
+            num_heads: self.heads,
+            num_kv_heads: self.heads,
+            head_dim: self.dim / self.heads,
+            rms_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_scaling: None,
+            rope_freq_factors: None,
+            max_position: 1024,
+            tie_embeddings: self.tied,
+            rope_interleaved: false,
+            bos_token_id: Some(1),
+            eos_token_ids: vec![2],
+        }
+    }
 }
 
 /// llama2.c's TinyStories checkpoints (shared classifier = tied embeddings).
 pub const SHAPES: [Shape; 2] = [
-    Shape { name: "stories15M", dim: 288, hidden: 768, layers: 6, heads: 6, vocab: 32000 },
-    Shape { name: "stories110M", dim: 768, hidden: 2048, layers: 12, heads: 12, vocab: 32000 },
+    Shape { name: "stories15M", dim: 288, hidden: 768, layers: 6, heads: 6, vocab: 32000, tied: true },
+    Shape { name: "stories110M", dim: 768, hidden: 2048, layers: 12, heads: 12, vocab: 32000, tied: true },
 ];
 
 struct Lcg(u64);
@@ -33,24 +57,7 @@ impl Lcg {
 }
 
 pub fn random_model(s: &Shape, ty: GgmlType, seed: u64) -> ModelWeights {
-    let cfg = Config {
-        vocab_size: s.vocab,
-        hidden_size: s.dim,
-        intermediate_size: s.hidden,
-        num_layers: s.layers,
-        num_heads: s.heads,
-        num_kv_heads: s.heads,
-        head_dim: s.dim / s.heads,
-        rms_eps: 1e-5,
-        rope_theta: 10000.0,
-        rope_scaling: None,
-        rope_freq_factors: None,
-        max_position: 1024,
-        tie_embeddings: true,
-        rope_interleaved: false,
-        bos_token_id: Some(1),
-        eos_token_ids: vec![2],
-    };
+    let cfg = s.config();
     let mut rng = Lcg(seed);
     let mut mat = |r: usize, c: usize| {
         let m = Matrix::from_f32(r, c, (0..r * c).map(|_| rng.next()).collect());
@@ -170,47 +177,27 @@ pub fn random_q4_0(rows: usize, cols: usize, seed: u64) -> Matrix {
     Matrix { ty: GgmlType::Q4_0, rows, cols, data: vicugna_core::Bytes::from_vec(data) }
 }
 
-pub struct GpuShape {
-    pub name: &'static str,
-    pub dim: usize,
-    pub hidden: usize,
-    pub layers: usize,
-    pub heads: usize,
-    pub vocab: usize,
-    pub tied: bool,
-}
-
-pub fn random_q4_model(s: &GpuShape) -> ModelWeights {
-    let mut w =
-        random_model(&Shape { name: s.name, dim: 64, hidden: 64, layers: 1, heads: 1, vocab: 32 }, GgmlType::F32, 1);
-    w.cfg = Config {
-        vocab_size: s.vocab,
-        hidden_size: s.dim,
-        intermediate_size: s.hidden,
-        num_layers: s.layers,
-        num_heads: s.heads,
-        num_kv_heads: s.heads,
-        head_dim: s.dim / s.heads,
-        tie_embeddings: s.tied,
-        ..w.cfg
-    };
+pub fn random_q4_model(s: &Shape) -> ModelWeights {
     let mut seed = 11u64;
     let mut m = |r, c| {
         seed += 1;
         random_q4_0(r, c, seed)
     };
     let (d, h) = (s.dim, s.hidden);
-    w.embed = m(s.vocab, d);
-    w.layers = (0..s.layers)
-        .map(|_| LayerWeights {
-            attn_norm: vec![1.0; d],
-            ffn_norm: vec![1.0; d],
-            proj: [m(d, d), m(d, d), m(d, d), m(d, d), m(h, d), m(h, d), m(d, h)],
-        })
-        .collect();
-    w.norm = vec![1.0; d];
-    w.lm_head = if s.tied { None } else { Some(m(s.vocab, d)) };
-    w
+    ModelWeights {
+        cfg: s.config(),
+        embed: m(s.vocab, d),
+        layers: (0..s.layers)
+            .map(|_| LayerWeights {
+                attn_norm: vec![1.0; d],
+                ffn_norm: vec![1.0; d],
+                proj: [m(d, d), m(d, d), m(d, d), m(d, d), m(h, d), m(h, d), m(d, h)],
+            })
+            .collect(),
+        norm: vec![1.0; d],
+        lm_head: if s.tied { None } else { Some(m(s.vocab, d)) },
+        source: s.name.into(),
+    }
 }
 
 pub fn run_wgpu(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
@@ -251,25 +238,9 @@ pub fn run_wgpu(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()>
         )?;
     }
     let shapes = [
-        GpuShape {
-            name: "llama-7B-shaped",
-            dim: 4096,
-            hidden: 11008,
-            layers: 32,
-            heads: 32,
-            vocab: 32000,
-            tied: false,
-        },
-        GpuShape {
-            name: "stories110M-shaped",
-            dim: 768,
-            hidden: 2048,
-            layers: 12,
-            heads: 12,
-            vocab: 32000,
-            tied: true,
-        },
-        GpuShape { name: "2-layer 64-wide", dim: 64, hidden: 192, layers: 2, heads: 4, vocab: 256, tied: true },
+        Shape { name: "llama-7B-shaped", dim: 4096, hidden: 11008, layers: 32, heads: 32, vocab: 32000, tied: false },
+        Shape { name: "stories110M-shaped", dim: 768, hidden: 2048, layers: 12, heads: 12, vocab: 32000, tied: true },
+        Shape { name: "2-layer 64-wide", dim: 64, hidden: 192, layers: 2, heads: 4, vocab: 256, tied: true },
     ];
     writeln!(
         out,
