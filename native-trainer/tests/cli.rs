@@ -27,6 +27,15 @@ fn logits_of(args: &[&str]) -> (Vec<u32>, Vec<f32>) {
     (toks, rows.concat())
 }
 
+/// The fixture prompt as `1,2,3` and transformers' continuation for generation case `i`.
+fn transformers_generation(i: usize, name: &str) -> (String, Vec<u32>) {
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("generations.json")).unwrap()).unwrap();
+    assert_eq!(g["generations"][i]["name"], name);
+    let prompt: Vec<String> = g["tokens"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    (prompt.join(","), serde_json::from_value(g["generations"][i]["ids"].clone()).unwrap())
+}
+
 fn tokens_csv() -> String {
     let r = safetensors("reference.safetensors");
     ids(&r, "tokens").iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",")
@@ -65,17 +74,13 @@ fn tokenize_json_for_every_tokenizer_source() {
 
 #[test]
 fn generate_json_equals_transformers_greedy() {
-    let g: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("generations.json")).unwrap()).unwrap();
-    let want: Vec<u32> = serde_json::from_value(g["generations"][0]["ids"].clone()).unwrap();
-    assert_eq!(g["generations"][0]["name"], "greedy_base");
-    let prompt: Vec<String> = g["tokens"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let (prompt, want) = transformers_generation(0, "greedy_base");
     let (ok, out, err) = vicugna(&[
         "generate",
         "--model",
         &f("tiny-llama"),
         "--prompt-tokens",
-        &prompt.join(","),
+        &prompt,
         "--max-new-tokens",
         "24",
         "--json",
@@ -196,11 +201,7 @@ fn wgpu_backend_logits_and_generate_match_the_references() {
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows: Vec<Vec<f32>> = serde_json::from_value(j["logits"].clone()).unwrap();
     assert_close(&rows.concat(), &cpu, 1e-3, 0.0);
-    let g: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("generations.json")).unwrap()).unwrap();
-    let want: Vec<u32> = serde_json::from_value(g["generations"][1]["ids"].clone()).unwrap();
-    assert_eq!(g["generations"][1]["name"], "greedy_lora_a");
-    let prompt: Vec<String> = g["tokens"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let (prompt, want) = transformers_generation(1, "greedy_lora_a");
     let (ok, out, err) = vicugna(&[
         "generate",
         "--backend",
@@ -210,7 +211,7 @@ fn wgpu_backend_logits_and_generate_match_the_references() {
         "--lora",
         &f("lora-a"),
         "--prompt-tokens",
-        &prompt.join(","),
+        &prompt,
         "--max-new-tokens",
         "24",
         "--json",

@@ -310,6 +310,13 @@ impl Wgpu {
         });
     }
 
+    /// `a = entry(a, b)` over every element (elementwise.wgsl).
+    fn elementwise(&self, entry: &str, a: &mut GpuAct, b: &GpuAct) {
+        let n = a.rows * a.cols;
+        let p = Params { n: n as u32, ..Default::default() };
+        self.dispatch("elementwise", entry, &[], p, &[(1, &a.buf), (2, &b.buf)], Self::elems(n));
+    }
+
     /// Elementwise launches: one invocation per element.
     fn elems(n: usize) -> (u32, u32) {
         ((n as u32).div_ceil(WG), 1)
@@ -706,26 +713,10 @@ impl Backend for Wgpu {
     }
 
     fn silu_mul(&self, gate: &mut GpuAct, up: &GpuAct) {
-        let n = gate.rows * gate.cols;
-        self.dispatch(
-            "elementwise",
-            "silu_mul",
-            &[],
-            Params { n: n as u32, ..Default::default() },
-            &[(1, &gate.buf), (2, &up.buf)],
-            Self::elems(n),
-        );
+        self.elementwise("silu_mul", gate, up);
     }
 
     fn add(&self, x: &mut GpuAct, y: &GpuAct) {
-        let n = x.rows * x.cols;
-        self.dispatch(
-            "elementwise",
-            "add",
-            &[],
-            Params { n: n as u32, ..Default::default() },
-            &[(1, &x.buf), (2, &y.buf)],
-            Self::elems(n),
-        );
+        self.elementwise("add", x, y);
     }
 }
