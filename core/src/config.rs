@@ -5,7 +5,7 @@ use crate::{Error, Result};
 use serde_json::Value as Json;
 
 /// llama3-style frequency scaling (`rope_type: "llama3"`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Llama3Scaling {
     pub factor: f64,
     pub low_freq_factor: f64,
@@ -13,7 +13,7 @@ pub struct Llama3Scaling {
     pub original_max_position_embeddings: f64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     pub vocab_size: usize,
     pub hidden_size: usize,

@@ -1,0 +1,672 @@
+//! The JSON API. Handlers parse and authorise, then call the metadata store (`Db`) and the blob store.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{self, Scope};
+use crate::blobs::Staged;
+use crate::db::{now_ms, FileRow, ModelRow, VersionRow};
+use crate::error::{ApiError, ApiResult};
+use crate::inspect;
+use crate::AppState;
+
+type St = State<Arc<AppState>>;
+
+/// Adapter names, model ids and token names: `[a-z0-9][a-z0-9._-]{0,63}`.
+pub fn check_name(s: &str, what: &str) -> ApiResult<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && (s.as_bytes()[0].is_ascii_lowercase() || s.as_bytes()[0].is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!("invalid {what} {:?}: expected [a-z0-9][a-z0-9._-]{{0,63}}", truncate(s))))
+    }
+}
+
+fn check_version(s: &str) -> ApiResult<()> {
+    if s.len() > 64 {
+        return Err(ApiError::BadRequest(format!("invalid version {:?}: too long", truncate(s))));
+    }
+    semver::Version::parse(s)
+        .map(|_| ())
+        .map_err(|e| ApiError::BadRequest(format!("invalid version {:?}: not semver ({e})", truncate(s))))
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+// ---------- multipart ----------
+
+/// The parts of an upload: files staged (hashed, fsynced) and small text fields.
+struct Parts {
+    files: HashMap<String, Staged>,
+    fields: HashMap<String, String>,
+}
+
+const MAX_TEXT_FIELD: usize = 64 << 10;
+
+async fn read_parts(s: &AppState, mp: &mut Multipart, file_parts: &[&str], text_parts: &[&str]) -> ApiResult<Parts> {
+    let mut parts = Parts { files: HashMap::new(), fields: HashMap::new() };
+    while let Some(field) = mp.next_field().await? {
+        let name = field.name().unwrap_or("").to_string();
+        if parts.files.contains_key(&name) || parts.fields.contains_key(&name) {
+            return Err(ApiError::Unprocessable(format!("part `{}` appears twice", truncate(&name))));
+        }
+        if file_parts.contains(&name.as_str()) {
+            let staged = s.blobs.stage(field).await?;
+            s.metrics.bytes_received.fetch_add(staged.size, Ordering::Relaxed);
+            parts.files.insert(name, staged);
+        } else if text_parts.contains(&name.as_str()) {
+            let text = field.text().await?;
+            if text.len() > MAX_TEXT_FIELD {
+                return Err(ApiError::Unprocessable(format!("part `{name}` is longer than {MAX_TEXT_FIELD} bytes")));
+            }
+            parts.fields.insert(name, text);
+        } else {
+            return Err(ApiError::Unprocessable(format!(
+                "unexpected part `{}` (expected {})",
+                truncate(&name),
+                file_parts.iter().chain(text_parts).map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    Ok(parts)
+}
+
+/// Uploads refused before their body is read: read and discard up to this much of it first, so the
+/// client gets to read the answer instead of a broken pipe.
+const DRAIN_MAX: u64 = 64 << 20;
+
+async fn drain(mp: Option<Multipart>) {
+    let Some(mut mp) = mp else { return };
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(mut f)) = mp.next_field().await {
+            while let Ok(Some(c)) = f.chunk().await {
+                seen += c.len() as u64;
+                if seen > DRAIN_MAX {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// An upload handler's outline: parse the body as multipart, run `f`, and drain what `f` left unread
+/// when it fails.
+async fn with_upload<T>(
+    s: &AppState,
+    headers: &HeaderMap,
+    scope: Scope,
+    mp: Result<Multipart, MultipartRejection>,
+    f: impl AsyncFnOnce(&mut Multipart, auth::Caller) -> ApiResult<T>,
+) -> ApiResult<T> {
+    let caller = match auth::require(&s.db, headers, scope).await {
+        Ok(c) => c,
+        Err(e) => {
+            drain(mp.ok()).await;
+            return Err(e);
+        }
+    };
+    let mut mp = mp.map_err(|e| ApiError::Unprocessable(format!("expected a multipart/form-data body: {e}")))?;
+    let r = f(&mut mp, caller).await;
+    if r.is_err() {
+        drain(Some(mp)).await;
+    }
+    r
+}
+
+/// Run blocking file inspection off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
+}
+
+impl AppState {
+    /// Put staged files into the blob store and run `insert`; on failure remove the blobs nothing
+    /// references. Serialised with deletions so a blob is never collected while a commit needs it.
+    async fn commit(
+        &self,
+        staged: &[&Staged],
+        insert: impl std::future::Future<Output = ApiResult<()>>,
+    ) -> ApiResult<()> {
+        let _guard = self.commit_lock.lock().await;
+        let mut result = Ok(());
+        for f in staged {
+            if let Err(e) = self.blobs.commit(f).await {
+                result = Err(e);
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = insert.await;
+        }
+        if result.is_err() {
+            let shas: Vec<String> = staged.iter().map(|f| f.sha256.clone()).collect();
+            if let Err(e) = self.collect(&shas).await {
+                tracing::warn!("collecting blobs after a failed commit: {e}");
+            }
+        }
+        result
+    }
+
+    /// Delete those of `shas` that no live row references. Caller holds `commit_lock`.
+    async fn collect(&self, shas: &[String]) -> ApiResult<()> {
+        for sha in shas {
+            if !self.db.blob_referenced(sha).await? {
+                self.blobs.delete(sha).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Start-up sweep: staged uploads of a killed process and blobs that no row references (a process
+    /// killed between putting the blob and committing its row). Returns (staged, blobs) removed.
+    pub async fn sweep(&self) -> ApiResult<(usize, usize)> {
+        let _guard = self.commit_lock.lock().await;
+        let staged = self.blobs.sweep_tmp()?;
+        let mut orphans = 0;
+        for sha in self.blobs.list().await? {
+            if !self.db.blob_referenced(&sha).await? {
+                self.blobs.delete(&sha).await?;
+                orphans += 1;
+            }
+        }
+        Ok((staged, orphans))
+    }
+
+    /// Register a base model from staged files (the PUT handler and the bundled demo model).
+    pub async fn register_model(
+        &self,
+        id: &str,
+        mut files: HashMap<String, Staged>,
+        description: String,
+        license: String,
+    ) -> ApiResult<ModelRow> {
+        check_name(id, "model id")?;
+        let gguf = files.remove("model.gguf");
+        let cfg = files.remove("config.json");
+        let st = files.remove("model.safetensors");
+        let tok = files.remove("tokenizer.json");
+        let (info, staged) = match (gguf, cfg, st, tok) {
+            (Some(g), None, None, None) => {
+                let (path, sha) = (g.path.clone(), g.sha256.clone());
+                let info = blocking(move || inspect::gguf_model(&path, &sha)).await?;
+                (info, vec![("model.gguf", g)])
+            }
+            (None, Some(c), Some(w), t) => {
+                let (cp, wp, sha) = (c.path.clone(), w.path.clone(), w.sha256.clone());
+                let tp = t.as_ref().map(|t| t.path.clone());
+                let info = blocking(move || inspect::hf_model(&cp, &wp, &sha, tp.as_deref())).await?;
+                let mut v = vec![("config.json", c), ("model.safetensors", w)];
+                if let Some(t) = t {
+                    v.push(("tokenizer.json", t));
+                }
+                (info, v)
+            }
+            _ => {
+                return Err(ApiError::Unprocessable(
+                    "a base model is either `model.gguf` alone or `config.json` + `model.safetensors` \
+                     (+ `tokenizer.json`)"
+                        .into(),
+                ))
+            }
+        };
+        let row = ModelRow {
+            id: id.to_string(),
+            fingerprint: info.fingerprint,
+            format: info.format.to_string(),
+            architecture: info.architecture,
+            config: serde_json::to_string(&info.config).map_err(ApiError::internal)?,
+            tokenizer: info.tokenizer,
+            description,
+            license,
+            created_at: now_ms(),
+            files: staged
+                .iter()
+                .map(|(n, f)| FileRow { file: n.to_string(), sha256: f.sha256.clone(), size: f.size as i64 })
+                .collect(),
+        };
+        let refs: Vec<&Staged> = staged.iter().map(|(_, f)| f).collect();
+        self.commit(&refs, self.db.insert_model(&row)).await?;
+        Ok(row)
+    }
+}
+
+// ---------- models ----------
+
+fn model_json(m: &ModelRow) -> Value {
+    let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
+    v["url"] = json!(format!("/api/models/{}", m.id));
+    v
+}
+
+pub async fn list_models(State(s): St) -> ApiResult<Json<Value>> {
+    let models = s.db.models().await?;
+    Ok(Json(json!({ "models": models.iter().map(model_json).collect::<Vec<_>>() })))
+}
+
+pub async fn get_model(State(s): St, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    check_name(&id, "model id")?;
+    let m = s.db.model(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no model `{id}`")))?;
+    Ok(Json(model_json(&m)))
+}
+
+pub async fn put_model(
+    State(s): St,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    mp: Result<Multipart, MultipartRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let result = with_upload(&s, &headers, Scope::Admin, mp, async |mp: &mut Multipart, _| {
+        check_name(&id, "model id")?;
+        if s.db.model(&id).await?.is_some() {
+            return Err(ApiError::Conflict(format!("model `{id}` already exists; models are immutable")));
+        }
+        let mut parts = read_parts(
+            &s,
+            mp,
+            &["model.gguf", "config.json", "model.safetensors", "tokenizer.json"],
+            &["description", "license"],
+        )
+        .await?;
+        let description = parts.fields.remove("description").unwrap_or_default();
+        let license = parts.fields.remove("license").unwrap_or_default();
+        s.register_model(&id, parts.files, description, license).await
+    })
+    .await;
+    s.metrics.upload("model", outcome(&result));
+    let row = result?;
+    tracing::info!("registered model {id} ({})", row.fingerprint);
+    Ok((StatusCode::CREATED, Json(model_json(&row))))
+}
+
+fn outcome<T>(r: &ApiResult<T>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(ApiError::Conflict(_)) => "conflict",
+        Err(ApiError::PayloadTooLarge(_)) => "too_large",
+        Err(ApiError::Unprocessable(_)) | Err(ApiError::BadRequest(_)) => "invalid",
+        Err(_) => "error",
+    }
+}
+
+pub async fn model_file(
+    State(s): St,
+    Path((id, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    check_name(&id, "model id")?;
+    let m = s.db.model(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no model `{id}`")))?;
+    let f = m
+        .files
+        .iter()
+        .find(|f| f.file == file)
+        .ok_or_else(|| ApiError::NotFound(format!("model `{id}` has no file {:?}", truncate(&file))))?;
+    serve_blob(&s, &headers, f).await
+}
+
+// ---------- adapters ----------
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    base: Option<String>,
+}
+
+fn version_json(v: &VersionRow) -> Value {
+    let mut j = serde_json::to_value(v).unwrap_or(Value::Null);
+    let urls: serde_json::Map<String, Value> = v
+        .files
+        .iter()
+        .map(|f| (f.file.clone(), json!(format!("/api/adapters/{}/{}/files/{}", v.name, v.version, f.file))))
+        .collect();
+    j["urls"] = Value::Object(urls);
+    j
+}
+
+/// Versions grouped by adapter name, newest version (by semver) first.
+fn group(versions: Vec<VersionRow>) -> Vec<Value> {
+    let mut by_name: Vec<(String, Vec<VersionRow>)> = vec![];
+    for v in versions {
+        match by_name.iter_mut().find(|(n, _)| *n == v.name) {
+            Some((_, vs)) => vs.push(v),
+            None => by_name.push((v.name.clone(), vec![v])),
+        }
+    }
+    by_name
+        .into_iter()
+        .map(|(name, mut vs)| {
+            vs.sort_by_key(|v| std::cmp::Reverse(semver_key(&v.version)));
+            json!({
+                "name": name,
+                "latest": vs[0].version,
+                "versions": vs.iter().map(version_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
+fn semver_key(v: &str) -> Option<semver::Version> {
+    semver::Version::parse(v).ok()
+}
+
+pub async fn list_adapters(State(s): St, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    if let Some(b) = &q.base {
+        if !crate::blobs::is_sha256(b) {
+            return Err(ApiError::BadRequest("`base` must be a model fingerprint (64 lowercase hex digits)".into()));
+        }
+    }
+    let versions = s.db.versions(q.base.as_deref()).await?;
+    Ok(Json(json!({ "adapters": group(versions) })))
+}
+
+pub async fn get_adapter(State(s): St, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    check_name(&name, "adapter name")?;
+    let versions = s.db.adapter(&name).await?;
+    group(versions).pop().map(Json).ok_or_else(|| ApiError::NotFound(format!("no adapter `{name}`")))
+}
+
+async fn live_version(s: &AppState, name: &str, version: &str) -> ApiResult<VersionRow> {
+    check_name(name, "adapter name")?;
+    check_version(version)?;
+    match s.db.version(name, version).await? {
+        Some(v) if v.deleted_at.is_none() => Ok(v),
+        _ => Err(ApiError::NotFound(format!("no adapter `{name}` version {version}"))),
+    }
+}
+
+pub async fn get_version(State(s): St, Path((name, version)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+    Ok(Json(version_json(&live_version(&s, &name, &version).await?)))
+}
+
+pub async fn put_adapter(
+    State(s): St,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    mp: Result<Multipart, MultipartRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let result = with_upload(&s, &headers, Scope::Publish, mp, async |mp: &mut Multipart, caller: auth::Caller| {
+        check_name(&name, "adapter name")?;
+        check_version(&version)?;
+        publish(&s, &caller.name, &name, &version, mp).await
+    })
+    .await;
+    s.metrics.upload("adapter", outcome(&result));
+    let row = result?;
+    tracing::info!("published {name} {version} for {} by {}", row.base_model, row.published_by);
+    Ok((StatusCode::CREATED, Json(version_json(&row))))
+}
+
+async fn publish(s: &AppState, caller: &str, name: &str, version: &str, mp: &mut Multipart) -> ApiResult<VersionRow> {
+    // Refuse before reading the body when the answer is already known.
+    if let Some(v) = s.db.version(name, version).await? {
+        return Err(ApiError::Conflict(if v.deleted_at.is_some() {
+            format!("{name} {version} was deleted; a version is never reused, publish a new one")
+        } else {
+            format!("{name} {version} already exists; published versions are immutable")
+        }));
+    }
+    let mut parts = read_parts(
+        s,
+        mp,
+        &["adapter_config.json", "adapter_model.safetensors", "README.md"],
+        &["base", "description", "template", "metrics"],
+    )
+    .await?;
+    let missing = |p: &str| ApiError::Unprocessable(format!("part `{p}` is required"));
+    let config = parts.files.remove("adapter_config.json").ok_or_else(|| missing("adapter_config.json"))?;
+    let weights =
+        parts.files.remove("adapter_model.safetensors").ok_or_else(|| missing("adapter_model.safetensors"))?;
+    let readme = parts.files.remove("README.md");
+    let (cp, wp) = (config.path.clone(), weights.path.clone());
+    let (info, lora) = blocking(move || inspect::peft_adapter(&cp, &wp)).await?;
+
+    let base_id =
+        parts.fields.remove("base").filter(|b| !b.is_empty()).or(info.base_model.clone()).ok_or_else(|| {
+            ApiError::Unprocessable(
+                "the adapter does not name its base: give a `base` part or `base_model_name_or_path` in \
+             adapter_config.json (a registered model id)"
+                    .into(),
+            )
+        })?;
+    let base = match check_name(&base_id, "base model id") {
+        Ok(()) => s.db.model(&base_id).await?,
+        Err(_) => None,
+    }
+    .ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "unknown base model {:?}: it must be a registered model id",
+            truncate(&base_id)
+        ))
+    })?;
+    let base_config: vicugna_core::Config = serde_json::from_str(&base.config).map_err(ApiError::internal)?;
+    lora.check_fits(&base_config)
+        .map_err(|e| ApiError::Unprocessable(format!("the adapter does not fit base model `{}`: {e}", base.id)))?;
+
+    let metrics = match parts.fields.remove("metrics") {
+        None => json!({}),
+        Some(t) => match serde_json::from_str::<Value>(&t) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return Err(ApiError::Unprocessable("part `metrics` must be a JSON object".into())),
+        },
+    };
+    let mut staged = vec![("adapter_config.json", &config), ("adapter_model.safetensors", &weights)];
+    if let Some(r) = &readme {
+        staged.push(("README.md", r));
+    }
+    let row = VersionRow {
+        name: name.to_string(),
+        version: version.to_string(),
+        base_model: base.id.clone(),
+        base_fingerprint: base.fingerprint.clone(),
+        r: info.r,
+        alpha: info.alpha,
+        target_modules: info.target_modules,
+        template: parts.fields.remove("template").unwrap_or_default(),
+        description: parts.fields.remove("description").unwrap_or_default(),
+        metrics,
+        published_by: caller.to_string(),
+        created_at: now_ms(),
+        deleted_at: None,
+        files: staged
+            .iter()
+            .map(|(n, f)| FileRow { file: n.to_string(), sha256: f.sha256.clone(), size: f.size as i64 })
+            .collect(),
+    };
+    let refs: Vec<&Staged> = staged.iter().map(|(_, f)| *f).collect();
+    s.commit(&refs, s.db.insert_version(&row)).await?;
+    Ok(row)
+}
+
+pub async fn delete_adapter(
+    State(s): St,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let caller = auth::require(&s.db, &headers, Scope::Publish).await?;
+    let v = live_version(&s, &name, &version).await?;
+    if caller.scope != Scope::Admin && v.published_by != caller.name {
+        return Err(ApiError::Forbidden(format!(
+            "{name} {version} was published by another token; an admin token can delete it"
+        )));
+    }
+    let _guard = s.commit_lock.lock().await;
+    if !s.db.delete_version(&name, &version).await? {
+        return Err(ApiError::NotFound(format!("no adapter `{name}` version {version}")));
+    }
+    let shas: Vec<String> = v.files.iter().map(|f| f.sha256.clone()).collect();
+    s.collect(&shas).await?;
+    tracing::info!("deleted {name} {version} by {}", caller.name);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn adapter_file(
+    State(s): St,
+    Path((name, version, file)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let v = live_version(&s, &name, &version).await?;
+    let f = v
+        .files
+        .iter()
+        .find(|f| f.file == file)
+        .ok_or_else(|| ApiError::NotFound(format!("{name} {version} has no file {:?}", truncate(&file))))?;
+    serve_blob(&s, &headers, f).await
+}
+
+// ---------- downloads ----------
+
+fn content_type(file: &str) -> &'static str {
+    match file.rsplit('.').next() {
+        Some("json") => "application/json",
+        Some("md") => "text/markdown; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A `Range` header no byte of the file satisfies (416).
+#[derive(Debug, PartialEq)]
+pub struct Unsatisfiable;
+
+/// `Range: bytes=…` → `Ok(Some(range))`, `Ok(None)` to send everything (absent, multi-range or
+/// syntactically invalid, as RFC 9110 allows), `Err` when unsatisfiable.
+pub fn parse_range(h: &str, size: u64) -> Result<Option<Range<u64>>, Unsatisfiable> {
+    let Some(spec) = h.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else { return Ok(None) };
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let Ok(n) = b.parse::<u64>() else { return Ok(None) };
+        if n == 0 || size == 0 {
+            return Err(Unsatisfiable);
+        }
+        return Ok(Some(size - n.min(size)..size));
+    }
+    let Ok(start) = a.parse::<u64>() else { return Ok(None) };
+    let end = if b.is_empty() {
+        size
+    } else {
+        match b.parse::<u64>() {
+            Ok(e) if e >= start => e.saturating_add(1).min(size),
+            _ => return Ok(None),
+        }
+    };
+    if start >= size {
+        return Err(Unsatisfiable);
+    }
+    Ok(Some(start..end))
+}
+
+/// Send a blob with its SHA-256 as a strong ETag, `Range` support and immutable caching.
+async fn serve_blob(s: &Arc<AppState>, headers: &HeaderMap, f: &FileRow) -> ApiResult<Response> {
+    let etag = format!("\"{}\"", f.sha256);
+    let size = f.size as u64;
+    let common = |b: axum::http::response::Builder| {
+        b.header(header::ETAG, &etag)
+            .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(header::CONTENT_TYPE, content_type(&f.file))
+    };
+    if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if inm.trim() == "*" || inm.split(',').any(|t| t.trim().trim_start_matches("W/") == etag) {
+            return common(Response::builder().status(StatusCode::NOT_MODIFIED))
+                .body(Body::empty())
+                .map_err(ApiError::internal);
+        }
+    }
+    // If-Range with another validator: the client's partial copy is stale, send everything.
+    let if_range_ok = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()).is_none_or(|v| v.trim() == etag);
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(h) if if_range_ok => parse_range(h, size).map_err(|_| ApiError::RangeNotSatisfiable { size })?,
+        _ => None,
+    };
+    let (status, r) = match range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r),
+        None => (StatusCode::OK, 0..size),
+    };
+    let stream = s.blobs.get(&f.sha256, if size == 0 { None } else { Some(r.clone()) }).await?;
+    let state = s.clone();
+    let counted = stream.inspect(move |c| {
+        if let Ok(b) = c {
+            state.metrics.add_sent(b.len() as u64);
+        }
+    });
+    let mut b = common(Response::builder().status(status)).header(header::CONTENT_LENGTH, r.end - r.start);
+    if status == StatusCode::PARTIAL_CONTENT {
+        b = b.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", r.start, r.end - 1));
+    }
+    b.body(Body::from_stream(counted)).map_err(ApiError::internal)
+}
+
+// ---------- operations ----------
+
+pub async fn healthz(State(s): St) -> Response {
+    match sqlx::query("SELECT 1").execute(s.db.pool()).await {
+        Ok(_) => (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response(),
+        Err(e) => {
+            tracing::error!("health check: {e}");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "database unavailable" }))).into_response()
+        }
+    }
+}
+
+pub async fn metrics(State(s): St) -> ApiResult<Response> {
+    let (m, a) = s.db.counts().await?;
+    let mut r = s.metrics.render(m, a).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-0", 10), Ok(Some(0..1)));
+        assert_eq!(parse_range("bytes=2-", 10), Ok(Some(2..10)));
+        assert_eq!(parse_range("bytes=-3", 10), Ok(Some(7..10)));
+        assert_eq!(parse_range("bytes=-30", 10), Ok(Some(0..10)));
+        assert_eq!(parse_range("bytes=5-100", 10), Ok(Some(5..10)));
+        assert_eq!(parse_range("bytes=10-", 10), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=-0", 10), Err(Unsatisfiable));
+        assert_eq!(parse_range("bytes=0-", 0), Err(Unsatisfiable));
+        // Ignored (send everything): other units, several ranges, nonsense, reversed.
+        for h in ["items=0-1", "bytes=0-1,3-4", "bytes=a-b", "bytes=5-2", "bytes=", "bytes=-"] {
+            assert_eq!(parse_range(h, 10), Ok(None), "{h}");
+        }
+    }
+
+    #[test]
+    fn names_and_versions() {
+        for ok in ["a", "chat-zh", "medical.v2", "0", &"a".repeat(64)] {
+            assert!(check_name(ok, "name").is_ok(), "{ok}");
+        }
+        for bad in ["", "A", "-a", ".a", "_a", "a/b", "a b", "..", "a\\b", "中文", &"a".repeat(65)] {
+            assert!(check_name(bad, "name").is_err(), "{bad}");
+        }
+        for ok in ["1.0.0", "0.1.0-rc.1", "2.0.0+build.5"] {
+            assert!(check_version(ok).is_ok(), "{ok}");
+        }
+        for bad in ["1.0", "v1.0.0", "1.0.0/../x", ""] {
+            assert!(check_version(bad).is_err(), "{bad}");
+        }
+    }
+}

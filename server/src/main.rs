@@ -1,0 +1,180 @@
+//! `vicugna-server`: serve the registry (the default), or manage its tokens.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use vicugna_server::auth::{self, Scope};
+use vicugna_server::{AppState, Settings};
+
+#[derive(Parser)]
+#[command(name = "vicugna-server", version, about = "Vicugna's adapter registry, model host and web app server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// Data directory: SQLite database, blobs, staged uploads.
+    #[arg(long, env = "VICUGNA_DATA_DIR", default_value = "data", global = true)]
+    data_dir: PathBuf,
+    /// `sqlite://FILE` or `postgres://USER:PASSWORD@HOST/DB` (default: SQLite in the data directory).
+    #[arg(long, env = "VICUGNA_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the URL is printed).
+    #[arg(long, env = "VICUGNA_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Blob store: `file:///DIR` or `s3://BUCKET/PREFIX` (AWS_* variables for credentials and endpoint).
+    #[arg(long, env = "VICUGNA_BLOB_URL")]
+    blob_url: Option<String>,
+    /// The built web app (default: web/dist when it exists).
+    #[arg(long, env = "VICUGNA_WEB_DIR")]
+    web_dir: Option<PathBuf>,
+    /// Largest adapter upload (bytes; K/M/G suffixes).
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    max_adapter_bytes: usize,
+    /// Largest base-model upload (bytes; K/M/G suffixes).
+    #[arg(long, default_value = "64G", value_parser = parse_size)]
+    max_model_bytes: usize,
+    /// Time limit for reads and downloads to start answering (seconds).
+    #[arg(long, default_value_t = 30)]
+    request_timeout: u64,
+    /// Time limit for a whole upload (seconds).
+    #[arg(long, default_value_t = 3600)]
+    upload_timeout: u64,
+    /// Do not register the bundled demo model in an empty registry.
+    #[arg(long)]
+    no_seed: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token and print it (alone, on the last line). It is stored hashed: keep it.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "publish", value_parser = ["publish", "admin"])]
+        scope: String,
+    },
+    /// Revoke a token by name.
+    Revoke {
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (names and scopes; never the tokens).
+    List,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1usize << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("{s}: unknown suffix (K, M or G)")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: usize = num.trim().parse().map_err(|_| format!("{s}: expected a size such as 512M"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("{s}: too large"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "vicugna_server=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut settings = Settings::new(&cli.store.data_dir);
+    settings.database_url = cli.store.database_url.clone();
+    match cli.command {
+        Some(Command::Token { action }) => {
+            std::fs::create_dir_all(&settings.data_dir)
+                .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+            let db = vicugna_server::db::Db::connect(&settings.database_url()).await?;
+            match action {
+                TokenAction::Create { name, scope } => {
+                    let scope = Scope::parse(&scope).expect("clap checked");
+                    let token = auth::create_token(&db, &name, scope).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                    eprintln!("created {} token `{name}`; it is shown once:", scope.as_str());
+                    println!("{token}");
+                }
+                TokenAction::Revoke { name } => {
+                    if !db.revoke_token(&name).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+                        anyhow::bail!("no live token named `{name}`");
+                    }
+                    println!("revoked `{name}`");
+                }
+                TokenAction::List => {
+                    for t in db.tokens().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+                        let state = if t.revoked_at.is_some() { "revoked" } else { "live" };
+                        println!("{}\t{}\t{state}", t.name, t.scope);
+                    }
+                }
+            }
+            Ok(())
+        }
+        None => {
+            let a = cli.serve;
+            settings.blob_url = a.blob_url;
+            settings.web_dir = a.web_dir.or_else(|| Some(PathBuf::from("web/dist")).filter(|d| d.is_dir()));
+            settings.max_adapter_bytes = a.max_adapter_bytes;
+            settings.max_model_bytes = a.max_model_bytes;
+            settings.request_timeout = Duration::from_secs(a.request_timeout);
+            settings.upload_timeout = Duration::from_secs(a.upload_timeout);
+            settings.seed_demo = !a.no_seed;
+            let state = AppState::open(settings).await?;
+            let listener =
+                tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("listening on {}", a.listen))?;
+            let addr = listener.local_addr()?;
+            println!("Vicugna registry listening on http://{addr}");
+            vicugna_server::serve(state, listener, shutdown_signal()).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
