@@ -64,6 +64,42 @@ enum Cmd {
         #[arg(long, default_value = "cpu")]
         backend: String,
     },
+    /// Publish a PEFT adapter directory to a registry server
+    Publish {
+        #[arg(long, env = "VICUGNA_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// A publish token (`vicugna-server token create`)
+        #[arg(long, env = "VICUGNA_TOKEN", hide_env_values = true)]
+        token: String,
+        name: String,
+        /// Semantic version, e.g. 0.1.0; a published version is immutable
+        version: String,
+        /// Directory with adapter_config.json and adapter_model.safetensors (and README.md)
+        dir: PathBuf,
+        /// The registered base model id (default: base_model_name_or_path in adapter_config.json)
+        #[arg(long)]
+        base: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Prompt template the adapter was trained with (instruct, chat, ...)
+        #[arg(long)]
+        template: Option<String>,
+        /// A JSON object of evaluation figures
+        #[arg(long)]
+        metrics: Option<PathBuf>,
+        /// Print the registry's record as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download an adapter (NAME or NAME@VERSION) from a registry server, verifying SHA-256
+    Pull {
+        #[arg(long, env = "VICUGNA_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        spec: String,
+        /// Destination directory (default ./NAME-VERSION)
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Interactive multi-turn chat with Chinese-Vicuna's chat template
     Chat {
         #[arg(long)]
@@ -149,6 +185,28 @@ fn main() -> Result<()> {
         )?,
         Cmd::Convert { model, out, ty } => commands::run_convert(&model, &out, &ty)?,
         Cmd::Merge { model, lora, out } => commands::run_merge(&model, &lora, &out)?,
+        Cmd::Publish { server, token, name, version, dir, base, description, template, metrics, json } => {
+            let v = vicugna_trainer::registry::publish(&vicugna_trainer::registry::PublishArgs {
+                server: &server,
+                token: &token,
+                name: &name,
+                version: &version,
+                dir: &dir,
+                base: base.as_deref(),
+                description: description.as_deref(),
+                template: template.as_deref(),
+                metrics: metrics.as_deref(),
+            })?;
+            if json {
+                writeln!(stdout, "{v}")?;
+            } else {
+                writeln!(stdout, "published {name} {version} for base {}", v["base_model"].as_str().unwrap_or("?"))?;
+            }
+        }
+        Cmd::Pull { server, spec, out } => {
+            let dir = vicugna_trainer::registry::pull(&server, &spec, out.as_deref())?;
+            writeln!(stdout, "{}", dir.display())?;
+        }
         Cmd::Inspect { path } => commands::run_inspect(&path, &mut stdout)?,
         Cmd::Bench { backend, quick } => match backend.as_str() {
             "cpu" => vicugna_trainer::bench::run(&mut stdout, quick)?,

@@ -526,14 +526,22 @@ fn killed_mid_upload_restarts_clean() {
     let bin = env!("CARGO_BIN_EXE_vicugna-server");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out =
-        Command::new(bin).args(["token", "create", "--name", "ci"]).arg("--data-dir").arg(&data).output().unwrap();
+    let db_url = tokio::runtime::Runtime::new().unwrap().block_on(test_db_url(dir.path()));
+    let mut cmd = Command::new(bin);
+    if let Some(u) = &db_url {
+        cmd.arg("--database-url").arg(u);
+    }
+    let out = cmd.args(["token", "create", "--name", "ci"]).arg("--data-dir").arg(&data).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
     assert!(token.starts_with("vcg_") && token.len() == 68, "{token}");
 
     let spawn = || {
-        let mut child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(u) = &db_url {
+            cmd.env("VICUGNA_DATABASE_URL", u);
+        }
+        let mut child = cmd
             .args(["--listen", "127.0.0.1:0"])
             .env("VICUGNA_DATA_DIR", &data)
             .stdout(Stdio::piped())
