@@ -2,19 +2,27 @@
 CARGO ?= cargo
 FIXTURE_MODEL ?= tests/fixtures/tiny-llama-q4_0.gguf
 
-.PHONY: build run test lint bench fixtures fuzz clean
+.PHONY: build run chat test test-postgres lint bench bench-server fixtures fuzz clean
 
 build:
-	$(CARGO) build --release -p vicugna-trainer
+	$(CARGO) build --release -p vicugna-trainer -p vicugna-server
 
-# The main job on the embedded default: chat in the terminal with the bundled model.
-# (Until the registry server and web app exist, this is the terminal chat; the bundled model is the
-# random-weight fixture, so it chats in gibberish — the real model arrives with its issue.)
+# The main job on the embedded default: the registry server on ./data with the bundled demo model,
+# at http://127.0.0.1:8080 (the browser chat app is served there once web/ is built; until then the
+# page lists the registry's models and adapters).
 run: build
+	./target/release/vicugna-server
+
+# Chat in the terminal with the bundled model (the random-weight fixture: it babbles).
+chat: build
 	./target/release/vicugna chat --model $(FIXTURE_MODEL) --temperature 0.7 --top-p 0.9 --repetition-penalty 1.3 --max-new-tokens 64
 
 test: lint
 	bash scripts/test.sh
+
+# The registry's HTTP suite again on a throwaway PostgreSQL (installs Debian's postgresql if missing).
+test-postgres:
+	bash scripts/test-postgres.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -23,6 +31,11 @@ lint:
 # Single-thread decode tokens/s on TinyStories-shaped random models vs measured read bandwidth.
 bench: build
 	taskset -c 0 ./target/release/vicugna bench 2>/dev/null || ./target/release/vicugna bench
+
+# Registry load generator: req/s, p50/p99 and MB/s at 1/8/64 clients beside nginx (if installed).
+bench-server:
+	$(CARGO) build --release -p vicugna-server
+	./target/release/vicugna-loadgen
 
 # Regenerate tests/fixtures from transformers, PEFT, gguf-py and llama.cpp (needs Python; see
 # scripts/fixtures-env.sh). CI never runs this: the fixtures are committed.

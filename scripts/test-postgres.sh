@@ -18,4 +18,4 @@ RUN=(); if [ "$(id -u)" = 0 ]; then chown postgres "$DIR"; RUN=(runuser -u postg
 trap '"${RUN[@]}" "$PGBIN/pg_ctl" -D "$DIR/db" -m fast stop >/dev/null; rm -rf "$DIR"' EXIT
 echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PORT"
 VICUGNA_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres" \
-  cargo test -p vicugna-server --test registry "$@"
+  cargo test --workspace --test registry "$@"

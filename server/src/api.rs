@@ -169,6 +169,7 @@ impl AppState {
     async fn collect(&self, shas: &[String]) -> ApiResult<()> {
         for sha in shas {
             if !self.db.blob_referenced(sha).await? {
+                self.cache.forget_blob(sha);
                 self.blobs.delete(sha).await?;
             }
         }
@@ -261,9 +262,21 @@ pub async fn list_models(State(s): St) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "models": models.iter().map(model_json).collect::<Vec<_>>() })))
 }
 
+impl AppState {
+    /// A registered model (cached: models are immutable).
+    async fn model(&self, id: &str) -> ApiResult<ModelRow> {
+        check_name(id, "model id")?;
+        if let Some(m) = self.cache.model(id) {
+            return Ok(m);
+        }
+        let m = self.db.model(id).await?.ok_or_else(|| ApiError::NotFound(format!("no model `{id}`")))?;
+        self.cache.put_model(&m);
+        Ok(m)
+    }
+}
+
 pub async fn get_model(State(s): St, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    check_name(&id, "model id")?;
-    let m = s.db.model(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no model `{id}`")))?;
+    let m = s.model(&id).await?;
     Ok(Json(model_json(&m)))
 }
 
@@ -311,8 +324,7 @@ pub async fn model_file(
     Path((id, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    check_name(&id, "model id")?;
-    let m = s.db.model(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no model `{id}`")))?;
+    let m = s.model(&id).await?;
     let f = m
         .files
         .iter()
@@ -375,17 +387,32 @@ pub async fn list_adapters(State(s): St, Query(q): Query<ListQuery>) -> ApiResul
     Ok(Json(json!({ "adapters": group(versions) })))
 }
 
-pub async fn get_adapter(State(s): St, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_adapter(State(s): St, Path(name): Path<String>) -> ApiResult<Response> {
     check_name(&name, "adapter name")?;
+    let json_response = |b: bytes::Bytes| ([(header::CONTENT_TYPE, "application/json")], b).into_response();
+    if let Some(b) = s.cache.adapter_json(&name) {
+        return Ok(json_response(b));
+    }
+    let generation = s.cache.generation();
     let versions = s.db.adapter(&name).await?;
-    group(versions).pop().map(Json).ok_or_else(|| ApiError::NotFound(format!("no adapter `{name}`")))
+    let v = group(versions).pop().ok_or_else(|| ApiError::NotFound(format!("no adapter `{name}`")))?;
+    let b = bytes::Bytes::from(v.to_string());
+    s.cache.put_adapter_json(generation, &name, b.clone());
+    Ok(json_response(b))
 }
 
 async fn live_version(s: &AppState, name: &str, version: &str) -> ApiResult<VersionRow> {
     check_name(name, "adapter name")?;
     check_version(version)?;
+    if let Some(v) = s.cache.version(name, version) {
+        return Ok(v);
+    }
+    let generation = s.cache.generation();
     match s.db.version(name, version).await? {
-        Some(v) if v.deleted_at.is_none() => Ok(v),
+        Some(v) if v.deleted_at.is_none() => {
+            s.cache.put_version(generation, &v);
+            Ok(v)
+        }
         _ => Err(ApiError::NotFound(format!("no adapter `{name}` version {version}"))),
     }
 }
@@ -490,6 +517,7 @@ async fn publish(s: &AppState, caller: &str, name: &str, version: &str, mp: &mut
     };
     let refs: Vec<&Staged> = staged.iter().map(|(_, f)| *f).collect();
     s.commit(&refs, s.db.insert_version(&row)).await?;
+    s.cache.invalidate_adapter(name, version);
     Ok(row)
 }
 
@@ -506,7 +534,9 @@ pub async fn delete_adapter(
         )));
     }
     let _guard = s.commit_lock.lock().await;
-    if !s.db.delete_version(&name, &version).await? {
+    let deleted = s.db.delete_version(&name, &version).await?;
+    s.cache.invalidate_adapter(&name, &version);
+    if !deleted {
         return Err(ApiError::NotFound(format!("no adapter `{name}` version {version}")));
     }
     let shas: Vec<String> = v.files.iter().map(|f| f.sha256.clone()).collect();
@@ -601,18 +631,44 @@ async fn serve_blob(s: &Arc<AppState>, headers: &HeaderMap, f: &FileRow) -> ApiR
         Some(r) => (StatusCode::PARTIAL_CONTENT, r),
         None => (StatusCode::OK, 0..size),
     };
-    let stream = s.blobs.get(&f.sha256, if size == 0 { None } else { Some(r.clone()) }).await?;
-    let state = s.clone();
-    let counted = stream.inspect(move |c| {
-        if let Ok(b) = c {
-            state.metrics.add_sent(b.len() as u64);
-        }
-    });
+    let body = if size <= crate::cache::SMALL_BLOB {
+        // Small blobs (adapters, configs) come from memory after their first read.
+        let all = match s.cache.blob(&f.sha256) {
+            Some(b) => b,
+            None => {
+                let mut stream = s.blobs.get(&f.sha256, None).await?;
+                let mut buf = Vec::with_capacity(size as usize);
+                while let Some(c) = stream.next().await {
+                    buf.extend_from_slice(&c?);
+                }
+                if buf.len() as u64 != size {
+                    return Err(ApiError::Internal(format!(
+                        "blob {} is {} bytes, expected {size}",
+                        f.sha256,
+                        buf.len()
+                    )));
+                }
+                let b = bytes::Bytes::from(buf);
+                s.cache.put_blob(&f.sha256, b.clone());
+                b
+            }
+        };
+        s.metrics.add_sent(r.end - r.start);
+        Body::from(all.slice(r.start as usize..r.end as usize))
+    } else {
+        let stream = s.blobs.get(&f.sha256, Some(r.clone())).await?;
+        let state = s.clone();
+        Body::from_stream(stream.inspect(move |c| {
+            if let Ok(b) = c {
+                state.metrics.add_sent(b.len() as u64);
+            }
+        }))
+    };
     let mut b = common(Response::builder().status(status)).header(header::CONTENT_LENGTH, r.end - r.start);
     if status == StatusCode::PARTIAL_CONTENT {
         b = b.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", r.start, r.end - 1));
     }
-    b.body(Body::from_stream(counted)).map_err(ApiError::internal)
+    b.body(body).map_err(ApiError::internal)
 }
 
 // ---------- operations ----------

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod auth;
 pub mod blobs;
+pub mod cache;
 pub mod db;
 pub mod error;
 pub mod inspect;
@@ -81,6 +82,7 @@ pub struct AppState {
     pub blobs: blobs::Blobs,
     pub settings: Settings,
     pub metrics: metrics::Metrics,
+    pub cache: cache::Cache,
     /// Serialises blob commits with blob collection (see `AppState::commit`).
     commit_lock: tokio::sync::Mutex<()>,
 }
@@ -97,6 +99,7 @@ impl AppState {
             blobs,
             settings,
             metrics: Default::default(),
+            cache: Default::default(),
             commit_lock: tokio::sync::Mutex::new(()),
         });
         let (staged, orphans) = state.sweep().await.map_err(|e| anyhow::anyhow!("start-up sweep: {e}"))?;
