@@ -99,6 +99,15 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// A duplicate key becomes `Conflict` with `msg`; any other database error stays internal.
+fn conflict_or(e: sqlx::Error, msg: impl FnOnce() -> String) -> ApiError {
+    if is_unique_violation(&e) {
+        ApiError::Conflict(msg())
+    } else {
+        e.into()
+    }
+}
+
 impl Db {
     /// Connect (creating a SQLite file if needed) and bring the schema up to date.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
@@ -191,13 +200,7 @@ impl Db {
         .bind(m.created_at)
         .execute(&mut *tx)
         .await;
-        if let Err(e) = r {
-            return Err(if is_unique_violation(&e) {
-                ApiError::Conflict(format!("model `{}` already exists; models are immutable", m.id))
-            } else {
-                e.into()
-            });
-        }
+        r.map_err(|e| conflict_or(e, || format!("model `{}` already exists; models are immutable", m.id)))?;
         for f in &m.files {
             sqlx::query("INSERT INTO model_files (model_id, file, sha256, size) VALUES ($1, $2, $3, $4)")
                 .bind(&m.id)
@@ -286,13 +289,9 @@ impl Db {
         .bind(None::<i64>)
         .execute(&mut *tx)
         .await;
-        if let Err(e) = r {
-            return Err(if is_unique_violation(&e) {
-                ApiError::Conflict(format!("{} {} already exists; published versions are immutable", v.name, v.version))
-            } else {
-                e.into()
-            });
-        }
+        r.map_err(|e| {
+            conflict_or(e, || format!("{} {} already exists; published versions are immutable", v.name, v.version))
+        })?;
         for f in &v.files {
             sqlx::query("INSERT INTO adapter_files (name, version, file, sha256, size) VALUES ($1, $2, $3, $4, $5)")
                 .bind(&v.name)
@@ -352,13 +351,7 @@ impl Db {
             .bind(None::<i64>)
             .execute(&self.pool)
             .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    ApiError::Conflict(format!("a token named `{name}` already exists"))
-                } else {
-                    e.into()
-                }
-            })?;
+            .map_err(|e| conflict_or(e, || format!("a token named `{name}` already exists")))?;
         Ok(())
     }
 

@@ -23,14 +23,13 @@ struct Server {
     publisher: String,
 }
 
-async fn test_db_url(dir: &Path) -> Option<String> {
+async fn test_db_url() -> Option<String> {
     let base = std::env::var("VICUGNA_TEST_DATABASE_URL").ok()?;
     // One database per test: postgres://…/postgres → create vicugna_test_<random>.
     use sqlx::Connection;
     let name = format!("vicugna_test_{:016x}", rand::random::<u64>());
     let mut c = sqlx::PgConnection::connect(&base).await.expect("connect to VICUGNA_TEST_DATABASE_URL");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await.unwrap();
-    let _ = dir;
     let (prefix, _) = base.rsplit_once('/').unwrap();
     Some(format!("{prefix}/{name}"))
 }
@@ -38,7 +37,7 @@ async fn test_db_url(dir: &Path) -> Option<String> {
 async fn start_with(f: impl FnOnce(&mut Settings)) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::new(dir.path().join("data"));
-    settings.database_url = test_db_url(dir.path()).await;
+    settings.database_url = test_db_url().await;
     f(&mut settings);
     let state = AppState::open(settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -526,7 +525,7 @@ fn killed_mid_upload_restarts_clean() {
     let bin = env!("CARGO_BIN_EXE_vicugna-server");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let db_url = tokio::runtime::Runtime::new().unwrap().block_on(test_db_url(dir.path()));
+    let db_url = tokio::runtime::Runtime::new().unwrap().block_on(test_db_url());
     let mut cmd = Command::new(bin);
     if let Some(u) = &db_url {
         cmd.arg("--database-url").arg(u);
