@@ -632,3 +632,35 @@ fn killed_mid_upload_restarts_clean() {
     child.wait().unwrap();
     let _: PathBuf = data;
 }
+
+/// Files over the in-memory size (the 16.8 MB HF fixture weights) take the mapped-file path: whole,
+/// ranged across slice boundaries, suffix, and 416.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_files_stream_whole_and_in_ranges() {
+    let s = start().await;
+    s.register_tiny_llama().await;
+    let want = read(fixture("tiny-llama/model.safetensors"));
+    assert!(want.len() as u64 > vicugna_server::cache::SMALL_BLOB, "the fixture must exceed the cached size");
+    let path = "/api/models/tiny-llama/files/model.safetensors";
+    let r = s.get(path).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-length"].to_str().unwrap(), want.len().to_string());
+    assert_eq!(r.bytes().await.unwrap().as_ref(), want.as_slice());
+    let n = want.len();
+    let mib = 1 << 20;
+    let mut expected_sent = n;
+    for (lo, hi) in [(mib - 7, 3 * mib + 5), (0, 1), (n - 1, n), (5 * mib, n)] {
+        let r = s.http.get(s.u(path)).header("range", format!("bytes={lo}-{}", hi - 1)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.headers()["content-range"].to_str().unwrap(), format!("bytes {lo}-{}/{n}", hi - 1));
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &want[lo..hi], "{lo}..{hi}");
+        expected_sent += hi - lo;
+    }
+    let r = s.http.get(s.u(path)).header("range", "bytes=-1000").send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &want[n - 1000..]);
+    let r = s.http.get(s.u(path)).header("range", format!("bytes={n}-")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    let text = s.get("/metrics").await.text().await.unwrap();
+    let sent: u64 = text.lines().find_map(|l| l.strip_prefix("vicugna_bytes_sent_total ")).unwrap().parse().unwrap();
+    assert_eq!(sent, (expected_sent + 1000) as u64, "bytes sent are counted on the streamed path too");
+}
