@@ -18,6 +18,7 @@ pub mod error;
 pub mod export;
 pub mod generate;
 pub mod gguf;
+pub mod identity;
 pub mod lora;
 pub mod model;
 pub mod prompt;

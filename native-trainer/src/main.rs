@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// LoRA / QLoRA fine-tuning (Chinese-Vicuna's recipe); writes a PEFT adapter
+    Train(Box<vicugna_trainer::train::run::TrainArgs>),
     /// Print {"tokens":[...],"logits":[[...],...]} for every input position
     Logits {
         #[arg(long)]
@@ -183,6 +185,9 @@ fn main() -> Result<()> {
             &mut std::io::stdin().lock(),
             &mut stdout,
         )?,
+        Cmd::Train(a) => {
+            vicugna_trainer::train::run::run(&a, &mut std::io::stderr())?;
+        }
         Cmd::Convert { model, out, ty } => commands::run_convert(&model, &out, &ty)?,
         Cmd::Merge { model, lora, out } => commands::run_merge(&model, &lora, &out)?,
         Cmd::Publish { server, token, name, version, dir, base, description, template, metrics, json } => {

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
 use vicugna_core::bytes::map_file;
+pub use vicugna_core::identity::{architecture, fingerprint, tokenizer_identity};
 use vicugna_core::tokenizer::Tokenizer;
 use vicugna_core::weights::SafetensorsFile;
 use vicugna_core::{Config, LoraAdapter};
@@ -23,44 +23,6 @@ pub struct ModelInfo {
 
 fn unprocessable(e: impl std::fmt::Display) -> ApiError {
     ApiError::Unprocessable(e.to_string())
-}
-
-/// `llama layers=… hidden=…`: the shape facts adapters depend on.
-pub fn architecture(c: &Config) -> String {
-    format!(
-        "llama layers={} hidden={} intermediate={} heads={} kv_heads={} head_dim={} vocab={} rope_theta={} tied={}",
-        c.num_layers,
-        c.hidden_size,
-        c.intermediate_size,
-        c.num_heads,
-        c.num_kv_heads,
-        c.head_dim,
-        c.vocab_size,
-        c.rope_theta,
-        c.tie_embeddings
-    )
-}
-
-/// The tokenizer's identity: SHA-256 over every token's text and whether it is a control token, so the
-/// same vocabulary has the same identity whether it came from a GGUF or a tokenizer.json.
-pub fn tokenizer_identity(t: &Tokenizer) -> String {
-    let mut h = Sha256::new();
-    for id in 0..t.vocab_size() as u32 {
-        let text = t.token_text(id).unwrap_or("");
-        h.update((text.len() as u32).to_le_bytes());
-        h.update(text.as_bytes());
-        h.update([t.is_control(id) as u8]);
-    }
-    format!("sha256:{}", hex::encode(h.finalize()))
-}
-
-/// SHA-256 of the weights' hash, the architecture and the tokenizer identity.
-pub fn fingerprint(weights_sha256: &str, architecture: &str, tokenizer: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(format!(
-        "vicugna-base-v1\nweights {weights_sha256}\narchitecture {architecture}\ntokenizer {tokenizer}\n"
-    ));
-    hex::encode(h.finalize())
 }
 
 /// A GGUF base model: header, `llama.*` config and embedded vocabulary.

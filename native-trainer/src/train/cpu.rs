@@ -1,0 +1,425 @@
+//! The CPU reference training backend: f32 GEMMs through `matrixmultiply` (single-threaded),
+//! frozen quantised weights dequantised a block of rows at a time, everything else plain loops.
+
+use super::backend::{AdamW, Heads, TrainBackend};
+use vicugna_core::quant::{dot_f32, GgmlType};
+use vicugna_core::weights::Matrix;
+use vicugna_core::Result;
+
+#[derive(Default, Clone, Copy)]
+pub struct CpuTrain;
+
+/// Rows of a quantised matrix dequantised per GEMM block (bounded scratch, L2-sized).
+const ROW_BLOCK: usize = 128;
+/// Rows of logits computed at once by the fused LM head.
+const LOGIT_ROWS: usize = 32;
+
+pub enum CpuFrozen {
+    F32 { rows: usize, cols: usize, data: Vec<f32> },
+    Stored(Matrix),
+}
+
+impl CpuFrozen {
+    fn dims(&self) -> (usize, usize) {
+        match self {
+            CpuFrozen::F32 { rows, cols, .. } => (*rows, *cols),
+            CpuFrozen::Stored(m) => (m.rows, m.cols),
+        }
+    }
+    /// Call f(r0, block) for consecutive row blocks as f32 (rows r0.., row-major).
+    fn for_blocks(&self, mut f: impl FnMut(usize, usize, &[f32])) {
+        match self {
+            CpuFrozen::F32 { rows, data, .. } => f(0, *rows, data),
+            CpuFrozen::Stored(m) => {
+                let mut buf = vec![0f32; ROW_BLOCK.min(m.rows) * m.cols];
+                for r0 in (0..m.rows).step_by(ROW_BLOCK) {
+                    let nr = ROW_BLOCK.min(m.rows - r0);
+                    for i in 0..nr {
+                        m.row_f32(r0 + i, &mut buf[i * m.cols..(i + 1) * m.cols]);
+                    }
+                    f(r0, nr, &buf[..nr * m.cols]);
+                }
+            }
+        }
+    }
+}
+
+/// c (m, n) = beta·c + alpha·a·b with explicit strides (row stride, column stride).
+#[allow(clippy::too_many_arguments)]
+fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    (rsa, csa): (isize, isize),
+    b: &[f32],
+    (rsb, csb): (isize, isize),
+    beta: f32,
+    c: &mut [f32],
+    (rsc, csc): (isize, isize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let span = |r: usize, c: usize, rs: isize, cs: isize| (r as isize - 1) * rs + (c as isize - 1) * cs + 1;
+    assert!(k == 0 || span(m, k, rsa, csa) as usize <= a.len(), "gemm: a too short");
+    assert!(k == 0 || span(k, n, rsb, csb) as usize <= b.len(), "gemm: b too short");
+    assert!(span(m, n, rsc, csc) as usize <= c.len(), "gemm: c too short");
+    // SAFETY: the asserts above keep every strided access inside the slices.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr(),
+            rsc,
+            csc,
+        )
+    }
+}
+
+/// SplitMix64: the counter-based generator behind dropout masks.
+pub fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Uniform [0, 1) from the i-th draw of stream `key`.
+pub fn uniform(key: u64, i: u64) -> f32 {
+    (splitmix(key ^ splitmix(i)) >> 40) as f32 / (1u64 << 24) as f32
+}
+
+impl TrainBackend for CpuTrain {
+    type Buf = Vec<f32>;
+    type Frozen = CpuFrozen;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+    fn frozen(&self, m: &Matrix) -> Result<CpuFrozen> {
+        Ok(match m.ty {
+            GgmlType::F32 => CpuFrozen::F32 { rows: m.rows, cols: m.cols, data: m.to_f32() },
+            _ => CpuFrozen::Stored(m.clone()),
+        })
+    }
+    fn frozen_bytes(&self, w: &CpuFrozen) -> usize {
+        match w {
+            CpuFrozen::F32 { data, .. } => data.len() * 4,
+            CpuFrozen::Stored(m) => m.data.len(),
+        }
+    }
+    fn zeros(&self, n: usize) -> Vec<f32> {
+        vec![0.0; n]
+    }
+    fn upload(&self, v: &[f32]) -> Vec<f32> {
+        v.to_vec()
+    }
+    fn download(&self, b: &Vec<f32>) -> Vec<f32> {
+        b.clone()
+    }
+    fn len(&self, b: &Vec<f32>) -> usize {
+        b.len()
+    }
+    fn fill_zero(&self, b: &mut Vec<f32>) {
+        b.fill(0.0)
+    }
+    fn copy(&self, dst: &mut Vec<f32>, src: &Vec<f32>) {
+        dst.copy_from_slice(src)
+    }
+    fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>) {
+        for (a, b) in x.iter_mut().zip(y) {
+            *a += b;
+        }
+    }
+
+    fn embed(&self, out: &mut Vec<f32>, table: &CpuFrozen, tokens: &[u32]) {
+        let (_, cols) = table.dims();
+        for (t, &tok) in tokens.iter().enumerate() {
+            let o = &mut out[t * cols..(t + 1) * cols];
+            match table {
+                CpuFrozen::F32 { data, .. } => o.copy_from_slice(&data[tok as usize * cols..(tok as usize + 1) * cols]),
+                CpuFrozen::Stored(m) => m.row_f32(tok as usize, o),
+            }
+        }
+    }
+
+    fn linear(&self, out: &mut Vec<f32>, x: &Vec<f32>, w: &CpuFrozen, n: usize) {
+        let (rows, cols) = w.dims();
+        w.for_blocks(|r0, nr, blk| {
+            // out[:, r0..r0+nr] = x · blkᵀ
+            sgemm(
+                n,
+                cols,
+                nr,
+                1.0,
+                x,
+                (cols as isize, 1),
+                blk,
+                (1, cols as isize),
+                0.0,
+                &mut out[r0..],
+                (rows as isize, 1),
+            );
+        });
+    }
+
+    fn linear_back(&self, dx: &mut Vec<f32>, dy: &Vec<f32>, w: &CpuFrozen, n: usize) {
+        let (rows, cols) = w.dims();
+        w.for_blocks(|r0, nr, blk| {
+            // dx += dy[:, r0..r0+nr] · blk
+            sgemm(
+                n,
+                nr,
+                cols,
+                1.0,
+                &dy[r0..],
+                (rows as isize, 1),
+                blk,
+                (cols as isize, 1),
+                1.0,
+                dx,
+                (cols as isize, 1),
+            );
+        });
+    }
+
+    fn gemm(
+        &self,
+        c: &mut Vec<f32>,
+        a: &Vec<f32>,
+        ta: bool,
+        b: &Vec<f32>,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        beta: f32,
+    ) {
+        let sa = if ta { (1, m as isize) } else { (k as isize, 1) };
+        let sb = if tb { (1, k as isize) } else { (n as isize, 1) };
+        sgemm(m, k, n, alpha, a, sa, b, sb, beta, c, (n as isize, 1));
+    }
+
+    fn rmsnorm(&self, out: &mut Vec<f32>, x: &Vec<f32>, w: &Vec<f32>, eps: f32) {
+        let d = w.len();
+        for (o, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+            vicugna_core::cpu::rmsnorm_forward(o, x, w, eps);
+        }
+    }
+
+    fn rmsnorm_back(&self, dx: &mut Vec<f32>, dy: &Vec<f32>, x: &Vec<f32>, w: &Vec<f32>, eps: f32) {
+        let d = w.len();
+        let mut g = vec![0f32; d];
+        for ((dx, dy), x) in dx.chunks_exact_mut(d).zip(dy.chunks_exact(d)).zip(x.chunks_exact(d)) {
+            let inv = 1.0 / (dot_f32(x, x) / d as f32 + eps).sqrt();
+            for i in 0..d {
+                g[i] = dy[i] * w[i];
+            }
+            // dx = inv·g − x·inv³·(g·x)/d
+            let c = dot_f32(&g, x) * inv * inv * inv / d as f32;
+            for i in 0..d {
+                dx[i] += inv * g[i] - c * x[i];
+            }
+        }
+    }
+
+    fn rope(&self, x: &mut Vec<f32>, width: usize, hd: usize, inv_freq: &[f32], interleaved: bool, inverse: bool) {
+        let half = hd / 2;
+        for (t, row) in x.chunks_exact_mut(width).enumerate() {
+            for head in row.chunks_exact_mut(hd) {
+                for (i, f) in inv_freq.iter().enumerate().take(half) {
+                    let (sin, cos) = (t as f32 * f).sin_cos();
+                    let sin = if inverse { -sin } else { sin };
+                    let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * cos - x1 * sin;
+                    head[b] = x1 * cos + x0 * sin;
+                }
+            }
+        }
+    }
+
+    fn attention(
+        &self,
+        out: &mut Vec<f32>,
+        probs: &mut Vec<f32>,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        n: usize,
+        h: Heads,
+    ) {
+        let (hd, qw, kw) = (h.head_dim, h.n_heads * h.head_dim, h.n_kv_heads * h.head_dim);
+        let group = h.n_heads / h.n_kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        for hh in 0..h.n_heads {
+            let kvh = hh / group;
+            for i in 0..n {
+                let p = &mut probs[(hh * n + i) * n..(hh * n + i + 1) * n];
+                let qi = &q[i * qw + hh * hd..i * qw + (hh + 1) * hd];
+                let mut max = f32::NEG_INFINITY;
+                for j in 0..=i {
+                    p[j] = dot_f32(qi, &k[j * kw + kvh * hd..j * kw + (kvh + 1) * hd]) * scale;
+                    max = max.max(p[j]);
+                }
+                let mut sum = 0f32;
+                for pj in &mut p[..=i] {
+                    *pj = (*pj - max).exp();
+                    sum += *pj;
+                }
+                p[..=i].iter_mut().for_each(|pj| *pj /= sum);
+                p[i + 1..].fill(0.0);
+                let o = &mut out[i * qw + hh * hd..i * qw + (hh + 1) * hd];
+                o.fill(0.0);
+                for j in 0..=i {
+                    let vj = &v[j * kw + kvh * hd..j * kw + (kvh + 1) * hd];
+                    for d in 0..hd {
+                        o[d] += p[j] * vj[d];
+                    }
+                }
+            }
+        }
+    }
+
+    fn attention_back(
+        &self,
+        dq: &mut Vec<f32>,
+        dk: &mut Vec<f32>,
+        dv: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        probs: &Vec<f32>,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        n: usize,
+        h: Heads,
+    ) {
+        let (hd, qw, kw) = (h.head_dim, h.n_heads * h.head_dim, h.n_kv_heads * h.head_dim);
+        let group = h.n_heads / h.n_kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut ds = vec![0f32; n];
+        for hh in 0..h.n_heads {
+            let kvh = hh / group;
+            for i in 0..n {
+                let p = &probs[(hh * n + i) * n..(hh * n + i) * n + i + 1];
+                let doi = &dout[i * qw + hh * hd..i * qw + (hh + 1) * hd];
+                // dP_ij = dO_i·V_j; dS_ij = P_ij (dP_ij − Σ_j P_ij dP_ij)
+                let mut s = 0f32;
+                for j in 0..=i {
+                    ds[j] = dot_f32(doi, &v[j * kw + kvh * hd..j * kw + (kvh + 1) * hd]);
+                    s += p[j] * ds[j];
+                }
+                for j in 0..=i {
+                    ds[j] = p[j] * (ds[j] - s) * scale;
+                }
+                for j in 0..=i {
+                    let (kj, vj) = (j * kw + kvh * hd, j * kw + kvh * hd);
+                    for d in 0..hd {
+                        dq[i * qw + hh * hd + d] += ds[j] * k[kj + d];
+                        dk[kj + d] += ds[j] * q[i * qw + hh * hd + d];
+                        dv[vj + d] += p[j] * doi[d];
+                    }
+                }
+            }
+        }
+    }
+
+    fn silu_mul(&self, out: &mut Vec<f32>, g: &Vec<f32>, u: &Vec<f32>) {
+        for ((o, g), u) in out.iter_mut().zip(g).zip(u) {
+            *o = g / (1.0 + (-g).exp()) * u;
+        }
+    }
+
+    fn silu_mul_back(&self, dg: &mut Vec<f32>, du: &mut Vec<f32>, dh: &Vec<f32>, g: &Vec<f32>, u: &Vec<f32>) {
+        for i in 0..g.len() {
+            let s = 1.0 / (1.0 + (-g[i]).exp());
+            du[i] = dh[i] * g[i] * s;
+            dg[i] = dh[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+        }
+    }
+
+    fn dropout(&self, out: &mut Vec<f32>, x: &Vec<f32>, p: f32, key: u64) {
+        let keep = 1.0 / (1.0 - p);
+        for (i, (o, x)) in out.iter_mut().zip(x).enumerate() {
+            *o = if uniform(key, i as u64) < p { 0.0 } else { x * keep };
+        }
+    }
+
+    fn lm_head_loss(&self, dx: &mut Vec<f32>, x: &Vec<f32>, w: &CpuFrozen, targets: &[i32], grad_scale: f32) -> f64 {
+        let (vocab, hidden) = w.dims();
+        let rows: Vec<usize> = (0..targets.len()).filter(|&t| targets[t] >= 0).collect();
+        let mut loss = 0f64;
+        for chunk in rows.chunks(LOGIT_ROWS) {
+            let m = chunk.len();
+            let mut xs = vec![0f32; m * hidden];
+            for (i, &t) in chunk.iter().enumerate() {
+                xs[i * hidden..(i + 1) * hidden].copy_from_slice(&x[t * hidden..(t + 1) * hidden]);
+            }
+            let mut logits = vec![0f32; m * vocab];
+            self.linear(&mut logits, &xs, w, m);
+            for (i, &t) in chunk.iter().enumerate() {
+                let l = &mut logits[i * vocab..(i + 1) * vocab];
+                let tgt = targets[t] as usize;
+                let max = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let mut sum = 0f64;
+                for v in l.iter_mut() {
+                    *v = (*v - max).exp();
+                    sum += *v as f64;
+                }
+                // loss = log Σ exp(l − max) − (l_tgt − max)
+                loss += sum.ln() - (l[tgt] as f64).ln();
+                let inv = (1.0 / sum) as f32 * grad_scale;
+                l.iter_mut().for_each(|v| *v *= inv);
+                l[tgt] -= grad_scale;
+            }
+            let mut dxs = vec![0f32; m * hidden];
+            self.linear_back(&mut dxs, &logits, w, m);
+            for (i, &t) in chunk.iter().enumerate() {
+                for (a, b) in dx[t * hidden..(t + 1) * hidden].iter_mut().zip(&dxs[i * hidden..(i + 1) * hidden]) {
+                    *a += b;
+                }
+            }
+        }
+        loss
+    }
+
+    fn sum_squares(&self, g: &Vec<f32>) -> f64 {
+        g.iter().map(|&v| v as f64 * v as f64).sum()
+    }
+
+    fn adamw(
+        &self,
+        p: &mut Vec<f32>,
+        g: &Vec<f32>,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        o: &AdamW,
+        lr: f32,
+        t: u64,
+        scale: f32,
+    ) {
+        let bc1 = 1.0 - o.beta1.powi(t as i32);
+        let bc2_sqrt = (1.0 - o.beta2.powi(t as i32)).sqrt();
+        let step = lr / bc1;
+        for i in 0..p.len() {
+            let gi = g[i] * scale;
+            p[i] *= 1.0 - lr * o.weight_decay;
+            m[i] += (gi - m[i]) * (1.0 - o.beta1);
+            v[i] = v[i] * o.beta2 + (1.0 - o.beta2) * gi * gi;
+            let denom = v[i].sqrt() / bc2_sqrt + o.eps;
+            p[i] -= step * m[i] / denom;
+        }
+    }
+}

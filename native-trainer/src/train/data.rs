@@ -1,0 +1,242 @@
+//! Training data: Alpaca records (JSON array or JSONL with `instruction`, `input`, `output`),
+//! Chinese-Vicuna chat records (`{"input": [turns…], "output": [replies…]}`, loss on the final
+//! reply), ShareGPT (`conversations` of `from`/`value`) and plain `text` records; templated,
+//! tokenized as BOS + prompt + response + EOS, truncated and masked so the loss falls on the
+//! response only.
+
+use anyhow::{bail, Context, Result};
+use serde_json::value::RawValue;
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+use vicugna_core::prompt::{self, Turn};
+use vicugna_core::tokenizer::Tokenizer;
+
+/// Chinese-Vicuna's medical continue-training instruction (the `fixed` template's default).
+pub const MEDICAL_INSTRUCTION: &str = "扮演一个专业的医生并回答病人的问题。";
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    Instruct {
+        instruction: String,
+        input: String,
+        output: String,
+    },
+    /// Earlier turns, the final user input, and the reply the loss is on.
+    Chat {
+        history: Vec<Turn>,
+        input: String,
+        output: String,
+    },
+    Text(String),
+}
+
+/// Where a record came from, for error messages.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainTemplate {
+    Instruct,
+    Chat,
+    Fixed,
+    None,
+}
+
+impl std::str::FromStr for TrainTemplate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "instruct" => TrainTemplate::Instruct,
+            "chat" => TrainTemplate::Chat,
+            "fixed" => TrainTemplate::Fixed,
+            "none" => TrainTemplate::None,
+            o => return Err(format!("unknown template `{o}` (instruct, chat, fixed, none)")),
+        })
+    }
+}
+
+fn field<'a>(o: &'a serde_json::Map<String, Json>, k: &str) -> Result<Option<&'a str>> {
+    match o.get(k) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s)),
+        Some(_) => bail!("field `{k}` must be a string"),
+    }
+}
+
+fn strings(v: &Json, k: &str) -> Result<Vec<String>> {
+    match v {
+        Json::String(s) => Ok(vec![s.clone()]),
+        Json::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x.as_str().map(String::from).with_context(|| format!("`{k}[{i}]` must be a string")))
+            .collect(),
+        _ => bail!("field `{k}` must be a string or an array of strings"),
+    }
+}
+
+/// One JSON object as a record.
+pub fn parse_record(v: &Json) -> Result<Record> {
+    let o = v.as_object().context("expected a JSON object")?;
+    if let Some(c) = o.get("conversations") {
+        // ShareGPT: alternating human / gpt turns; the loss is on the final gpt reply
+        let turns = c.as_array().context("`conversations` must be an array")?;
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut pending: Option<String> = None;
+        for (i, t) in turns.iter().enumerate() {
+            let from = t.get("from").and_then(|f| f.as_str()).with_context(|| format!("conversations[{i}].from"))?;
+            let value = t
+                .get("value")
+                .and_then(|f| f.as_str())
+                .with_context(|| format!("conversations[{i}].value must be a string"))?;
+            match (from, pending.take()) {
+                ("system", None) if i == 0 => {}
+                ("human" | "user", None) => pending = Some(value.to_string()),
+                ("gpt" | "assistant", Some(q)) => pairs.push((q, value.to_string())),
+                (f, _) => bail!("conversations[{i}]: unexpected `from: {f}` (human and gpt turns must alternate)"),
+            }
+        }
+        let (input, output) = pairs.pop().context("`conversations` has no human/gpt pair")?;
+        let history = pairs.into_iter().map(|(input, output)| Turn { input, output }).collect();
+        return Ok(Record::Chat { history, input, output });
+    }
+    if let (Some(Json::Array(_)), Some(out)) = (o.get("input"), o.get("output")) {
+        // Chinese-Vicuna chat: input = user turns, output = replies, same length
+        let ins = strings(&o["input"], "input")?;
+        let outs = strings(out, "output")?;
+        if ins.is_empty() || ins.len() != outs.len() {
+            bail!("chat record: `input` has {} turns but `output` has {} replies", ins.len(), outs.len());
+        }
+        let mut h: Vec<Turn> = ins.into_iter().zip(outs).map(|(input, output)| Turn { input, output }).collect();
+        let last = h.pop().expect("non-empty");
+        return Ok(Record::Chat { history: h, input: last.input, output: last.output });
+    }
+    if let Some(t) = field(o, "text")? {
+        if !o.contains_key("output") {
+            return Ok(Record::Text(t.to_string()));
+        }
+    }
+    let instruction = field(o, "instruction")?.context("missing `instruction` (or `conversations`, `text`)")?;
+    let output = field(o, "output")?.context("missing `output`")?;
+    Ok(Record::Instruct {
+        instruction: instruction.to_string(),
+        input: field(o, "input")?.unwrap_or("").to_string(),
+        output: output.to_string(),
+    })
+}
+
+/// Records of one file (a JSON array or JSON lines). A bad record is an error naming the file
+/// and line unless `skip_bad`, which counts it instead.
+pub fn read_file(path: &Path, skip_bad: bool, skipped: &mut Vec<String>) -> Result<Vec<(Record, Origin)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let line_of = |off: usize| text[..off].bytes().filter(|&b| b == b'\n').count() + 1;
+    let mut items: Vec<(Result<Json>, usize)> = Vec::new();
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let raw: Vec<&RawValue> = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}:{}: invalid JSON array: {e}", path.display(), e.line()))?;
+        for r in raw {
+            let off = r.get().as_ptr() as usize - text.as_ptr() as usize;
+            items.push((serde_json::from_str(r.get()).map_err(Into::into), line_of(off)));
+        }
+    } else {
+        for (i, l) in text.lines().enumerate() {
+            if l.trim().is_empty() {
+                continue;
+            }
+            items.push((serde_json::from_str(l).map_err(|e| anyhow::anyhow!("invalid JSON: {e}")), i + 1));
+        }
+    }
+    let mut out = Vec::new();
+    for (v, line) in items {
+        let origin = Origin { file: path.to_path_buf(), line };
+        match v.and_then(|v| parse_record(&v)) {
+            Ok(r) => out.push((r, origin)),
+            Err(e) if skip_bad => skipped.push(format!("{origin}: {e:#}")),
+            Err(e) => bail!("{origin}: bad record: {e:#} (--skip-bad-records skips such records)"),
+        }
+    }
+    Ok(out)
+}
+
+/// How records become token sequences.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Templating {
+    pub template: TrainTemplate,
+    /// The `fixed` template's instruction.
+    pub instruction: String,
+    pub cutoff_len: usize,
+    pub train_on_inputs: bool,
+}
+
+/// A tokenized training example: `tokens` are fed, `targets[t]` is the token expected after
+/// position t (-1: no loss there).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Example {
+    pub tokens: Vec<u32>,
+    pub targets: Vec<i32>,
+}
+
+impl Example {
+    pub fn n_targets(&self) -> usize {
+        self.targets.iter().filter(|&&t| t >= 0).count()
+    }
+}
+
+/// (prompt, response) of a record under a template.
+pub fn render(r: &Record, t: &Templating) -> Result<(String, String)> {
+    Ok(match (t.template, r) {
+        (TrainTemplate::Instruct, Record::Instruct { instruction, input, output }) => {
+            (prompt::instruct(instruction, Some(input)), output.clone())
+        }
+        (TrainTemplate::Chat, Record::Chat { history, input, output }) => {
+            (prompt::chat(history, input), output.clone())
+        }
+        (TrainTemplate::Chat, Record::Instruct { instruction, input, output }) => {
+            let q = if input.is_empty() { instruction.clone() } else { format!("{instruction}\n{input}") };
+            (prompt::chat(&[], &q), output.clone())
+        }
+        (TrainTemplate::Fixed, Record::Instruct { instruction, input, output }) => {
+            let q = if input.is_empty() { instruction } else { input };
+            (prompt::instruct(&t.instruction, Some(q)), output.clone())
+        }
+        (TrainTemplate::Fixed, Record::Chat { input, output, .. }) => {
+            (prompt::instruct(&t.instruction, Some(input)), output.clone())
+        }
+        (TrainTemplate::None, Record::Instruct { instruction, input, output }) => {
+            let p = if input.is_empty() { instruction.clone() } else { format!("{instruction}\n{input}") };
+            (p, output.clone())
+        }
+        (TrainTemplate::None, Record::Text(s)) => (String::new(), s.clone()),
+        (TrainTemplate::Instruct, Record::Chat { .. }) => {
+            bail!("a conversation record needs --template chat (or fixed)")
+        }
+        (_, Record::Text(_)) => bail!("a `text` record needs --template none"),
+        (TrainTemplate::None, Record::Chat { .. }) => bail!("a conversation record needs --template chat"),
+    })
+}
+
+/// BOS + prompt + response + EOS, truncated to `cutoff_len` tokens, labels masked on the prompt
+/// (Chinese-Vicuna counts the prompt's tokens separately and masks that many).
+pub fn tokenize(r: &Record, t: &Templating, tk: &Tokenizer, bos: u32, eos: u32) -> Result<Example> {
+    let (p, resp) = render(r, t)?;
+    let mut ids = vec![bos];
+    ids.extend(tk.encode(&format!("{p}{resp}"), false)?);
+    ids.push(eos);
+    let n_prompt = if t.train_on_inputs || p.is_empty() { 1 } else { 1 + tk.encode(&p, false)?.len() };
+    ids.truncate(t.cutoff_len.max(2));
+    let n = ids.len();
+    let targets = (0..n - 1).map(|i| if i + 1 >= n_prompt { ids[i + 1] as i32 } else { -1 }).collect();
+    ids.pop(); // the last token predicts nothing
+    Ok(Example { tokens: ids, targets })
+}
