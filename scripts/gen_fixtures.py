@@ -14,6 +14,7 @@ Stages:
   quant      gguf-py quantisation vectors (bit-exact) and K-quant dequantisation vectors
   llamacpp   llama.cpp conversion to GGUF F32/Q8_0/Q4_0 + GGUF LoRA, llama.cpp's own logits
   vocab      copy llama.cpp's tokenizer test vectors
+  train      PEFT fine-tuning reference (per-step losses, final adapter) and PEFT logits of our adapter
 """
 import argparse, json, os, shutil, subprocess, sys
 from pathlib import Path
@@ -305,8 +306,103 @@ def stage_vocab():
             shutil.copy(LLAMA_CPP / "models" / f"ggml-vocab-{v}.gguf{ext}", d)
 
 
+# Chinese-Vicuna's instruct templates (core/src/prompt.rs)
+INSTRUCT = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
+            "request.\n\n### Instruction:\n{instruction}\n\n### Response:")
+INSTRUCT_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
+                  "Write a response that appropriately completes the request.\n\n### Instruction:{instruction}"
+                  "\n\n### Input:{input}\n\n### Response:")
+TRAIN = dict(cutoff=100, micro=2, batch=4, epochs=2, lr=1e-3, warmup=1, max_grad_norm=1.0)
+
+
+def stage_train():
+    """PEFT fine-tuning reference: fp32, AdamW, no dropout, file order, micro-batches of 2 padded on
+    the right with gradient accumulation to 4, starting from lora-a; loss = token-mean over each
+    optimizer step (Trainer's num_items_in_batch). Then PEFT loads the adapter `vicugna train`
+    makes with the same settings and records its logits."""
+    import math
+    from transformers import LlamaForCausalLM, get_linear_schedule_with_warmup
+    from peft import PeftModel
+    import torch.nn.functional as F
+    d = FIX / "train"
+    tk = tok()
+    recs = json.loads((d / "alpaca_tiny.json").read_text())
+    S = TRAIN
+    examples = []
+    for r in recs:
+        t = INSTRUCT_INPUT if r["input"] else INSTRUCT
+        p = t.replace("{instruction}", r["instruction"]).replace("{input}", r["input"])
+        ids = [1] + tk(p + r["output"], add_special_tokens=False).input_ids + [2]
+        n_prompt = 1 + len(tk(p, add_special_tokens=False).input_ids)
+        ids = ids[: S["cutoff"]]
+        labels = [-100] * min(n_prompt, len(ids)) + ids[n_prompt:]
+        examples.append((ids, labels))
+    torch.manual_seed(0)
+    base = LlamaForCausalLM.from_pretrained(str(FIX / "tiny-llama"), dtype=torch.float32)
+    pm = PeftModel.from_pretrained(base, str(FIX / "lora-a"), is_trainable=True)
+    pm.train()
+    params = [p for p in pm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=S["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    n, micro = len(examples), S["micro"]
+    accum = S["batch"] // micro
+    spe = math.ceil(math.ceil(n / micro) / accum)
+    total = spe * S["epochs"]
+    sched = get_linear_schedule_with_warmup(opt, S["warmup"], total)
+    log = []
+    for step in range(total):
+        k = step % spe
+        batch = examples[k * accum * micro: min((k + 1) * accum * micro, n)]
+        n_tok = sum(sum(1 for l in lab[1:] if l != -100) for _, lab in batch)
+        opt.zero_grad()
+        total_loss = 0.0
+        for m0 in range(0, len(batch), micro):
+            mb = batch[m0: m0 + micro]
+            L = max(len(i) for i, _ in mb)
+            ids = torch.tensor([i + [0] * (L - len(i)) for i, _ in mb])
+            att = torch.tensor([[1] * len(i) + [0] * (L - len(i)) for i, _ in mb])
+            lab = torch.tensor([l + [-100] * (L - len(l)) for _, l in mb])
+            logits = pm(input_ids=ids, attention_mask=att).logits
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1),
+                                   ignore_index=-100, reduction="sum") / n_tok
+            loss.backward()
+            total_loss += loss.item()
+        gn = torch.nn.utils.clip_grad_norm_(params, S["max_grad_norm"]).item()
+        lr = sched.get_last_lr()[0]
+        opt.step()
+        sched.step()
+        log.append(dict(step=step + 1, loss=total_loss, grad_norm=gn, lr=lr))
+        print(log[-1])
+    out = d / "peft-trained"
+    pm.save_pretrained(str(out))
+    cfgp = out / "adapter_config.json"
+    c = json.loads(cfgp.read_text())
+    c["peft_version"] = "fixture"
+    cfgp.write_text(json.dumps(c, indent=2, sort_keys=True))
+    # our trainer with the same settings, then PEFT loads its adapter
+    ours = d / "vicugna-trained"
+    shutil.rmtree(ours, ignore_errors=True)
+    run(["cargo", "run", "--release", "-q", "-p", "vicugna-trainer", "--bin", "vicugna", "--", "train",
+         "--model", FIX / "tiny-llama", "--data", d / "alpaca_tiny.json", "--out", ours,
+         "--init-adapter", FIX / "lora-a", "--lora-dropout", "0", "--cutoff-len", str(S["cutoff"]),
+         "--micro-batch", str(micro), "--batch", str(S["batch"]), "--epochs", str(S["epochs"]),
+         "--lr", str(S["lr"]), "--warmup-steps", str(S["warmup"]), "--max-grad-norm", str(S["max_grad_norm"]),
+         "--no-shuffle", "--save-total-limit", "1", "--quiet"])
+    for cp in ours.glob("checkpoint-*"):
+        shutil.rmtree(cp)
+    check = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(str(FIX / "tiny-llama"), dtype=torch.float32),
+                                      str(ours)).eval()
+    probe = examples[4][0]
+    with torch.no_grad():
+        ours_logits = check(torch.tensor([probe])).logits[0].numpy()
+    save_tensors(d / "reference.safetensors", {"peft_logits_of_vicugna_adapter": ours_logits,
+                                               "probe_ids": np.array(probe, dtype=np.int64)})
+    (d / "reference.json").write_text(json.dumps(dict(settings=S, examples=[dict(ids=i, labels=l) for i, l in examples],
+                                                      steps=log), indent=1))
+
+
 STAGES = {"tokenizer": stage_tokenizer, "model": stage_model, "tied": stage_tied, "quant": stage_quant,
-          "llamacpp": stage_llamacpp, "vocab": stage_vocab}
+          "llamacpp": stage_llamacpp, "vocab": stage_vocab,
+          "train": stage_train}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
