@@ -272,3 +272,84 @@ pub fn run_wgpu(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// `vicugna bench-train`: single-thread LoRA training throughput (forward + backward + AdamW on
+/// one sequence of `seq` tokens, loss on every position, LoRA r=8 on q_proj/v_proj) on a random
+/// model of a TinyStories shape; prints one JSON object. Run one configuration per process so the
+/// peak memory is its own (scripts/bench-train.sh does, beside PyTorch + PEFT).
+pub fn run_train(
+    out: &mut dyn std::io::Write,
+    shape: &str,
+    base: &str,
+    seq: usize,
+    steps: usize,
+) -> anyhow::Result<()> {
+    use crate::train::backend::{AdamW, TrainBackend};
+    use crate::train::cpu::CpuTrain;
+    use crate::train::model::{FrozenModel, LoraParams, Pass};
+    let s = SHAPES
+        .iter()
+        .find(|s| s.name == shape)
+        .ok_or_else(|| anyhow::anyhow!("--shape {shape}: stories15M or stories110M"))?;
+    let ty = GgmlType::parse(base).ok_or_else(|| anyhow::anyhow!("--base {base}: f32, f16, q8_0, q4_0"))?;
+    let w = random_model(s, ty, 7);
+    let cfg = w.cfg.clone();
+    let model = FrozenModel::new(CpuTrain, &w)?;
+    drop(w);
+    let mut entries = Vec::new();
+    for layer in 0..cfg.num_layers {
+        for proj in [vicugna_core::Proj::Q, vicugna_core::Proj::V] {
+            let (o, i) = proj.shape(&cfg);
+            let a = (0..8 * i).map(|j| ((j * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.05).collect();
+            let b = (0..o * 8).map(|j| ((j * 104_729 % 1000) as f32 / 1000.0 - 0.5) * 0.01).collect();
+            entries.push(vicugna_core::lora::LoraEntry { layer, proj, r: 8, scale: 2.0, a, b });
+        }
+    }
+    let ad = vicugna_core::LoraAdapter {
+        name: "bench".into(),
+        source: "bench".into(),
+        interleaved: false,
+        r: 8,
+        alpha: 16.0,
+        use_rslora: false,
+        target_modules: vec!["q_proj".into(), "v_proj".into()],
+        base_model: None,
+        entries,
+    };
+    let mut lora = LoraParams::new(&CpuTrain, &cfg, &ad)?;
+    let tokens: Vec<u32> = (0..seq).map(|i| (i * 7919 % (cfg.vocab_size - 3) + 3) as u32).collect();
+    let targets: Vec<i32> = (0..seq).map(|i| ((i + 1) * 7919 % (cfg.vocab_size - 3) + 3) as i32).collect();
+    let opt = AdamW::default();
+    let mut step = |t: u64| -> anyhow::Result<f64> {
+        lora.zero_grad(&CpuTrain);
+        let pass = Pass { dropout: 0.05, key: t, checkpoint: false };
+        let loss = model.forward_backward(&mut lora, &tokens, &targets, 1.0 / seq as f32, &pass)?;
+        for p in &mut lora.params {
+            CpuTrain.adamw(&mut p.a, &p.ga, &mut p.ma, &mut p.va, &opt, 3e-4, t, 1.0);
+            CpuTrain.adamw(&mut p.b, &p.gb, &mut p.mb, &mut p.vb, &opt, 3e-4, t, 1.0);
+        }
+        Ok(loss / seq as f64)
+    };
+    step(1)?; // warm-up
+    let t0 = Instant::now();
+    let mut loss = 0.0;
+    for t in 0..steps {
+        loss = step(t as u64 + 2)?;
+    }
+    let secs = t0.elapsed().as_secs_f64() / steps as f64;
+    let j = serde_json::json!({
+        "impl": "vicugna", "shape": shape, "base": base, "seq": seq, "threads": 1,
+        "step_s": secs, "tokens_per_s": seq as f64 / secs, "peak_rss_mib": peak_rss_mib(),
+        "base_mib": model.base_bytes() as f64 / 1048576.0, "loss": loss,
+    });
+    writeln!(out, "{j}")?;
+    Ok(())
+}

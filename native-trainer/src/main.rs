@@ -138,6 +138,19 @@ enum Cmd {
     },
     /// Metadata, tensor table or adapter summary
     Inspect { path: PathBuf },
+    /// Single-thread LoRA training tokens/s and peak memory on a random TinyStories-shaped model
+    /// (one JSON line; scripts/bench-train.sh runs it beside PyTorch + PEFT)
+    BenchTrain {
+        #[arg(long, default_value = "stories15M")]
+        shape: String,
+        /// Frozen base type: f32, f16, q8_0, q4_0
+        #[arg(long, default_value = "f32")]
+        base: String,
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+    },
     /// Single-thread decode tokens/s on random TinyStories-shaped models vs measured bandwidth
     Bench {
         #[arg(long, default_value = "cpu")]
@@ -213,6 +226,9 @@ fn main() -> Result<()> {
             writeln!(stdout, "{}", dir.display())?;
         }
         Cmd::Inspect { path } => commands::run_inspect(&path, &mut stdout)?,
+        Cmd::BenchTrain { shape, base, seq, steps } => {
+            vicugna_trainer::bench::run_train(&mut stdout, &shape, &base, seq, steps)?
+        }
         Cmd::Bench { backend, quick } => match backend.as_str() {
             "cpu" => vicugna_trainer::bench::run(&mut stdout, quick)?,
             "wgpu" => vicugna_trainer::bench::run_wgpu(&mut stdout, quick)?,

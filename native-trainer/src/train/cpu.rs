@@ -1,4 +1,4 @@
-//! The CPU reference training backend: f32 GEMMs through `matrixmultiply` (single-threaded),
+//! The CPU reference training backend: f32 GEMMs through the `gemm` crate (single-threaded),
 //! frozen quantised weights dequantised a block of rows at a time, everything else plain loops.
 
 use super::backend::{AdamW, Heads, TrainBackend};
@@ -12,7 +12,7 @@ pub struct CpuTrain;
 /// Rows of a quantised matrix dequantised per GEMM block (bounded scratch, L2-sized).
 const ROW_BLOCK: usize = 128;
 /// Rows of logits computed at once by the fused LM head.
-const LOGIT_ROWS: usize = 32;
+const LOGIT_ROWS: usize = 128;
 
 pub enum CpuFrozen {
     F32 { rows: usize, cols: usize, data: Vec<f32> },
@@ -66,23 +66,29 @@ fn sgemm(
     assert!(k == 0 || span(m, k, rsa, csa) as usize <= a.len(), "gemm: a too short");
     assert!(k == 0 || span(k, n, rsb, csb) as usize <= b.len(), "gemm: b too short");
     assert!(span(m, n, rsc, csc) as usize <= c.len(), "gemm: c too short");
-    // SAFETY: the asserts above keep every strided access inside the slices.
+    // SAFETY: the asserts above keep every strided access inside the slices. gemm's convention:
+    // dst = alpha·dst + beta·lhs·rhs, with column stride before row stride.
     unsafe {
-        matrixmultiply::sgemm(
+        gemm::gemm(
             m,
-            k,
             n,
-            alpha,
-            a.as_ptr(),
-            rsa,
-            csa,
-            b.as_ptr(),
-            rsb,
-            csb,
-            beta,
+            k,
             c.as_mut_ptr(),
-            rsc,
             csc,
+            rsc,
+            beta != 0.0,
+            a.as_ptr(),
+            csa,
+            rsa,
+            b.as_ptr(),
+            csb,
+            rsb,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         )
     }
 }
@@ -264,32 +270,24 @@ impl TrainBackend for CpuTrain {
         let (hd, qw, kw) = (h.head_dim, h.n_heads * h.head_dim, h.n_kv_heads * h.head_dim);
         let group = h.n_heads / h.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
+        let (qw_, kw_) = (qw as isize, kw as isize);
         for hh in 0..h.n_heads {
             let kvh = hh / group;
-            for i in 0..n {
-                let p = &mut probs[(hh * n + i) * n..(hh * n + i + 1) * n];
-                let qi = &q[i * qw + hh * hd..i * qw + (hh + 1) * hd];
-                let mut max = f32::NEG_INFINITY;
-                for j in 0..=i {
-                    p[j] = dot_f32(qi, &k[j * kw + kvh * hd..j * kw + (kvh + 1) * hd]) * scale;
-                    max = max.max(p[j]);
-                }
+            let p = &mut probs[hh * n * n..(hh + 1) * n * n];
+            // S = Q_h K_hᵀ / √d (the masked upper triangle is computed and then discarded)
+            sgemm(n, hd, n, scale, &q[hh * hd..], (qw_, 1), &k[kvh * hd..], (1, kw_), 0.0, p, (n as isize, 1));
+            for (i, row) in p.chunks_exact_mut(n).enumerate() {
+                let max = row[..=i].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                 let mut sum = 0f32;
-                for pj in &mut p[..=i] {
-                    *pj = (*pj - max).exp();
-                    sum += *pj;
+                for x in &mut row[..=i] {
+                    *x = (*x - max).exp();
+                    sum += *x;
                 }
-                p[..=i].iter_mut().for_each(|pj| *pj /= sum);
-                p[i + 1..].fill(0.0);
-                let o = &mut out[i * qw + hh * hd..i * qw + (hh + 1) * hd];
-                o.fill(0.0);
-                for j in 0..=i {
-                    let vj = &v[j * kw + kvh * hd..j * kw + (kvh + 1) * hd];
-                    for d in 0..hd {
-                        o[d] += p[j] * vj[d];
-                    }
-                }
+                row[..=i].iter_mut().for_each(|x| *x /= sum);
+                row[i + 1..].fill(0.0);
             }
+            // O_h = P V_h
+            sgemm(n, n, hd, 1.0, p, (n as isize, 1), &v[kvh * hd..], (kw_, 1), 0.0, &mut out[hh * hd..], (qw_, 1));
         }
     }
 
@@ -309,30 +307,24 @@ impl TrainBackend for CpuTrain {
         let (hd, qw, kw) = (h.head_dim, h.n_heads * h.head_dim, h.n_kv_heads * h.head_dim);
         let group = h.n_heads / h.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut ds = vec![0f32; n];
+        let (qw_, kw_, n_) = (qw as isize, kw as isize, n as isize);
+        let mut ds = vec![0f32; n * n];
         for hh in 0..h.n_heads {
             let kvh = hh / group;
-            for i in 0..n {
-                let p = &probs[(hh * n + i) * n..(hh * n + i) * n + i + 1];
-                let doi = &dout[i * qw + hh * hd..i * qw + (hh + 1) * hd];
-                // dP_ij = dO_i·V_j; dS_ij = P_ij (dP_ij − Σ_j P_ij dP_ij)
-                let mut s = 0f32;
+            let p = &probs[hh * n * n..(hh + 1) * n * n];
+            // dP = dO_h V_hᵀ; dS = P ∘ (dP − rowsum(P ∘ dP)) / √d
+            sgemm(n, hd, n, 1.0, &dout[hh * hd..], (qw_, 1), &v[kvh * hd..], (1, kw_), 0.0, &mut ds, (n_, 1));
+            for (i, (row, pr)) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)).enumerate() {
+                let s = dot_f32(&row[..=i], &pr[..=i]);
                 for j in 0..=i {
-                    ds[j] = dot_f32(doi, &v[j * kw + kvh * hd..j * kw + (kvh + 1) * hd]);
-                    s += p[j] * ds[j];
+                    row[j] = pr[j] * (row[j] - s) * scale;
                 }
-                for j in 0..=i {
-                    ds[j] = p[j] * (ds[j] - s) * scale;
-                }
-                for j in 0..=i {
-                    let (kj, vj) = (j * kw + kvh * hd, j * kw + kvh * hd);
-                    for d in 0..hd {
-                        dq[i * qw + hh * hd + d] += ds[j] * k[kj + d];
-                        dk[kj + d] += ds[j] * q[i * qw + hh * hd + d];
-                        dv[vj + d] += p[j] * doi[d];
-                    }
-                }
+                row[i + 1..].fill(0.0);
             }
+            // dQ_h += dS K_h; dK_h += dSᵀ Q_h; dV_h += Pᵀ dO_h
+            sgemm(n, n, hd, 1.0, &ds, (n_, 1), &k[kvh * hd..], (kw_, 1), 1.0, &mut dq[hh * hd..], (qw_, 1));
+            sgemm(n, n, hd, 1.0, &ds, (1, n_), &q[hh * hd..], (qw_, 1), 1.0, &mut dk[kvh * hd..], (kw_, 1));
+            sgemm(n, n, hd, 1.0, p, (1, n_), &dout[hh * hd..], (qw_, 1), 1.0, &mut dv[kvh * hd..], (kw_, 1));
         }
     }
 

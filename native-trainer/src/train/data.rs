@@ -240,3 +240,69 @@ pub fn tokenize(r: &Record, t: &Templating, tk: &Tokenizer, bos: u32, eos: u32) 
     ids.pop(); // the last token predicts nothing
     Ok(Example { tokens: ids, targets })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(j: &str) -> Record {
+        parse_record(&serde_json::from_str(j).unwrap()).unwrap()
+    }
+
+    fn t(template: TrainTemplate) -> Templating {
+        Templating { template, instruction: MEDICAL_INSTRUCTION.into(), cutoff_len: 256, train_on_inputs: false }
+    }
+
+    #[test]
+    fn chinese_vicuna_chat_records_put_the_loss_on_the_final_reply() {
+        let r = rec(r#"{"input":["你好","北京在哪里？"],"output":["你好！","在中国北方。"]}"#);
+        let (p, resp) = render(&r, &t(TrainTemplate::Chat)).unwrap();
+        assert_eq!(p, prompt::chat(&[Turn { input: "你好".into(), output: "你好！".into() }], "北京在哪里？"));
+        assert_eq!(resp, "在中国北方。");
+        let e = parse_record(&serde_json::from_str(r#"{"input":["a","b"],"output":["x"]}"#).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("2 turns but `output` has 1"), "{e}");
+    }
+
+    #[test]
+    fn sharegpt_conversations_alternate() {
+        let r = rec(
+            r#"{"conversations":[{"from":"system","value":"s"},{"from":"human","value":"q1"},{"from":"gpt","value":"a1"},{"from":"human","value":"q2"},{"from":"gpt","value":"a2"}]}"#,
+        );
+        assert_eq!(
+            r,
+            Record::Chat {
+                history: vec![Turn { input: "q1".into(), output: "a1".into() }],
+                input: "q2".into(),
+                output: "a2".into()
+            }
+        );
+        let bad = r#"{"conversations":[{"from":"human","value":"q"},{"from":"human","value":"q"}]}"#;
+        assert!(parse_record(&serde_json::from_str(bad).unwrap()).unwrap_err().to_string().contains("alternate"));
+    }
+
+    #[test]
+    fn fixed_template_uses_one_instruction_and_the_record_as_input() {
+        let r = rec(r#"{"instruction":"我头疼，怎么办？","input":"","output":"多休息。"}"#);
+        let (p, resp) = render(&r, &t(TrainTemplate::Fixed)).unwrap();
+        assert_eq!(p, prompt::instruct(MEDICAL_INSTRUCTION, Some("我头疼，怎么办？")));
+        assert_eq!(resp, "多休息。");
+        let (p, _) = render(&r, &t(TrainTemplate::Instruct)).unwrap();
+        assert_eq!(p, prompt::instruct("我头疼，怎么办？", None));
+        assert!(render(&rec(r#"{"text":"abc"}"#), &t(TrainTemplate::Instruct)).is_err());
+        assert_eq!(render(&rec(r#"{"text":"abc"}"#), &t(TrainTemplate::None)).unwrap(), (String::new(), "abc".into()));
+    }
+
+    #[test]
+    fn jsonl_and_arrays_report_the_line() {
+        let d = std::env::temp_dir().join(format!("vicugna-data-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("a.jsonl");
+        std::fs::write(&p, "{\"instruction\":\"a\",\"output\":\"b\"}\n{\"instruction\":\"a\"}\n").unwrap();
+        let e = read_file(&p, false, &mut vec![]).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:2: bad record: missing `output`", p.display())), "{e}");
+        let mut skipped = vec![];
+        assert_eq!(read_file(&p, true, &mut skipped).unwrap().len(), 1);
+        assert_eq!(skipped.len(), 1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
