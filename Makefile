@@ -2,7 +2,7 @@
 CARGO ?= cargo
 FIXTURE_MODEL ?= tests/fixtures/tiny-llama-q4_0.gguf
 
-.PHONY: build run chat test test-postgres lint bench bench-server fixtures fuzz clean
+.PHONY: build run chat test test-postgres lint bench bench-train bench-server fixtures fuzz clean
 
 build:
 	$(CARGO) build --release -p vicugna-trainer -p vicugna-server
@@ -31,6 +31,12 @@ lint:
 # Single-thread decode tokens/s on TinyStories-shaped random models vs measured read bandwidth.
 bench: build
 	taskset -c 0 ./target/release/vicugna bench 2>/dev/null || ./target/release/vicugna bench
+
+# Single-thread LoRA training tokens/s and peak memory beside PyTorch + PEFT on the same shapes
+# (needs the fixtures' Python environment: scripts/fixtures-env.sh).
+bench-train:
+	bash scripts/fixtures-env.sh >/dev/null
+	bash scripts/bench-train.sh
 
 # Registry load generator: req/s, p50/p99 and MB/s at 1/8/64 clients beside nginx (if installed).
 bench-server:

@@ -82,7 +82,9 @@ fn training_matches_peft_step_by_step() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let log = dir.path().join("log.jsonl");
-    run(&args(&out, &["--log-json", log.to_str().unwrap()]), &mut std::io::sink()).unwrap();
+    let gguf = dir.path().join("out.gguf");
+    run(&args(&out, &["--log-json", log.to_str().unwrap(), "--gguf", gguf.to_str().unwrap()]), &mut std::io::sink())
+        .unwrap();
     let ours = log_lines(&log);
     let theirs = reference()["steps"].as_array().unwrap().clone();
     assert_eq!(ours.len(), theirs.len(), "optimizer steps");
@@ -118,6 +120,11 @@ fn training_matches_peft_step_by_step() {
     let want = tensor(&r, "peft_logits_of_vicugna_adapter");
     eprintln!("PEFT logits with our adapter: max diff {:.2e}", vicugna_tests::max_abs_diff(&logits, &want));
     assert_close(&logits, &want, 1e-4, 0.0);
+    // the llama.cpp GGUF LoRA written beside it is the same adapter
+    let mut g = Model::new(Cpu, &ModelWeights::load(&fixture("tiny-llama")).unwrap()).unwrap();
+    g.attach(&LoraAdapter::load(&gguf).unwrap(), 1.0).unwrap();
+    let mut cache = g.new_cache(probe.len()).unwrap();
+    assert_close(&g.forward(&probe, 0, &mut cache, true).unwrap(), &logits, 1e-5, 0.0);
     // the config PEFT read names the base and carries its fingerprint
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
@@ -251,4 +258,20 @@ fn bad_input_is_refused_clearly() {
     a.tokenizer = Some(fixture("tiny-llama/tokenizer.json"));
     let e = format!("{:#}", run(&a, &mut std::io::sink()).unwrap_err());
     assert!(e.contains("--init-adapter") && e.contains("different base"), "{e}");
+}
+
+#[test]
+fn eval_loss_is_logged_on_held_out_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.jsonl");
+    let a =
+        args(&dir.path().join("out"), &["--val-size", "2", "--eval-steps", "1", "--log-json", log.to_str().unwrap()]);
+    run(&a, &mut std::io::sink()).unwrap();
+    let lines = log_lines(&log);
+    let evals: Vec<f64> = lines.iter().filter_map(|l| l["eval_loss"].as_f64()).collect();
+    let steps = lines.iter().filter(|l| l.get("loss").is_some()).count();
+    assert_eq!(evals.len(), steps, "one eval per step");
+    assert!(evals.iter().all(|e| e.is_finite() && *e > 0.0), "{evals:?}");
+    // 6 training records, micro-batch 2, batch 4: 2 steps per epoch
+    assert_eq!(steps, 4);
 }

@@ -183,6 +183,7 @@ impl<B: TrainBackend> FrozenModel<B> {
     }
 
     /// out = x Wᵀ + s·(drop(x) Aᵀ) Bᵀ.
+    #[allow(clippy::too_many_arguments)]
     fn proj_fwd(
         &self,
         out: &mut B::Buf,
@@ -224,9 +225,12 @@ impl<B: TrainBackend> FrozenModel<B> {
         lora: &mut LoraParams<B>,
         n: usize,
         pass: &Pass,
+        need_dx: bool,
     ) {
         let be = &self.be;
-        be.linear_back(dx, dy, &self.layers[li].proj[p as usize], n);
+        if need_dx {
+            be.linear_back(dx, dy, &self.layers[li].proj[p as usize], n);
+        }
         let Some(idx) = lora.index[li * 7 + p as usize] else {
             return;
         };
@@ -239,6 +243,9 @@ impl<B: TrainBackend> FrozenModel<B> {
         let mut dax = be.zeros(n * lp.r);
         be.gemm(&mut dax, dy, false, &lp.b, false, n, lp.r, o, lp.scale, 0.0);
         be.gemm(&mut lp.ga, &dax, true, xd, false, lp.r, i, n, 1.0, 1.0);
+        if !need_dx {
+            return;
+        }
         if pass.dropout > 0.0 {
             let mut dxd = be.zeros(n * i);
             be.gemm(&mut dxd, &dax, false, &lp.a, false, n, i, lp.r, 1.0, 0.0);
@@ -283,7 +290,8 @@ impl<B: TrainBackend> FrozenModel<B> {
     }
 
     /// Given dx (gradient w.r.t. the layer's output), replace it by the gradient w.r.t. its
-    /// input `x0` and accumulate the LoRA gradients.
+    /// input `x0` and accumulate the LoRA gradients. Without `need_dx` (the first layer: nothing
+    /// below it trains) the gradient through q/k/v into x0 is skipped and dx is left partial.
     #[allow(clippy::too_many_arguments)]
     fn layer_back(
         &self,
@@ -294,31 +302,34 @@ impl<B: TrainBackend> FrozenModel<B> {
         lora: &mut LoraParams<B>,
         n: usize,
         pass: &Pass,
+        need_dx: bool,
     ) {
         let (be, c, l) = (&self.be, &self.cfg, &self.layers[li]);
         let (hd, qd, kvd, ff, hs) = (c.head_dim, c.q_dim(), c.kv_dim(), c.intermediate_size, c.hidden_size);
         let sp = |p: Proj| &s.proj[p as usize];
         // feed-forward block (x2 = x1 + down(silu(gate) · up)); dx holds dx2 = the residual part of dx1
         let mut dh = be.zeros(n * ff);
-        self.proj_back(&mut dh, dx, &s.h, sp(Proj::Down), li, Proj::Down, lora, n, pass);
+        self.proj_back(&mut dh, dx, &s.h, sp(Proj::Down), li, Proj::Down, lora, n, pass, true);
         let (mut dg, mut du) = (be.zeros(n * ff), be.zeros(n * ff));
         be.silu_mul_back(&mut dg, &mut du, &dh, &s.g, &s.u);
         let mut dxn2 = be.zeros(n * hs);
-        self.proj_back(&mut dxn2, &dg, &s.xn2, sp(Proj::Gate), li, Proj::Gate, lora, n, pass);
-        self.proj_back(&mut dxn2, &du, &s.xn2, sp(Proj::Up), li, Proj::Up, lora, n, pass);
+        self.proj_back(&mut dxn2, &dg, &s.xn2, sp(Proj::Gate), li, Proj::Gate, lora, n, pass, true);
+        self.proj_back(&mut dxn2, &du, &s.xn2, sp(Proj::Up), li, Proj::Up, lora, n, pass, true);
         be.rmsnorm_back(dx, &dxn2, &s.x1, &l.ffn_norm, c.rms_eps);
         // attention block (x1 = x0 + o(attn(rope(q), rope(k), v)))
         let mut datt = be.zeros(n * qd);
-        self.proj_back(&mut datt, dx, &s.att, sp(Proj::O), li, Proj::O, lora, n, pass);
+        self.proj_back(&mut datt, dx, &s.att, sp(Proj::O), li, Proj::O, lora, n, pass, true);
         let (mut dq, mut dk, mut dv) = (be.zeros(n * qd), be.zeros(n * kvd), be.zeros(n * kvd));
         be.attention_back(&mut dq, &mut dk, &mut dv, &datt, &s.probs, &s.q, &s.k, &s.v, n, self.heads());
         be.rope(&mut dq, qd, hd, &self.inv_freq, c.rope_interleaved, true);
         be.rope(&mut dk, kvd, hd, &self.inv_freq, c.rope_interleaved, true);
         let mut dxn = be.zeros(n * hs);
-        self.proj_back(&mut dxn, &dq, &s.xn, sp(Proj::Q), li, Proj::Q, lora, n, pass);
-        self.proj_back(&mut dxn, &dk, &s.xn, sp(Proj::K), li, Proj::K, lora, n, pass);
-        self.proj_back(&mut dxn, &dv, &s.xn, sp(Proj::V), li, Proj::V, lora, n, pass);
-        be.rmsnorm_back(dx, &dxn, x0, &l.attn_norm, c.rms_eps);
+        self.proj_back(&mut dxn, &dq, &s.xn, sp(Proj::Q), li, Proj::Q, lora, n, pass, need_dx);
+        self.proj_back(&mut dxn, &dk, &s.xn, sp(Proj::K), li, Proj::K, lora, n, pass, need_dx);
+        self.proj_back(&mut dxn, &dv, &s.xn, sp(Proj::V), li, Proj::V, lora, n, pass, need_dx);
+        if need_dx {
+            be.rmsnorm_back(dx, &dxn, x0, &l.attn_norm, c.rms_eps);
+        }
     }
 
     /// Forward and backward of one sequence: returns the summed cross-entropy of the positions
@@ -369,7 +380,7 @@ impl<B: TrainBackend> FrozenModel<B> {
                     self.layer_fwd(&mut t, li, lora, n, pass)
                 }
             };
-            self.layer_back(&mut dx, &inputs[li], &s, li, lora, n, pass);
+            self.layer_back(&mut dx, &inputs[li], &s, li, lora, n, pass, li > 0);
         }
         Ok(loss)
     }

@@ -186,7 +186,7 @@ pub fn lr_at(lr: f32, step: u64, warmup: u64, total: u64) -> f32 {
 pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
     if shuffle {
-        let mut s = splitmix(seed ^ splitmix(0x5348_5546 + epoch));
+        let mut s = splitmix(seed ^ splitmix(0x5348_5546u64.wrapping_add(epoch)));
         for i in (1..n).rev() {
             s = splitmix(s);
             let j = (s % (i as u64 + 1)) as usize;
@@ -297,7 +297,7 @@ fn settings_diff(old: &Settings, new: &Settings) -> Option<String> {
 
 pub fn run(a: &TrainArgs, log: &mut dyn Write) -> Result<PathBuf> {
     let t_load = Instant::now();
-    if a.micro_batch == 0 || a.batch == 0 || a.batch % a.micro_batch != 0 {
+    if a.micro_batch == 0 || a.batch == 0 || !a.batch.is_multiple_of(a.micro_batch) {
         bail!("--batch {} must be a positive multiple of --micro-batch {}", a.batch, a.micro_batch);
     }
     if !(0.0..1.0).contains(&a.lora_dropout) {
@@ -532,7 +532,7 @@ pub fn run(a: &TrainArgs, log: &mut dyn Write) -> Result<PathBuf> {
                 writeln!(log, "{line}")?;
             }
         }
-        if a.eval_steps > 0 && !val.is_empty() && (step % a.eval_steps == 0 || step == total) {
+        if a.eval_steps > 0 && !val.is_empty() && (step.is_multiple_of(a.eval_steps) || step == total) {
             let el = eval_loss(&model, &lora, &val)?;
             if let Some(f) = json_log.as_mut() {
                 writeln!(f, "{}", serde_json::json!({"step": step, "eval_loss": el}))?;
@@ -541,7 +541,7 @@ pub fn run(a: &TrainArgs, log: &mut dyn Write) -> Result<PathBuf> {
                 writeln!(log, "{}eval loss {el:.4} at step {step}", if tty { "\n" } else { "" })?;
             }
         }
-        if (a.save_steps > 0 && step % a.save_steps == 0) || step == total {
+        if (a.save_steps > 0 && step.is_multiple_of(a.save_steps)) || step == total {
             save(&lora, step)?;
         }
     }
