@@ -300,6 +300,7 @@ pub fn run_train(
         .find(|s| s.name == shape)
         .ok_or_else(|| anyhow::anyhow!("--shape {shape}: stories15M or stories110M"))?;
     let ty = GgmlType::parse(base).ok_or_else(|| anyhow::anyhow!("--base {base}: f32, f16, q8_0, q4_0"))?;
+    crate::train::cpu::keep_freed_memory();
     let w = random_model(s, ty, 7);
     let cfg = w.cfg.clone();
     let model = FrozenModel::new(CpuTrain, &w)?;

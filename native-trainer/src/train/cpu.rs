@@ -93,6 +93,18 @@ fn sgemm(
     }
 }
 
+/// Keep freed activation memory in the process for the next step instead of unmapping it and
+/// faulting fresh zeroed pages in again (glibc returns large blocks to the kernel by default:
+/// ~6% of a training step went to page faults).
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before the training allocations.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// SplitMix64: the counter-based generator behind dropout masks.
 pub fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);

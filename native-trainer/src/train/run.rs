@@ -369,6 +369,7 @@ pub fn run(a: &TrainArgs, log: &mut dyn Write) -> Result<PathBuf> {
     };
 
     let be = CpuTrain;
+    super::cpu::keep_freed_memory();
     let model = FrozenModel::new(be, &w)?;
     drop(w);
     let mut lora = LoraParams::new(&be, &model.cfg, &adapter)?;
