@@ -87,3 +87,53 @@ fn publish_then_pull_round_trips_bytes() {
     assert!(!ok);
     assert!(err.contains("adapter_config.json"), "{err}");
 }
+
+#[test]
+fn train_publishes_to_the_registry_with_the_bases_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (url, token) = rt.block_on(async {
+        let state = AppState::open(Settings::new(dir.path().join("data"))).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let token = create_token(&state.db, "trainer", Scope::Publish).await.unwrap();
+        tokio::spawn(vicugna_server::serve(state, listener, std::future::pending()));
+        (url, token)
+    });
+    let base = fixture("tiny-llama-q4_0.gguf");
+    let out = dir.path().join("zh-train");
+    let (ok, _, err) = vicugna(&[
+        "train",
+        "--model",
+        base.to_str().unwrap(),
+        "--data",
+        fixture("train/alpaca_tiny.json").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--micro-batch",
+        "2",
+        "--batch",
+        "4",
+        "--max-steps",
+        "2",
+        "--publish",
+        &url,
+        "--token",
+        &token,
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains(&format!("published zh-train 0.1.0 to {url}")), "{err}");
+    // the adapter names the registry's base and carries the same fingerprint the registry computed
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["base_model_name_or_path"], DEMO_MODEL_ID);
+    let sha = vicugna_core::identity::sha256_file(&base).unwrap();
+    let info = vicugna_server::inspect::gguf_model(&base, &sha).unwrap();
+    assert_eq!(cfg["vicugna"]["base_fingerprint"], info.fingerprint.as_str());
+    let dest = dir.path().join("pulled");
+    let (ok, _, err) = vicugna(&["pull", "--server", &url, "zh-train", "--out", dest.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        assert_eq!(std::fs::read(dest.join(f)).unwrap(), std::fs::read(out.join(f)).unwrap(), "{f}");
+    }
+}
