@@ -19,18 +19,24 @@ fn vicugna(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn publish_then_pull_round_trips_bytes() {
-    let dir = tempfile::tempdir().unwrap();
+/// A real registry server on 127.0.0.1 with data under `dir`: its runtime, URL and a publish token.
+fn registry(dir: &std::path::Path) -> (tokio::runtime::Runtime, String, String) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (url, token) = rt.block_on(async {
-        let state = AppState::open(Settings::new(dir.path().join("data"))).await.unwrap();
+        let state = AppState::open(Settings::new(dir.join("data"))).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let token = create_token(&state.db, "cli", Scope::Publish).await.unwrap();
         tokio::spawn(vicugna_server::serve(state, listener, std::future::pending()));
         (url, token)
     });
+    (rt, url, token)
+}
+
+#[test]
+fn publish_then_pull_round_trips_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, url, token) = registry(dir.path());
     let lora = fixture("lora-a").display().to_string();
 
     let (ok, out, err) = vicugna(&[
@@ -91,15 +97,7 @@ fn publish_then_pull_round_trips_bytes() {
 #[test]
 fn train_publishes_to_the_registry_with_the_bases_fingerprint() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (url, token) = rt.block_on(async {
-        let state = AppState::open(Settings::new(dir.path().join("data"))).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let token = create_token(&state.db, "trainer", Scope::Publish).await.unwrap();
-        tokio::spawn(vicugna_server::serve(state, listener, std::future::pending()));
-        (url, token)
-    });
+    let (_rt, url, token) = registry(dir.path());
     let base = fixture("tiny-llama-q4_0.gguf");
     let out = dir.path().join("zh-train");
     let (ok, _, err) = vicugna(&[

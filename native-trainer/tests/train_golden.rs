@@ -22,11 +22,11 @@ fn reference() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(fixture("train/reference.json")).unwrap()).unwrap()
 }
 
-/// The fixture's settings as command-line arguments, plus `extra`.
-fn args(out: &Path, extra: &[&str]) -> TrainArgs {
+/// `vicugna train` arguments with the fixture's settings, plus `extra` (which overrides).
+fn argv(out: &Path, extra: &[&str]) -> Vec<String> {
     let s = &reference()["settings"];
-    let mut v: Vec<String> = vec!["x".into()];
     let f = |p: &str| fixture(p).display().to_string();
+    let mut v: Vec<String> = vec!["train".into()];
     for (k, val) in [
         ("--model", f("tiny-llama")),
         ("--data", f("train/alpaca_tiny.json")),
@@ -48,7 +48,11 @@ fn args(out: &Path, extra: &[&str]) -> TrainArgs {
     }
     v.extend(["--no-shuffle".into(), "--quiet".into()]);
     v.extend(extra.iter().map(|s| s.to_string()));
-    Cli::parse_from(v).a
+    v
+}
+
+fn args(out: &Path, extra: &[&str]) -> TrainArgs {
+    Cli::parse_from(argv(out, extra)).a
 }
 
 fn log_lines(p: &Path) -> Vec<serde_json::Value> {
@@ -163,8 +167,6 @@ fn resume_is_exact_and_refuses_changed_settings() {
     let before = snapshot(&part);
     // a changed batch geometry or learning rate is refused, and nothing on disk changes
     for (flag, val, field) in [("--micro-batch", "1", "micro_batch"), ("--lr", "0.002", "lr")] {
-        let mut a = args(&part, &extra);
-        a.resume = Some(part.clone());
         let mut cli: Vec<&str> = extra.to_vec();
         cli.extend([flag, val, "--resume", part.to_str().unwrap()]);
         let e = run(&args(&part, &cli), &mut std::io::sink()).unwrap_err().to_string();
@@ -190,23 +192,10 @@ fn sigkilled_run_resumes_to_the_same_bytes() {
     let extra = ["--epochs", "40", "--lora-dropout", "0.05", "--save-steps", "3", "--save-total-limit", "2"];
     run(&args(&full, &extra), &mut std::io::sink()).unwrap();
     let cli = |out: &Path, more: &[&str]| {
-        let a = args(out, &extra);
+        let mut all = extra.to_vec();
+        all.extend(more);
         let mut c = std::process::Command::new(exe);
-        c.args(["train", "--model"]).arg(&a.model).arg("--data").arg(&a.data[0]).arg("--out").arg(out);
-        c.arg("--init-adapter").arg(a.init_adapter.as_ref().unwrap());
-        let s = &reference()["settings"];
-        for (k, v) in [
-            ("--cutoff-len", s["cutoff"].to_string()),
-            ("--micro-batch", s["micro"].to_string()),
-            ("--batch", s["batch"].to_string()),
-            ("--lr", s["lr"].to_string()),
-            ("--warmup-steps", s["warmup"].to_string()),
-            ("--max-grad-norm", s["max_grad_norm"].to_string()),
-        ] {
-            c.args([k, &v]);
-        }
-        c.args(["--no-shuffle", "--quiet"]).args(extra).args(more);
-        c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        c.args(argv(out, &all)).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         c
     };
     let mut child = cli(&killed, &[]).spawn().unwrap();
