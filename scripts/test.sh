@@ -5,6 +5,9 @@ set -uo pipefail
 log=$(mktemp)
 cargo test --workspace --all-targets "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
+# the browser app in headless Chromium (WebGPU on SwiftShader): wasm-bindgen-test and the e2e suite
+bash scripts/test-web.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || rc=1
 passed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) s += $i } END { print s + 0 }' "$log")
 failed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) s += $i } END { print s + 0 }' "$log")
 rm -f "$log"

@@ -64,6 +64,26 @@ pub trait Backend {
     /// Keep only the last row (the position whose logits we need).
     fn last_row(&self, x: &Self::Act) -> Self::Act;
 
+    // Asynchronous read-backs. A browser's WebGPU cannot block the thread until the GPU is done,
+    // so generation is written once against these; native backends finish at once (the defaults
+    // call the blocking methods) and `crate::block_on` drives them without an executor. The
+    // futures are not `Send`: a wasm backend's are not.
+    /// `to_host` without blocking the thread.
+    #[allow(async_fn_in_trait)]
+    async fn to_host_async(&self, x: &Self::Act) -> Result<Vec<f32>> {
+        self.to_host(x)
+    }
+    /// `argmax` without blocking the thread.
+    #[allow(async_fn_in_trait)]
+    async fn argmax_async(&self, x: &Self::Act) -> Result<u32> {
+        self.argmax(x)
+    }
+    /// `sample` without blocking the thread.
+    #[allow(async_fn_in_trait)]
+    async fn sample_async(&self, x: &Self::Act, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
+        self.sample(x, temperature, top_k, top_p, u)
+    }
+
     /// out[t] = table[tokens[t]] (rows of a possibly quantised matrix).
     fn embed(&self, out: &mut Self::Act, table: &Self::Weight, tokens: &[u32]);
     /// out = x / rms(x) * w, per row.
@@ -136,6 +156,15 @@ impl<B: Backend> Backend for &B {
     fn sample(&self, x: &Self::Act, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
         (**self).sample(x, temperature, top_k, top_p, u)
     }
+    async fn to_host_async(&self, x: &Self::Act) -> Result<Vec<f32>> {
+        (**self).to_host_async(x).await
+    }
+    async fn argmax_async(&self, x: &Self::Act) -> Result<u32> {
+        (**self).argmax_async(x).await
+    }
+    async fn sample_async(&self, x: &Self::Act, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
+        (**self).sample_async(x, temperature, top_k, top_p, u).await
+    }
     fn embed(&self, out: &mut Self::Act, table: &Self::Weight, tokens: &[u32]) {
         (**self).embed(out, table, tokens)
     }
@@ -166,5 +195,28 @@ impl<B: Backend> Backend for &B {
     }
     fn add(&self, x: &mut Self::Act, y: &Self::Act) {
         (**self).add(x, y)
+    }
+}
+
+/// Drive a future whose backend finishes synchronously (every native backend) to completion on
+/// this thread. A future that stays pending is polled again after yielding the thread; nothing
+/// here waits for a browser event loop, so the browser's WebGPU backend must be awaited instead
+/// (on wasm a pending future is a programming error and panics rather than hanging the page).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    #[cfg(target_arch = "wasm32")]
+    {
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("block_on: a backend future is pending on wasm; await it instead"),
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
     }
 }

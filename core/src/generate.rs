@@ -59,6 +59,15 @@ impl Default for GenerationConfig {
     }
 }
 
+/// End-of-sequence ids: the model's (config/generation config) and the tokenizer's, sorted.
+pub fn eos_ids(model_eos: &[u32], tk: &Tokenizer) -> Vec<u32> {
+    let mut ids = model_eos.to_vec();
+    ids.extend(tk.eos);
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
     Eos,
@@ -270,6 +279,32 @@ pub fn generate<B: Backend>(
     cfg: &GenerationConfig,
     on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generated> {
+    crate::backend::block_on(generate_async(model, tk, prompt, cfg, on_text))
+}
+
+/// `generate` for backends whose read-backs must be awaited (WebGPU in a browser). The same
+/// code path: `generate` drives this future on the calling thread.
+pub async fn generate_async<B: Backend>(
+    model: &Model<B>,
+    tk: &Tokenizer,
+    prompt: &[u32],
+    cfg: &GenerationConfig,
+    on_text: impl FnMut(&str) -> bool,
+) -> Result<Generated> {
+    generate_observed_async(model, tk, prompt, cfg, |_| true, on_text).await
+}
+
+/// `generate_async` that also reports every new token id to `on_token` as it is chosen (before
+/// its text, which may wait for the rest of a character); returning false cancels, as `on_text`
+/// returning false does. A chat front end counts tokens/s and stops promptly with it.
+pub async fn generate_observed_async<B: Backend>(
+    model: &Model<B>,
+    tk: &Tokenizer,
+    prompt: &[u32],
+    cfg: &GenerationConfig,
+    mut on_token: impl FnMut(u32) -> bool,
+    on_text: impl FnMut(&str) -> bool,
+) -> Result<Generated> {
     if prompt.is_empty() {
         return Err(Error::Invalid("generate: empty prompt".into()));
     }
@@ -286,13 +321,17 @@ pub fn generate<B: Backend>(
         Generated { ids, text: sink.text.clone(), stop }
     };
     if cfg.num_beams > 1 {
-        let ids = beam_search(model, prompt, cfg)?;
+        let ids = beam_search_async(model, prompt, cfg).await?;
         let mut stop = if ids.last().is_some_and(|t| cfg.eos_token_ids.contains(t)) {
             StopReason::Eos
         } else {
             StopReason::MaxTokens
         };
         for &id in &ids {
+            if !on_token(id) {
+                stop = StopReason::Cancelled;
+                break;
+            }
             if cfg.eos_token_ids.contains(&id) {
                 break;
             }
@@ -311,19 +350,7 @@ pub fn generate<B: Backend>(
     let plain = cfg.repetition_penalty == 1.0 && cfg.bad_words_ids.is_empty();
     // one random stream, drawn once per sampled token whichever path draws it
     let mut rng = Rng::new(cfg.seed);
-    let step = |toks: &[u32], pos: usize, n_new: usize, cache: &mut B::Cache, rng: &mut Rng| -> Result<Step> {
-        Ok(if plain && n_new >= cfg.min_new_tokens {
-            if cfg.sampling() {
-                let u = rng.next_f32();
-                Step::Token(model.forward_sample(toks, pos, cache, cfg.temperature, cfg.top_k, cfg.top_p, u)?)
-            } else {
-                Step::Token(model.forward_greedy(toks, pos, cache)?)
-            }
-        } else {
-            Step::Logits(model.forward(toks, pos, cache, false)?)
-        })
-    };
-    let mut next_step = step(prompt, 0, 0, &mut cache, &mut rng)?;
+    let mut next_step = step(model, cfg, plain, prompt, 0, 0, &mut cache, &mut rng).await?;
     let mut out = Vec::new();
     let mut stop = StopReason::MaxTokens;
     while out.len() < cfg.max_new_tokens {
@@ -341,6 +368,10 @@ pub fn generate<B: Backend>(
         };
         out.push(next);
         history.push(next);
+        if !on_token(next) {
+            stop = StopReason::Cancelled;
+            break;
+        }
         if cfg.eos_token_ids.contains(&next) {
             stop = StopReason::Eos;
             break;
@@ -352,7 +383,7 @@ pub fn generate<B: Backend>(
         if out.len() == cfg.max_new_tokens {
             break;
         }
-        next_step = step(&[next], history.len() - 1, out.len(), &mut cache, &mut rng)?;
+        next_step = step(model, cfg, plain, &[next], history.len() - 1, out.len(), &mut cache, &mut rng).await?;
     }
     Ok(finish(&mut sink, out, stop))
 }
@@ -362,8 +393,42 @@ enum Step {
     Token(u32),
 }
 
+/// One forward step: the backend picks the token itself when no history-dependent processor
+/// needs the logits (`plain`), else the logits come back to the host.
+#[allow(clippy::too_many_arguments)]
+async fn step<B: Backend>(
+    model: &Model<B>,
+    cfg: &GenerationConfig,
+    plain: bool,
+    toks: &[u32],
+    pos: usize,
+    n_new: usize,
+    cache: &mut B::Cache,
+    rng: &mut Rng,
+) -> Result<Step> {
+    Ok(if plain && n_new >= cfg.min_new_tokens {
+        if cfg.sampling() {
+            let u = rng.next_f32();
+            Step::Token(model.forward_sample_async(toks, pos, cache, cfg.temperature, cfg.top_k, cfg.top_p, u).await?)
+        } else {
+            Step::Token(model.forward_greedy_async(toks, pos, cache).await?)
+        }
+    } else {
+        Step::Logits(model.forward_async(toks, pos, cache, false).await?)
+    })
+}
+
 /// transformers' vectorised beam search (`GenerationMixin._beam_search`), one sequence.
 pub fn beam_search<B: Backend>(model: &Model<B>, prompt: &[u32], cfg: &GenerationConfig) -> Result<Vec<u32>> {
+    crate::backend::block_on(beam_search_async(model, prompt, cfg))
+}
+
+/// `beam_search` without blocking the thread on read-backs.
+pub async fn beam_search_async<B: Backend>(
+    model: &Model<B>,
+    prompt: &[u32],
+    cfg: &GenerationConfig,
+) -> Result<Vec<u32>> {
     let nb = cfg.num_beams;
     let plen = prompt.len();
     let max_len = plen + cfg.max_new_tokens;
@@ -371,7 +436,7 @@ pub fn beam_search<B: Backend>(model: &Model<B>, prompt: &[u32], cfg: &Generatio
     let lp = cfg.length_penalty;
     let es = cfg.early_stopping;
     let mut cache0 = model.new_cache(max_len)?;
-    let first = model.forward(prompt, 0, &mut cache0, false)?;
+    let first = model.forward_async(prompt, 0, &mut cache0, false).await?;
     let v = first.len();
     // running beams: sequence, score, cache, last logits
     let mut run_seq: Vec<Vec<u32>> = vec![prompt.to_vec(); nb];
@@ -465,7 +530,7 @@ pub fn beam_search<B: Backend>(model: &Model<B>, prompt: &[u32], cfg: &Generatio
             let mut seq = run_seq[b].clone();
             seq.push(tok);
             let mut cache = model.backend.copy_cache(&run_cache[b])?;
-            let l = model.forward(&[tok], cur - 1, &mut cache, false)?;
+            let l = model.forward_async(&[tok], cur - 1, &mut cache, false).await?;
             ns.push(seq);
             nsc.push(sc);
             nc.push(cache);

@@ -158,11 +158,20 @@ struct Reader<'a, R> {
     r: &'a mut R,
     name: &'a str,
     pos: u64,
+    /// Length of the whole file.
     len: u64,
+    /// Bytes `r` can deliver: `len`, or less when parsing the prefix of a download.
+    avail: u64,
+    /// Set when a read needed bytes past `avail` that the file does have.
+    short: bool,
 }
 
 impl<R: Read> Reader<'_, R> {
     fn bytes(&mut self, n: u64, what: &str) -> Result<Vec<u8>> {
+        if n <= self.len.saturating_sub(self.pos) && n > self.avail.saturating_sub(self.pos) {
+            self.short = true;
+            return Err(Error::format(self.name, format!("header continues past byte {}", self.avail)));
+        }
         if n > self.len.saturating_sub(self.pos) {
             return Err(Error::format(
                 self.name,
@@ -238,7 +247,25 @@ impl GgufFile {
     pub fn read<R: Read + Seek>(r: &mut R, name: &str) -> Result<Self> {
         let len = r.seek(SeekFrom::End(0)).map_err(|e| Error::io(name, e))?;
         r.seek(SeekFrom::Start(0)).map_err(|e| Error::io(name, e))?;
-        let mut rd = Reader { r, name, pos: 0, len };
+        let mut rd = Reader { r, name, pos: 0, len, avail: len, short: false };
+        Self::parse(&mut rd)
+    }
+
+    /// Parse the header from the first bytes of a file of `total_len` bytes (a download in
+    /// progress): `Ok(None)` when the header does not end within `prefix` yet.
+    pub fn read_prefix(prefix: &[u8], total_len: u64, name: &str) -> Result<Option<Self>> {
+        let mut c = std::io::Cursor::new(prefix);
+        let avail = (prefix.len() as u64).min(total_len);
+        let mut rd = Reader { r: &mut c, name, pos: 0, len: total_len, avail, short: false };
+        match Self::parse(&mut rd) {
+            Ok(f) => Ok(Some(f)),
+            Err(_) if rd.short => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn parse<R: Read>(rd: &mut Reader<'_, R>) -> Result<Self> {
+        let (name, len) = (rd.name, rd.len);
         let magic = rd.arr::<4>("magic")?;
         if magic != GGUF_MAGIC {
             return Err(Error::format(name, format!("not a GGUF file (magic {magic:02x?}, expected \"GGUF\")")));

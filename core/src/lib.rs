@@ -23,6 +23,7 @@ pub mod lora;
 pub mod model;
 pub mod prompt;
 pub mod quant;
+pub mod stream;
 pub mod tokenizer;
 pub mod weights;
 

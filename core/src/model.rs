@@ -3,7 +3,7 @@
 use crate::backend::{Backend, LoraPair, Rope};
 use crate::config::Config;
 use crate::lora::LoraAdapter;
-use crate::weights::{ModelWeights, Proj};
+use crate::weights::{Matrix, ModelWeights, Proj};
 use crate::{Error, Result};
 
 struct Layer<B: Backend> {
@@ -32,24 +32,20 @@ pub struct Model<B: Backend> {
 
 impl<B: Backend> Model<B> {
     pub fn new(backend: B, w: &ModelWeights) -> Result<Self> {
-        let mut layers = Vec::with_capacity(w.layers.len());
-        for l in &w.layers {
-            layers.push(Layer {
-                attn_norm: backend.load_vector(&l.attn_norm)?,
-                ffn_norm: backend.load_vector(&l.ffn_norm)?,
-                proj: l.proj.iter().map(|m| backend.load_matrix(m)).collect::<Result<_>>()?,
-            });
+        let mut b = ModelBuilder::new(backend, w.cfg.clone(), &w.source);
+        b.set(Slot::Embed, &w.embed)?;
+        if let Some(h) = &w.lm_head {
+            b.set(Slot::LmHead, h)?;
         }
-        Ok(Model {
-            cfg: w.cfg.clone(),
-            embed: backend.load_matrix(&w.embed)?,
-            lm_head: w.lm_head.as_ref().map(|m| backend.load_matrix(m)).transpose()?,
-            norm: backend.load_vector(&w.norm)?,
-            layers,
-            rope: Rope { inv_freq: w.cfg.rope_inv_freq(), interleaved: w.cfg.rope_interleaved },
-            adapters: Vec::new(),
-            backend,
-        })
+        b.set(Slot::Norm, &Matrix::from_f32(1, w.norm.len(), w.norm.clone()))?;
+        for (i, l) in w.layers.iter().enumerate() {
+            b.set(Slot::AttnNorm(i), &Matrix::from_f32(1, l.attn_norm.len(), l.attn_norm.clone()))?;
+            b.set(Slot::FfnNorm(i), &Matrix::from_f32(1, l.ffn_norm.len(), l.ffn_norm.clone()))?;
+            for p in Proj::ALL {
+                b.set(Slot::Proj(i, p), l.get(p))?;
+            }
+        }
+        b.finish()
     }
 
     /// Attach an adapter unmerged with a mixing weight; the base stays untouched, so adapters can
@@ -106,11 +102,45 @@ impl<B: Backend> Model<B> {
         self.backend.to_host(&logits)
     }
 
+    /// `forward` for backends whose read-back must be awaited (WebGPU in a browser).
+    pub async fn forward_async(
+        &self,
+        tokens: &[u32],
+        pos0: usize,
+        cache: &mut B::Cache,
+        all_logits: bool,
+    ) -> Result<Vec<f32>> {
+        let logits = self.forward_act(tokens, pos0, cache, all_logits)?;
+        self.backend.to_host_async(&logits).await
+    }
+
     /// Greedy next token after `tokens`: the argmax runs on the backend, so a GPU decode step
     /// reads back one token id.
     pub fn forward_greedy(&self, tokens: &[u32], pos0: usize, cache: &mut B::Cache) -> Result<u32> {
         let logits = self.forward_act(tokens, pos0, cache, false)?;
         self.backend.argmax(&logits)
+    }
+
+    /// `forward_greedy` without blocking the thread.
+    pub async fn forward_greedy_async(&self, tokens: &[u32], pos0: usize, cache: &mut B::Cache) -> Result<u32> {
+        let logits = self.forward_act(tokens, pos0, cache, false)?;
+        self.backend.argmax_async(&logits).await
+    }
+
+    /// `forward_sample` without blocking the thread.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn forward_sample_async(
+        &self,
+        tokens: &[u32],
+        pos0: usize,
+        cache: &mut B::Cache,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        u: f32,
+    ) -> Result<u32> {
+        let logits = self.forward_act(tokens, pos0, cache, false)?;
+        self.backend.sample_async(&logits, temperature, top_k, top_p, u).await
     }
 
     /// Sampled next token (temperature, top-k, top-p, then a draw with the uniform `u`), chosen
@@ -174,5 +204,175 @@ impl<B: Backend> Model<B> {
         let mut logits = be.act(rows, c.vocab_size);
         be.matmul(&mut logits, &xn, self.lm_head.as_ref().unwrap_or(&self.embed), &[]);
         Ok(logits)
+    }
+}
+
+/// Where one tensor goes in the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Embed,
+    /// The untied classifier (`output.weight` / `lm_head.weight`).
+    LmHead,
+    Norm,
+    AttnNorm(usize),
+    FfnNorm(usize),
+    Proj(usize, Proj),
+    /// llama3 frequency divisors (GGUF `rope_freqs.weight`), folded into the config.
+    RopeFreqs,
+}
+
+impl Slot {
+    /// The slot of a GGUF tensor name; `None` for tensors the model does not use.
+    pub fn from_gguf(name: &str) -> Option<Slot> {
+        match name {
+            "token_embd.weight" => return Some(Slot::Embed),
+            "output.weight" => return Some(Slot::LmHead),
+            "output_norm.weight" => return Some(Slot::Norm),
+            "rope_freqs.weight" => return Some(Slot::RopeFreqs),
+            _ => {}
+        }
+        let rest = name.strip_prefix("blk.")?.strip_suffix(".weight")?;
+        let (l, what) = rest.split_once('.')?;
+        let l: usize = l.parse().ok()?;
+        match what {
+            "attn_norm" => Some(Slot::AttnNorm(l)),
+            "ffn_norm" => Some(Slot::FfnNorm(l)),
+            p => Proj::from_gguf(p).map(|p| Slot::Proj(l, p)),
+        }
+    }
+
+    pub fn gguf_name(self) -> String {
+        match self {
+            Slot::Embed => "token_embd.weight".into(),
+            Slot::LmHead => "output.weight".into(),
+            Slot::Norm => "output_norm.weight".into(),
+            Slot::RopeFreqs => "rope_freqs.weight".into(),
+            Slot::AttnNorm(l) => format!("blk.{l}.attn_norm.weight"),
+            Slot::FfnNorm(l) => format!("blk.{l}.ffn_norm.weight"),
+            Slot::Proj(l, p) => format!("blk.{l}.{}.weight", p.gguf()),
+        }
+    }
+
+    /// (rows, cols) the config implies; vectors are one row.
+    pub fn shape(self, c: &Config) -> (usize, usize) {
+        match self {
+            Slot::Embed | Slot::LmHead => (c.vocab_size, c.hidden_size),
+            Slot::Norm | Slot::AttnNorm(_) | Slot::FfnNorm(_) => (1, c.hidden_size),
+            Slot::RopeFreqs => (1, c.head_dim / 2),
+            Slot::Proj(_, p) => p.shape(c),
+        }
+    }
+
+    fn layer(self) -> Option<usize> {
+        match self {
+            Slot::AttnNorm(l) | Slot::FfnNorm(l) | Slot::Proj(l, _) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+struct LayerSlots<B: Backend> {
+    attn_norm: Option<B::Vector>,
+    ffn_norm: Option<B::Vector>,
+    proj: [Option<B::Weight>; 7],
+}
+
+/// Builds a `Model` one tensor at a time, uploading each to the backend as it arrives, so a
+/// model streamed from the network is never whole in host memory (the browser's loader).
+/// `Model::new` goes through it too: one path checks shapes and places tensors.
+pub struct ModelBuilder<B: Backend> {
+    backend: B,
+    cfg: Config,
+    source: String,
+    embed: Option<B::Weight>,
+    lm_head: Option<B::Weight>,
+    norm: Option<B::Vector>,
+    /// Grown as layers arrive (never preallocated from a count a file could corrupt).
+    layers: Vec<LayerSlots<B>>,
+}
+
+impl<B: Backend> ModelBuilder<B> {
+    /// `source` names the file in errors.
+    pub fn new(backend: B, cfg: Config, source: &str) -> Self {
+        ModelBuilder {
+            backend,
+            cfg,
+            source: source.to_string(),
+            embed: None,
+            lm_head: None,
+            norm: None,
+            layers: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Check `m` against the config and upload it into `slot`.
+    pub fn set(&mut self, slot: Slot, m: &Matrix) -> Result<()> {
+        let (rows, cols) = slot.shape(&self.cfg);
+        let err = |msg: String| Error::tensor(&self.source, slot.gguf_name(), msg);
+        if (m.rows, m.cols) != (rows, cols) && !(rows == 1 && m.rows * m.cols == cols) {
+            return Err(err(format!("shape {}x{} contradicts the config (expected {rows}x{cols})", m.rows, m.cols)));
+        }
+        if !m.ty.can_dequantize() {
+            return Err(err(format!("tensor type {:?} is not supported", m.ty)));
+        }
+        if let Some(l) = slot.layer() {
+            if l >= self.cfg.num_layers {
+                return Err(err(format!("layer {l} is beyond the config's {} layers", self.cfg.num_layers)));
+            }
+            while self.layers.len() <= l {
+                self.layers.push(LayerSlots { attn_norm: None, ffn_norm: None, proj: Default::default() });
+            }
+        }
+        let vector = |m: &Matrix| self.backend.load_vector(&m.to_f32());
+        match slot {
+            Slot::Embed => self.embed = Some(self.backend.load_matrix(m)?),
+            Slot::LmHead => self.lm_head = Some(self.backend.load_matrix(m)?),
+            Slot::Norm => self.norm = Some(vector(m)?),
+            Slot::RopeFreqs => self.cfg.rope_freq_factors = Some(m.to_f32()),
+            Slot::AttnNorm(l) => self.layers[l].attn_norm = Some(vector(m)?),
+            Slot::FfnNorm(l) => self.layers[l].ffn_norm = Some(vector(m)?),
+            Slot::Proj(l, p) => self.layers[l].proj[p as usize] = Some(self.backend.load_matrix(m)?),
+        }
+        Ok(())
+    }
+
+    /// The model, once every tensor the config needs has arrived.
+    pub fn finish(self) -> Result<Model<B>> {
+        let missing = |slot: Slot| Error::tensor(&self.source, slot.gguf_name(), "missing");
+        let embed = self.embed.ok_or_else(|| missing(Slot::Embed))?;
+        if !self.cfg.tie_embeddings && self.lm_head.is_none() {
+            return Err(missing(Slot::LmHead));
+        }
+        let norm = self.norm.ok_or_else(|| missing(Slot::Norm))?;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        let mut slots = self.layers.into_iter();
+        for i in 0..self.cfg.num_layers {
+            let l = slots.next().ok_or_else(|| missing(Slot::AttnNorm(i)))?;
+            let proj =
+                l.proj.into_iter().enumerate().map(|(pi, w)| w.ok_or_else(|| missing(Slot::Proj(i, Proj::ALL[pi]))));
+            layers.push(Layer {
+                attn_norm: l.attn_norm.ok_or_else(|| missing(Slot::AttnNorm(i)))?,
+                ffn_norm: l.ffn_norm.ok_or_else(|| missing(Slot::FfnNorm(i)))?,
+                proj: proj.collect::<Result<_>>()?,
+            });
+        }
+        Ok(Model {
+            rope: Rope { inv_freq: self.cfg.rope_inv_freq(), interleaved: self.cfg.rope_interleaved },
+            cfg: self.cfg,
+            embed,
+            lm_head: self.lm_head,
+            norm,
+            layers,
+            adapters: Vec::new(),
+            backend: self.backend,
+        })
     }
 }

@@ -1,5 +1,8 @@
 //! Chinese-Vicuna's prompt templates, verbatim from its `prompt.py`, and its chat-history fitting.
 
+use crate::tokenizer::Tokenizer;
+use crate::Result;
+
 /// Instruct template without input (note the newline after "### Instruction:").
 pub const INSTRUCT: &str = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:";
 /// Instruct template with input (Chinese-Vicuna writes no newline after the colons here).
@@ -84,6 +87,37 @@ pub fn fit_history(history: &[Turn], input: &str, max_tokens: usize, count: &dyn
         lens.remove(0);
     }
     h
+}
+
+/// Chinese-Vicuna's banned chat sequences as token ids. The SentencePiece space-prefix token a
+/// plain encode puts in front is dropped, so the ban matches "\n\nUser:" wherever it is generated.
+pub fn chat_bad_words(tk: &Tokenizer) -> Result<Vec<Vec<u32>>> {
+    CHAT_BANNED
+        .iter()
+        .map(|s| {
+            let mut ids = tk.encode(s, false)?;
+            if ids.len() > 1 && tk.token_bytes(ids[0]) == b" " {
+                ids.remove(0);
+            }
+            Ok(ids)
+        })
+        .collect()
+}
+
+/// One chat turn's prompt as token ids (BOS first): the history fitted into what is left of
+/// `max_context` after `max_new_tokens`, then the chat template. Every front end (terminal chat,
+/// `vicugna generate --template chat --history`, the browser) builds its prompt here.
+pub fn chat_prompt_ids(
+    tk: &Tokenizer,
+    history: &[Turn],
+    input: &str,
+    max_context: usize,
+    max_new_tokens: usize,
+) -> Result<Vec<u32>> {
+    let budget = max_context.saturating_sub(max_new_tokens);
+    let count = |t: &str| tk.encode(t, false).map(|v| v.len()).unwrap_or(0);
+    let fitted = fit_history(history, input, budget, &count);
+    tk.encode(&chat(&fitted, input), true)
 }
 
 #[cfg(test)]

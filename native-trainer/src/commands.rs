@@ -135,10 +135,7 @@ pub struct Sampling {
 
 impl Sampling {
     pub fn config(&self, tk: &Tokenizer, eos: &[u32]) -> Result<GenerationConfig> {
-        let mut eos_ids: Vec<u32> = eos.to_vec();
-        eos_ids.extend(tk.eos);
-        eos_ids.sort();
-        eos_ids.dedup();
+        let eos_ids = vicugna_core::generate::eos_ids(eos, tk);
         Ok(GenerationConfig {
             max_new_tokens: self.max_new_tokens,
             min_new_tokens: self.min_new_tokens,
@@ -163,20 +160,7 @@ impl Sampling {
     }
 }
 
-/// Chinese-Vicuna's banned chat sequences as token ids. The SentencePiece space-prefix token a
-/// plain encode puts in front is dropped, so the ban matches "\n\nUser:" wherever it is generated.
-pub fn chat_bad_words(tk: &Tokenizer) -> Result<Vec<Vec<u32>>> {
-    prompt::CHAT_BANNED
-        .iter()
-        .map(|s| {
-            let mut ids = tk.encode(s, false)?;
-            if ids.len() > 1 && tk.token_bytes(ids[0]) == b" " {
-                ids.remove(0);
-            }
-            Ok(ids)
-        })
-        .collect()
-}
+pub use vicugna_core::prompt::chat_bad_words;
 
 pub struct GenerateArgs<'a> {
     pub model: &'a Path,
@@ -186,6 +170,9 @@ pub struct GenerateArgs<'a> {
     pub prompt_tokens: Option<&'a str>,
     pub input: Option<&'a str>,
     pub template: Template,
+    /// Earlier chat turns (a JSON array of {"input","output"}) for the chat template.
+    pub history: Option<&'a Path>,
+    pub max_context: usize,
     pub sampling: &'a Sampling,
     pub json: bool,
     pub backend: &'a str,
@@ -196,16 +183,22 @@ pub fn run_generate(a: &GenerateArgs, out: &mut dyn Write) -> Result<()> {
     let tk = load_tokenizer(a.model, a.tokenizer)?;
     let eos = with_model!(&any, |m| m.cfg.eos_token_ids.clone());
     let mut cfg = a.sampling.config(&tk, &eos)?;
+    let history: Vec<Turn> = match a.history {
+        None => Vec::new(),
+        Some(_) if a.template != Template::Chat => bail!("--history needs --template chat"),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: expected a JSON array of {{\"input\",\"output\"}} turns", p.display()))?
+        }
+    };
     let ids = match (a.prompt, a.prompt_tokens) {
         (_, Some(t)) => parse_ids(t)?,
-        (Some(p), None) => {
-            let text = match a.template {
-                Template::None => p.to_string(),
-                Template::Instruct => prompt::instruct(p, a.input),
-                Template::Chat => prompt::chat(&[], p),
-            };
-            tk.encode(&text, true)?
-        }
+        (Some(p), None) => match a.template {
+            Template::None => tk.encode(p, true)?,
+            Template::Instruct => tk.encode(&prompt::instruct(p, a.input), true)?,
+            Template::Chat => prompt::chat_prompt_ids(&tk, &history, p, a.max_context, cfg.max_new_tokens)?,
+        },
         (None, None) => bail!("give --prompt TEXT or --prompt-tokens 1,2,3"),
     };
     if a.template == Template::Chat {
@@ -267,10 +260,7 @@ pub fn run_chat(
             }
             _ => {}
         }
-        let budget = max_context.saturating_sub(cfg.max_new_tokens);
-        let count = |t: &str| tk.encode(t, false).map(|v| v.len()).unwrap_or(0);
-        let fitted = prompt::fit_history(&history, line, budget, &count);
-        let ids = tk.encode(&prompt::chat(&fitted, line), true)?;
+        let ids = prompt::chat_prompt_ids(&tk, &history, line, max_context, cfg.max_new_tokens)?;
         write!(out, "Assistant: ")?;
         let g = with_model!(&any, |m| generate(m, &tk, &ids, &cfg, |t| {
             let _ = out.write_all(t.as_bytes());

@@ -59,6 +59,12 @@ enum Cmd {
         input: Option<String>,
         #[arg(long, default_value = "none")]
         template: Template,
+        /// Earlier turns for --template chat: a JSON file [{"input": ..., "output": ...}, ...]
+        #[arg(long)]
+        history: Option<PathBuf>,
+        /// Context budget the chat history is fitted into (with --history)
+        #[arg(long, default_value_t = 2048)]
+        max_context: usize,
         #[command(flatten)]
         sampling: Sampling,
         #[arg(long)]
@@ -171,23 +177,36 @@ fn main() -> Result<()> {
         Cmd::Tokenize { tokenizer, no_bos, text } => {
             writeln!(stdout, "{}", commands::tokenize_json(&tokenizer, &text, !no_bos)?)?
         }
-        Cmd::Generate { model, lora, tokenizer, prompt, prompt_tokens, input, template, sampling, json, backend } => {
-            commands::run_generate(
-                &GenerateArgs {
-                    model: &model,
-                    loras: &lora,
-                    tokenizer: tokenizer.as_deref(),
-                    prompt: prompt.as_deref(),
-                    prompt_tokens: prompt_tokens.as_deref(),
-                    input: input.as_deref(),
-                    template,
-                    sampling: &sampling,
-                    json,
-                    backend: &backend,
-                },
-                &mut stdout,
-            )?
-        }
+        Cmd::Generate {
+            model,
+            lora,
+            tokenizer,
+            prompt,
+            prompt_tokens,
+            input,
+            template,
+            history,
+            max_context,
+            sampling,
+            json,
+            backend,
+        } => commands::run_generate(
+            &GenerateArgs {
+                model: &model,
+                loras: &lora,
+                tokenizer: tokenizer.as_deref(),
+                prompt: prompt.as_deref(),
+                prompt_tokens: prompt_tokens.as_deref(),
+                input: input.as_deref(),
+                template,
+                history: history.as_deref(),
+                max_context,
+                sampling: &sampling,
+                json,
+                backend: &backend,
+            },
+            &mut stdout,
+        )?,
         Cmd::Chat { model, lora, tokenizer, sampling, max_context, backend } => commands::run_chat(
             &model,
             &lora,

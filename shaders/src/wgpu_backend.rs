@@ -344,8 +344,9 @@ impl Wgpu {
         buf
     }
 
-    /// Submit everything recorded so far plus a copy of `bytes` of `buf`, wait, and return them.
-    fn read_back(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    /// Record a copy of `bytes` of `buf` into a fresh mappable buffer and submit everything
+    /// recorded so far.
+    fn stage(&self, buf: &wgpu::Buffer, bytes: u64) -> wgpu::Buffer {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: bytes.max(4).next_multiple_of(4),
@@ -354,24 +355,87 @@ impl Wgpu {
         });
         self.with_encoder(|enc| enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes));
         self.flush();
-        let slice = staging.slice(..);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Invalid(format!("wgpu: device poll failed: {e}")))?;
+        staging
+    }
+
+    /// The mapped staging buffer's first `bytes`; the submission that filled it is complete, so
+    /// the uniform ring can be reused from the start.
+    fn take_mapped(&self, staging: wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         self.uniforms.borrow_mut().1 = 0;
-        rx.recv()
-            .map_err(|_| Error::Invalid("wgpu: readback callback never ran".into()))?
-            .map_err(|e| Error::Invalid(format!("wgpu: mapping the readback buffer failed: {e}")))?;
+        let slice = staging.slice(..);
         let view =
             slice.get_mapped_range().map_err(|e| Error::Invalid(format!("wgpu: reading the mapped buffer: {e}")))?;
         let out = view[..bytes as usize].to_vec();
         drop(view);
         staging.unmap();
         Ok(out)
+    }
+
+    /// Submit everything recorded so far plus a copy of `bytes` of `buf`, wait, and return them.
+    /// Natively only: a browser cannot block on the GPU (see `read_back_async`).
+    fn read_back(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        if cfg!(target_arch = "wasm32") {
+            return Err(Error::Invalid(
+                "wgpu: a blocking read-back is impossible in the browser; use the async generation API".into(),
+            ));
+        }
+        let staging = self.stage(buf, bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Invalid(format!("wgpu: device poll failed: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Invalid("wgpu: readback callback never ran".into()))?
+            .map_err(|e| Error::Invalid(format!("wgpu: mapping the readback buffer failed: {e}")))?;
+        self.take_mapped(staging, bytes)
+    }
+
+    /// `read_back` that awaits the mapping instead of blocking: the browser resolves it from its
+    /// event loop. Natively the same as `read_back`.
+    async fn read_back_async(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        if !cfg!(target_arch = "wasm32") {
+            return self.read_back(buf, bytes);
+        }
+        let staging = self.stage(buf, bytes);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await
+            .map_err(|_| Error::Invalid("wgpu: the device was lost before the read-back finished".into()))?
+            .map_err(|e| Error::Invalid(format!("wgpu: mapping the readback buffer failed: {e}")))?;
+        self.take_mapped(staging, bytes)
+    }
+
+    /// Record the GPU argmax of a logits row; the 4-byte result buffer goes back to the pool
+    /// after reading.
+    fn record_argmax(&self, x: &GpuAct) -> wgpu::Buffer {
+        let out = self.take(4);
+        let p = Params { n: (x.rows * x.cols) as u32, ..Default::default() };
+        self.dispatch("argmax", "main", &[], p, &[(1, &x.buf), (2, &out)], (1, 1));
+        out
+    }
+
+    /// Record a GPU top-k/top-p draw, or `None` when `top_k` is outside what the kernel keeps
+    /// (then the host samples the read-back logits).
+    fn record_sample(&self, x: &GpuAct, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Option<wgpu::Buffer> {
+        let n = x.rows * x.cols;
+        if top_k == 0 || top_k > 64 || top_k > n {
+            return None;
+        }
+        let (work, out) = (self.take(n * 4), self.take(4));
+        let p = Params { n: n as u32, a: top_k as u32, f0: temperature, f1: top_p, f2: u, ..Default::default() };
+        self.dispatch("sample", "main", &[], p, &[(1, &x.buf), (2, &work), (3, &out)], (1, 1));
+        self.give(work);
+        Some(out)
+    }
+
+    fn token(&self, out: wgpu::Buffer, b: Vec<u8>) -> u32 {
+        self.give(out);
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
 
     /// Compute dispatches recorded since this backend was created.
@@ -527,28 +591,46 @@ impl Backend for Wgpu {
     }
 
     fn argmax(&self, x: &GpuAct) -> Result<u32> {
-        let out = self.take(4);
-        let p = Params { n: (x.rows * x.cols) as u32, ..Default::default() };
-        self.dispatch("argmax", "main", &[], p, &[(1, &x.buf), (2, &out)], (1, 1));
+        let out = self.record_argmax(x);
         let b = self.read_back(&out, 4)?;
-        self.give(out);
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(self.token(out, b))
     }
 
     fn sample(&self, x: &GpuAct, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
-        let n = x.rows * x.cols;
-        if top_k == 0 || top_k > 64 || top_k > n {
-            // the kernel keeps at most 64 candidates; wider draws go through the host
-            let mut v = self.to_host(x)?;
-            return Ok(vicugna_core::generate::sample_host(&mut v, temperature, top_k, top_p, u));
+        match self.record_sample(x, temperature, top_k, top_p, u) {
+            Some(out) => {
+                let b = self.read_back(&out, 4)?;
+                Ok(self.token(out, b))
+            }
+            None => {
+                let mut v = self.to_host(x)?;
+                Ok(vicugna_core::generate::sample_host(&mut v, temperature, top_k, top_p, u))
+            }
         }
-        let (work, out) = (self.take(n * 4), self.take(4));
-        let p = Params { n: n as u32, a: top_k as u32, f0: temperature, f1: top_p, f2: u, ..Default::default() };
-        self.dispatch("sample", "main", &[], p, &[(1, &x.buf), (2, &work), (3, &out)], (1, 1));
-        let b = self.read_back(&out, 4)?;
-        self.give(work);
-        self.give(out);
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    async fn to_host_async(&self, x: &GpuAct) -> Result<Vec<f32>> {
+        let bytes = self.read_back_async(&x.buf, (x.rows * x.cols * 4) as u64).await?;
+        Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
+    async fn argmax_async(&self, x: &GpuAct) -> Result<u32> {
+        let out = self.record_argmax(x);
+        let b = self.read_back_async(&out, 4).await?;
+        Ok(self.token(out, b))
+    }
+
+    async fn sample_async(&self, x: &GpuAct, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
+        match self.record_sample(x, temperature, top_k, top_p, u) {
+            Some(out) => {
+                let b = self.read_back_async(&out, 4).await?;
+                Ok(self.token(out, b))
+            }
+            None => {
+                let mut v = self.to_host_async(x).await?;
+                Ok(vicugna_core::generate::sample_host(&mut v, temperature, top_k, top_p, u))
+            }
+        }
     }
 
     fn last_row(&self, x: &GpuAct) -> GpuAct {
