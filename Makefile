@@ -2,16 +2,20 @@
 CARGO ?= cargo
 FIXTURE_MODEL ?= tests/fixtures/tiny-llama-q4_0.gguf
 
-.PHONY: build run chat test test-postgres lint bench bench-train bench-server fixtures fuzz clean
+.PHONY: build web run chat test test-web test-postgres lint bench bench-train bench-server fixtures fuzz clean
 
 build:
 	$(CARGO) build --release -p vicugna-trainer -p vicugna-server
 
-# The main job on the embedded default: the registry server on ./data with the bundled demo model,
-# at http://127.0.0.1:8080 (the browser chat app is served there once web/ is built; until then the
-# page lists the registry's models and adapters).
-run: build
-	./target/release/vicugna-server
+# The browser chat app (wasm + JS glue + static files) into web/dist; installs the wasm32 target
+# and the matching wasm-bindgen CLI when missing.
+web:
+	bash scripts/build-web.sh
+
+# The main job on the embedded default: the server on ./data with the bundled demo model and the
+# browser chat app at http://127.0.0.1:8080 (open it in a WebGPU browser and chat).
+run: build web
+	./target/release/vicugna-server --web-dir web/dist
 
 # Chat in the terminal with the bundled model (the random-weight fixture: it babbles).
 chat: build
@@ -20,13 +24,20 @@ chat: build
 test: lint
 	bash scripts/test.sh
 
+# Only the browser tests (wasm-bindgen-test in Chromium, then the Playwright e2e suite).
+test-web:
+	$(CARGO) build -p vicugna-trainer -p vicugna-server
+	bash scripts/test-web.sh
+
 # The registry's HTTP suite again on a throwaway PostgreSQL (installs Debian's postgresql if missing).
 test-postgres:
 	bash scripts/test-postgres.sh
 
 lint:
+	rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --target wasm32-unknown-unknown -p vicugna-web --all-targets -- -D warnings
 
 # Single-thread decode tokens/s on TinyStories-shaped random models vs measured read bandwidth.
 bench: build
