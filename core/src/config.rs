@@ -13,6 +13,20 @@ pub struct Llama3Scaling {
     pub original_max_position_embeddings: f64,
 }
 
+/// The feed-forward gate's activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// LLaMA's SwiGLU: silu(gate) * up.
+    #[default]
+    Silu,
+    /// Gemma's GeGLU: gelu_tanh(gate) * up.
+    GeluTanh,
+}
+
+/// Model hyper-parameters. LLaMA is the default; the Gemma-3 block is the same model with the
+/// extra switches below set (post-norms, QK-norm, GeGLU, scaled embeddings, query scaling and
+/// interleaved sliding-window layers with their own RoPE base).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     pub vocab_size: usize,
@@ -34,6 +48,39 @@ pub struct Config {
     pub rope_interleaved: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// `general.architecture` / `model_type` as read ("llama", "gemma3").
+    #[serde(default = "llama")]
+    pub arch: String,
+    #[serde(default)]
+    pub act: Activation,
+    /// RMSNorm over each head of q and k before RoPE (Gemma-3).
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// RMSNorm of the attention and feed-forward outputs before each residual add (Gemma-3).
+    #[serde(default)]
+    pub post_norms: bool,
+    /// Embeddings are multiplied by this (Gemma: sqrt(hidden_size)).
+    #[serde(default)]
+    pub embed_scale: Option<f32>,
+    /// Query scaling; `None` is 1/sqrt(head_dim) (Gemma-3: 1/sqrt(query_pre_attn_scalar)).
+    #[serde(default)]
+    pub attn_scale: Option<f32>,
+    /// Sliding-window layers attend to the last `sliding_window` positions, their own included.
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Per layer, true for a sliding-window layer (empty: none).
+    #[serde(default)]
+    pub swa_layers: Vec<bool>,
+    /// RoPE base of the sliding-window layers (the others use `rope_theta`).
+    #[serde(default)]
+    pub rope_theta_swa: Option<f64>,
+    /// Linear RoPE scaling of the full-attention layers (positions divided by this).
+    #[serde(default)]
+    pub rope_linear_factor: Option<f64>,
+}
+
+fn llama() -> String {
+    "llama".into()
 }
 
 impl Config {
@@ -42,6 +89,21 @@ impl Config {
     }
     pub fn kv_dim(&self) -> usize {
         self.num_kv_heads * self.head_dim
+    }
+    /// The factor scores q·k are multiplied by.
+    pub fn query_scale(&self) -> f32 {
+        self.attn_scale.unwrap_or(1.0 / (self.head_dim as f32).sqrt())
+    }
+    pub fn is_swa(&self, layer: usize) -> bool {
+        self.sliding_window.is_some() && self.swa_layers.get(layer).copied().unwrap_or(false)
+    }
+    /// The attention window of a layer: `Some(w)` when it only sees the last `w` positions.
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        if self.is_swa(layer) {
+            self.sliding_window
+        } else {
+            None
+        }
     }
 
     fn validate(self, file: &str) -> Result<Self> {
@@ -175,18 +237,55 @@ impl Config {
             rope_interleaved: false,
             bos_token_id: opt_u("bos_token_id")?.map(|v| v as u32),
             eos_token_ids: eos,
+            ..Config::llama_defaults()
         }
         .validate(file)
     }
 
-    /// From GGUF metadata (`general.architecture` = llama). Tying is decided by the loader from
-    /// the presence of `output.weight`; llama3 scaling arrives as the `rope_freqs.weight` tensor.
+    /// The switches that make a plain LLaMA block (every family-specific field off).
+    pub fn llama_defaults() -> Config {
+        Config {
+            vocab_size: 0,
+            hidden_size: 0,
+            intermediate_size: 0,
+            num_layers: 0,
+            num_heads: 0,
+            num_kv_heads: 0,
+            head_dim: 0,
+            rms_eps: 1e-6,
+            rope_theta: 10000.0,
+            rope_scaling: None,
+            rope_freq_factors: None,
+            max_position: 2048,
+            tie_embeddings: false,
+            rope_interleaved: false,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            arch: llama(),
+            act: Activation::Silu,
+            qk_norm: false,
+            post_norms: false,
+            embed_scale: None,
+            attn_scale: None,
+            sliding_window: None,
+            swa_layers: vec![],
+            rope_theta_swa: None,
+            rope_linear_factor: None,
+        }
+    }
+
+    /// From GGUF metadata (`general.architecture` = llama or gemma3). Tying is decided by the
+    /// loader from the presence of `output.weight`; llama3 scaling arrives as the
+    /// `rope_freqs.weight` tensor. Gemma-3 follows llama.cpp's reading of the same keys.
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let arch = g
             .get_str("general.architecture")
             .ok_or_else(|| Error::field(&g.name, "general.architecture", "missing"))?;
-        if arch != "llama" {
-            return Err(Error::unsupported(&g.name, format!("general.architecture \"{arch}\" (supported: llama)")));
+        if arch != "llama" && arch != "gemma3" {
+            return Err(Error::unsupported(
+                &g.name,
+                format!("general.architecture \"{arch}\" (supported: llama, gemma3)"),
+            ));
         }
         let k = |s: &str| format!("{arch}.{s}");
         let hidden = g.require_u64(&k("embedding_length"))? as usize;
@@ -209,11 +308,12 @@ impl Config {
                 .unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
         };
         let eos = g.get_u64("tokenizer.ggml.eos_token_id")?.map(|v| vec![v as u32]).unwrap_or_default();
-        Config {
+        let num_layers = g.require_u64(&k("block_count"))? as usize;
+        let mut c = Config {
             vocab_size: vocab,
             hidden_size: hidden,
             intermediate_size: g.require_u64(&k("feed_forward_length"))? as usize,
-            num_layers: g.require_u64(&k("block_count"))? as usize,
+            num_layers,
             num_heads: heads,
             num_kv_heads: g.get_u64(&k("attention.head_count_kv"))?.map(|v| v as usize).unwrap_or(heads),
             head_dim,
@@ -226,12 +326,76 @@ impl Config {
             rope_interleaved: true,
             bos_token_id: g.get_u64("tokenizer.ggml.bos_token_id")?.map(|v| v as u32),
             eos_token_ids: eos,
+            arch: arch.to_string(),
+            ..Config::llama_defaults()
+        };
+        if arch == "gemma3" {
+            if g.get_f64(&k("final_logit_softcapping"))?.is_some_and(|v| v != 0.0) {
+                return Err(Error::unsupported(&g.name, "gemma3.final_logit_softcapping (logit soft-capping)"));
+            }
+            // llama.cpp's Gemma-3: NEOX (rotate-half) RoPE, GeGLU with tanh-GELU, norms after
+            // attention and feed-forward, QK-norm, embeddings scaled by sqrt(hidden), queries by
+            // 1/sqrt(head_dim) (1/sqrt(hidden/heads) for the 27B model), and every 6th layer
+            // global with the rest in a sliding window with RoPE base 10000
+            c.rope_interleaved = false;
+            c.act = Activation::GeluTanh;
+            c.post_norms = true;
+            c.qk_norm = true;
+            c.embed_scale = Some((hidden as f32).sqrt());
+            c.attn_scale = Some(if num_layers == 62 {
+                1.0 / ((hidden / heads.max(1)) as f32).sqrt()
+            } else {
+                1.0 / (head_dim as f32).sqrt()
+            });
+            if let Some(w) = g.get_u64(&k("attention.sliding_window"))?.filter(|&w| w > 0) {
+                c.sliding_window = Some(w as usize);
+                let key = k("attention.sliding_window_pattern");
+                c.swa_layers = match g.get(&key) {
+                    Some(crate::gguf::Value::Array(a)) => {
+                        let v: Vec<bool> = a.iter().map(|x| x.as_bool().unwrap_or(false)).collect();
+                        if v.len() != num_layers {
+                            return Err(Error::field(
+                                &g.name,
+                                key,
+                                format!("{} entries for {num_layers} layers", v.len()),
+                            ));
+                        }
+                        v
+                    }
+                    _ => {
+                        let p = g.get_u64(&key)?.unwrap_or(6) as usize;
+                        (0..num_layers).map(|il| p == 0 || il % p < p - 1).collect()
+                    }
+                };
+                c.rope_theta_swa = Some(g.get_f64(&k("rope.freq_base_swa"))?.unwrap_or(10000.0));
+            }
+            match g.get_str(&k("rope.scaling.type")) {
+                None | Some("none") => {}
+                Some("linear") => c.rope_linear_factor = g.get_f64(&k("rope.scaling.factor"))?.filter(|&f| f > 0.0),
+                Some(o) => return Err(Error::unsupported(&g.name, format!("{} \"{o}\"", k("rope.scaling.type")))),
+            }
         }
-        .validate(&g.name)
+        c.validate(&g.name)
+    }
+
+    /// RoPE inverse frequencies of one layer: sliding-window layers use their own base and no
+    /// scaling; the others `rope_inv_freq`.
+    pub fn rope_inv_freq_for(&self, layer: usize) -> Vec<f32> {
+        match self.rope_theta_swa {
+            Some(theta) if self.is_swa(layer) => {
+                let d = self.head_dim;
+                (0..d / 2).map(|i| (1.0 / theta.powf((2 * i) as f64 / d as f64)) as f32).collect()
+            }
+            _ => self.rope_inv_freq(),
+        }
     }
 
     /// RoPE inverse frequencies (head_dim / 2 of them), HF's formula including llama3 scaling.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
+        if let Some(f) = self.rope_linear_factor {
+            let plain = Config { rope_linear_factor: None, ..self.clone() };
+            return plain.rope_inv_freq().iter().map(|&v| (v as f64 / f) as f32).collect();
+        }
         let d = self.head_dim;
         let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
         if let Some(ff) = &self.rope_freq_factors {

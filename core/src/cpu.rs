@@ -165,29 +165,32 @@ impl Backend for Cpu {
         cache.v[layer][pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&v.data);
         let (kc, vc) = (&cache.k[layer], &cache.v[layer]);
         let group = cfg.num_heads / cfg.num_kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = cfg.query_scale();
+        let window = cfg.window(layer);
         let mut att = vec![0f32; pos0 + n];
         for t in 0..n {
             let len = pos0 + t + 1; // causal: positions 0..=pos0+t
+                                    // a sliding-window layer sees only the last `w` of them
+            let first = window.map_or(0, |w| len.saturating_sub(w));
             for h in 0..cfg.num_heads {
                 let kvh = h / group;
                 let qh = &q.data[t * q.cols + h * hd..t * q.cols + (h + 1) * hd];
-                // scores = q . k / sqrt(d), then softmax
+                // scores = q . k * scale, then softmax
                 let mut max = f32::NEG_INFINITY;
-                for j in 0..len {
+                for j in first..len {
                     let s = dot_f32(qh, &kc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]) * scale;
                     att[j] = s;
                     max = max.max(s);
                 }
                 let mut sum = 0f32;
-                for a in &mut att[..len] {
+                for a in &mut att[first..len] {
                     *a = (*a - max).exp();
                     sum += *a;
                 }
                 // out = sum_j p_j v_j
                 let o = &mut out.data[t * out.cols + h * hd..t * out.cols + (h + 1) * hd];
                 o.fill(0.0);
-                for j in 0..len {
+                for j in first..len {
                     let p = att[j] / sum;
                     let vj = &vc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
                     for d in 0..hd {
@@ -210,4 +213,28 @@ impl Backend for Cpu {
             *a += b;
         }
     }
+
+    fn gelu_mul(&self, gate: &mut CpuAct, up: &CpuAct) {
+        for (g, u) in gate.data.iter_mut().zip(&up.data) {
+            *g = gelu_tanh(*g) * u;
+        }
+    }
+
+    fn scale(&self, x: &mut CpuAct, s: f32) {
+        x.data.iter_mut().for_each(|v| *v *= s);
+    }
+
+    fn rmsnorm_heads(&self, x: &mut CpuAct, w: &Vec<f32>, head_dim: usize, eps: f32) {
+        let mut tmp = vec![0f32; head_dim];
+        for head in x.data.chunks_exact_mut(head_dim) {
+            rmsnorm_forward(&mut tmp, head, w, eps);
+            head.copy_from_slice(&tmp);
+        }
+    }
+}
+
+/// GELU, tanh approximation (`gelu_pytorch_tanh`; ggml's formula).
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
 }

@@ -48,6 +48,12 @@ impl ModelWeights {
     /// (a GGUF source) or, for HF sources, the tokenizer.json text is embedded as
     /// `tokenizer.huggingface.json`.
     pub fn to_gguf(&self, tokenizer_from: Option<&GgufFile>, tokenizer_json: Option<&str>) -> Result<GgufWriter> {
+        if self.cfg.arch != "llama" {
+            return Err(crate::Error::unsupported(
+                &self.source,
+                format!("writing a `{}` model as GGUF (only LLaMA-block models are exported)", self.cfg.arch),
+            ));
+        }
         let w = self.with_rope_layout(true);
         let c = &w.cfg;
         let mut g = GgufWriter::new();
@@ -116,6 +122,12 @@ impl ModelWeights {
     /// An HF directory: config.json + model.safetensors (F32/F16/BF16 only; quantised matrices
     /// are written as F32).
     pub fn save_hf_dir(&self, dir: &Path) -> Result<()> {
+        if self.cfg.arch != "llama" {
+            return Err(crate::Error::unsupported(
+                &self.source,
+                format!("writing a `{}` model as an HF directory (only LLaMA-block models)", self.cfg.arch),
+            ));
+        }
         let w = self.with_rope_layout(false);
         let c = &w.cfg;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;

@@ -8,10 +8,12 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
 
-/// `llama layers=… hidden=…`: the shape facts adapters depend on.
+/// `llama layers=… hidden=…`: the shape facts adapters depend on (for Gemma-3, `gemma3 …` plus
+/// its sliding window and local RoPE base).
 pub fn architecture(c: &Config) -> String {
-    format!(
-        "llama layers={} hidden={} intermediate={} heads={} kv_heads={} head_dim={} vocab={} rope_theta={} tied={}",
+    let mut s = format!(
+        "{} layers={} hidden={} intermediate={} heads={} kv_heads={} head_dim={} vocab={} rope_theta={} tied={}",
+        if c.arch == "llama" { "llama" } else { c.arch.as_str() },
         c.num_layers,
         c.hidden_size,
         c.intermediate_size,
@@ -21,7 +23,11 @@ pub fn architecture(c: &Config) -> String {
         c.vocab_size,
         c.rope_theta,
         c.tie_embeddings
-    )
+    );
+    if let Some(w) = c.sliding_window {
+        s.push_str(&format!(" window={w} rope_theta_local={}", c.rope_theta_swa.unwrap_or(c.rope_theta)));
+    }
+    s
 }
 
 /// SHA-256 over every token's text and whether it is a control token, so the same vocabulary has

@@ -1,7 +1,7 @@
 //! The LLaMA-family transformer, written once over `Backend`.
 
 use crate::backend::{Backend, LoraPair, Rope};
-use crate::config::Config;
+use crate::config::{Activation, Config};
 use crate::lora::LoraAdapter;
 use crate::weights::{Matrix, ModelWeights, Proj};
 use crate::{Error, Result};
@@ -10,6 +10,13 @@ struct Layer<B: Backend> {
     attn_norm: B::Vector,
     ffn_norm: B::Vector,
     proj: Vec<B::Weight>, // indexed by Proj
+    /// Gemma-3: norms of the attention / feed-forward outputs, per-head norms of q and k.
+    post_attn_norm: Option<B::Vector>,
+    post_ffn_norm: Option<B::Vector>,
+    q_norm: Option<B::Vector>,
+    k_norm: Option<B::Vector>,
+    /// RoPE of this layer (sliding-window layers may have their own base).
+    rope: usize,
 }
 
 struct Attached<B: Backend> {
@@ -26,7 +33,8 @@ pub struct Model<B: Backend> {
     lm_head: Option<B::Weight>,
     norm: B::Vector,
     layers: Vec<Layer<B>>,
-    rope: Rope,
+    /// The distinct RoPE tables, indexed by `Layer::rope`.
+    ropes: Vec<Rope>,
     adapters: Vec<Attached<B>>,
 }
 
@@ -38,9 +46,20 @@ impl<B: Backend> Model<B> {
             b.set(Slot::LmHead, h)?;
         }
         b.set(Slot::Norm, &Matrix::from_f32(1, w.norm.len(), w.norm.clone()))?;
+        let vector = |v: &Vec<f32>| Matrix::from_f32(1, v.len(), v.clone());
         for (i, l) in w.layers.iter().enumerate() {
-            b.set(Slot::AttnNorm(i), &Matrix::from_f32(1, l.attn_norm.len(), l.attn_norm.clone()))?;
-            b.set(Slot::FfnNorm(i), &Matrix::from_f32(1, l.ffn_norm.len(), l.ffn_norm.clone()))?;
+            b.set(Slot::AttnNorm(i), &vector(&l.attn_norm))?;
+            b.set(Slot::FfnNorm(i), &vector(&l.ffn_norm))?;
+            for (slot, v) in [
+                (Slot::PostAttnNorm(i), &l.post_attn_norm),
+                (Slot::PostFfnNorm(i), &l.post_ffn_norm),
+                (Slot::QNorm(i), &l.q_norm),
+                (Slot::KNorm(i), &l.k_norm),
+            ] {
+                if let Some(v) = v {
+                    b.set(slot, &vector(v))?;
+                }
+            }
             for p in Proj::ALL {
                 b.set(Slot::Proj(i, p), l.get(p))?;
             }
@@ -160,6 +179,17 @@ impl<B: Backend> Model<B> {
         self.backend.sample(&logits, temperature, top_k, top_p, u)
     }
 
+    /// x += y, or x += rmsnorm(y) with a post-norm (`tmp` is scratch of x's shape).
+    fn residual(&self, x: &mut B::Act, y: &B::Act, tmp: &mut B::Act, post_norm: Option<&B::Vector>) {
+        match post_norm {
+            Some(w) => {
+                self.backend.rmsnorm(tmp, y, w, self.cfg.rms_eps);
+                self.backend.add(x, tmp);
+            }
+            None => self.backend.add(x, y),
+        }
+    }
+
     fn forward_act(&self, tokens: &[u32], pos0: usize, cache: &mut B::Cache, all_logits: bool) -> Result<B::Act> {
         let c = &self.cfg;
         let be = &self.backend;
@@ -173,29 +203,40 @@ impl<B: Backend> Model<B> {
         let (h, qd, kvd, ff) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
         let mut x = be.act(n, h); // (n, hidden) residual stream
         be.embed(&mut x, &self.embed, tokens);
+        if let Some(s) = c.embed_scale {
+            be.scale(&mut x, s); // Gemma: embeddings times sqrt(hidden)
+        }
         let mut xn = be.act(n, h);
         let (mut q, mut k, mut v) = (be.act(n, qd), be.act(n, kvd), be.act(n, kvd));
         let mut att = be.act(n, qd);
         let mut o = be.act(n, h);
         let (mut g, mut u) = (be.act(n, ff), be.act(n, ff));
         for (li, l) in self.layers.iter().enumerate() {
-            // attention block: x += Wo · attn(rope(Wq xn), rope(Wk xn), Wv xn)
+            // attention block: x += [post-norm] Wo · attn(rope([qk-norm] Wq xn), rope([qk-norm] Wk xn), Wv xn)
             be.rmsnorm(&mut xn, &x, &l.attn_norm, c.rms_eps);
             be.matmul(&mut q, &xn, &l.proj[Proj::Q as usize], &self.loras(li, Proj::Q));
             be.matmul(&mut k, &xn, &l.proj[Proj::K as usize], &self.loras(li, Proj::K));
             be.matmul(&mut v, &xn, &l.proj[Proj::V as usize], &self.loras(li, Proj::V));
-            be.rope(&mut q, c.num_heads, c.head_dim, pos0, &self.rope);
-            be.rope(&mut k, c.num_kv_heads, c.head_dim, pos0, &self.rope);
+            if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+                be.rmsnorm_heads(&mut q, qn, c.head_dim, c.rms_eps);
+                be.rmsnorm_heads(&mut k, kn, c.head_dim, c.rms_eps);
+            }
+            let rope = &self.ropes[l.rope];
+            be.rope(&mut q, c.num_heads, c.head_dim, pos0, rope);
+            be.rope(&mut k, c.num_kv_heads, c.head_dim, pos0, rope);
             be.attention(&mut att, &q, &k, &v, cache, li, pos0, c)?;
             be.matmul(&mut o, &att, &l.proj[Proj::O as usize], &self.loras(li, Proj::O));
-            be.add(&mut x, &o);
-            // feed-forward block: x += Wdown (silu(Wgate xn) * Wup xn)
+            self.residual(&mut x, &o, &mut xn, l.post_attn_norm.as_ref());
+            // feed-forward block: x += [post-norm] Wdown (act(Wgate xn) * Wup xn)
             be.rmsnorm(&mut xn, &x, &l.ffn_norm, c.rms_eps);
             be.matmul(&mut g, &xn, &l.proj[Proj::Gate as usize], &self.loras(li, Proj::Gate));
             be.matmul(&mut u, &xn, &l.proj[Proj::Up as usize], &self.loras(li, Proj::Up));
-            be.silu_mul(&mut g, &u);
+            match c.act {
+                Activation::Silu => be.silu_mul(&mut g, &u),
+                Activation::GeluTanh => be.gelu_mul(&mut g, &u),
+            }
             be.matmul(&mut o, &g, &l.proj[Proj::Down as usize], &self.loras(li, Proj::Down));
-            be.add(&mut x, &o);
+            self.residual(&mut x, &o, &mut xn, l.post_ffn_norm.as_ref());
         }
         let x = if all_logits { x } else { be.last_row(&x) };
         let rows = if all_logits { n } else { 1 };
@@ -216,6 +257,10 @@ pub enum Slot {
     Norm,
     AttnNorm(usize),
     FfnNorm(usize),
+    PostAttnNorm(usize),
+    PostFfnNorm(usize),
+    QNorm(usize),
+    KNorm(usize),
     Proj(usize, Proj),
     /// llama3 frequency divisors (GGUF `rope_freqs.weight`), folded into the config.
     RopeFreqs,
@@ -237,6 +282,10 @@ impl Slot {
         match what {
             "attn_norm" => Some(Slot::AttnNorm(l)),
             "ffn_norm" => Some(Slot::FfnNorm(l)),
+            "post_attention_norm" => Some(Slot::PostAttnNorm(l)),
+            "post_ffw_norm" => Some(Slot::PostFfnNorm(l)),
+            "attn_q_norm" => Some(Slot::QNorm(l)),
+            "attn_k_norm" => Some(Slot::KNorm(l)),
             p => Proj::from_gguf(p).map(|p| Slot::Proj(l, p)),
         }
     }
@@ -249,6 +298,10 @@ impl Slot {
             Slot::RopeFreqs => "rope_freqs.weight".into(),
             Slot::AttnNorm(l) => format!("blk.{l}.attn_norm.weight"),
             Slot::FfnNorm(l) => format!("blk.{l}.ffn_norm.weight"),
+            Slot::PostAttnNorm(l) => format!("blk.{l}.post_attention_norm.weight"),
+            Slot::PostFfnNorm(l) => format!("blk.{l}.post_ffw_norm.weight"),
+            Slot::QNorm(l) => format!("blk.{l}.attn_q_norm.weight"),
+            Slot::KNorm(l) => format!("blk.{l}.attn_k_norm.weight"),
             Slot::Proj(l, p) => format!("blk.{l}.{}.weight", p.gguf()),
         }
     }
@@ -257,7 +310,10 @@ impl Slot {
     pub fn shape(self, c: &Config) -> (usize, usize) {
         match self {
             Slot::Embed | Slot::LmHead => (c.vocab_size, c.hidden_size),
-            Slot::Norm | Slot::AttnNorm(_) | Slot::FfnNorm(_) => (1, c.hidden_size),
+            Slot::Norm | Slot::AttnNorm(_) | Slot::FfnNorm(_) | Slot::PostAttnNorm(_) | Slot::PostFfnNorm(_) => {
+                (1, c.hidden_size)
+            }
+            Slot::QNorm(_) | Slot::KNorm(_) => (1, c.head_dim),
             Slot::RopeFreqs => (1, c.head_dim / 2),
             Slot::Proj(_, p) => p.shape(c),
         }
@@ -265,7 +321,13 @@ impl Slot {
 
     fn layer(self) -> Option<usize> {
         match self {
-            Slot::AttnNorm(l) | Slot::FfnNorm(l) | Slot::Proj(l, _) => Some(l),
+            Slot::AttnNorm(l)
+            | Slot::FfnNorm(l)
+            | Slot::PostAttnNorm(l)
+            | Slot::PostFfnNorm(l)
+            | Slot::QNorm(l)
+            | Slot::KNorm(l)
+            | Slot::Proj(l, _) => Some(l),
             _ => None,
         }
     }
@@ -274,6 +336,8 @@ impl Slot {
 struct LayerSlots<B: Backend> {
     attn_norm: Option<B::Vector>,
     ffn_norm: Option<B::Vector>,
+    /// post-attention, post-feed-forward, q, k norms (Gemma-3)
+    extra: [Option<B::Vector>; 4],
     proj: [Option<B::Weight>; 7],
 }
 
@@ -328,7 +392,12 @@ impl<B: Backend> ModelBuilder<B> {
                 return Err(err(format!("layer {l} is beyond the config's {} layers", self.cfg.num_layers)));
             }
             while self.layers.len() <= l {
-                self.layers.push(LayerSlots { attn_norm: None, ffn_norm: None, proj: Default::default() });
+                self.layers.push(LayerSlots {
+                    attn_norm: None,
+                    ffn_norm: None,
+                    extra: Default::default(),
+                    proj: Default::default(),
+                });
             }
         }
         let vector = |m: &Matrix| self.backend.load_vector(&m.to_f32());
@@ -339,6 +408,10 @@ impl<B: Backend> ModelBuilder<B> {
             Slot::RopeFreqs => self.cfg.rope_freq_factors = Some(m.to_f32()),
             Slot::AttnNorm(l) => self.layers[l].attn_norm = Some(vector(m)?),
             Slot::FfnNorm(l) => self.layers[l].ffn_norm = Some(vector(m)?),
+            Slot::PostAttnNorm(l) => self.layers[l].extra[0] = Some(vector(m)?),
+            Slot::PostFfnNorm(l) => self.layers[l].extra[1] = Some(vector(m)?),
+            Slot::QNorm(l) => self.layers[l].extra[2] = Some(vector(m)?),
+            Slot::KNorm(l) => self.layers[l].extra[3] = Some(vector(m)?),
             Slot::Proj(l, p) => self.layers[l].proj[p as usize] = Some(self.backend.load_matrix(m)?),
         }
         Ok(())
@@ -352,20 +425,44 @@ impl<B: Backend> ModelBuilder<B> {
             return Err(missing(Slot::LmHead));
         }
         let norm = self.norm.ok_or_else(|| missing(Slot::Norm))?;
+        let c = &self.cfg;
+        // one RoPE table per distinct frequency set (Gemma-3: local and global layers)
+        let mut ropes: Vec<Rope> = Vec::new();
         let mut layers = Vec::with_capacity(self.layers.len());
         let mut slots = self.layers.into_iter();
-        for i in 0..self.cfg.num_layers {
+        for i in 0..c.num_layers {
             let l = slots.next().ok_or_else(|| missing(Slot::AttnNorm(i)))?;
             let proj =
                 l.proj.into_iter().enumerate().map(|(pi, w)| w.ok_or_else(|| missing(Slot::Proj(i, Proj::ALL[pi]))));
+            let [pa, pf, qn, kn] = l.extra;
+            let need = |on: bool, v: Option<B::Vector>, slot: Slot| -> Result<Option<B::Vector>> {
+                if on {
+                    v.map(Some).ok_or_else(|| missing(slot))
+                } else {
+                    Ok(None)
+                }
+            };
+            let inv_freq = c.rope_inv_freq_for(i);
+            let rope = match ropes.iter().position(|r| r.inv_freq == inv_freq) {
+                Some(r) => r,
+                None => {
+                    ropes.push(Rope { inv_freq, interleaved: c.rope_interleaved });
+                    ropes.len() - 1
+                }
+            };
             layers.push(Layer {
                 attn_norm: l.attn_norm.ok_or_else(|| missing(Slot::AttnNorm(i)))?,
                 ffn_norm: l.ffn_norm.ok_or_else(|| missing(Slot::FfnNorm(i)))?,
                 proj: proj.collect::<Result<_>>()?,
+                post_attn_norm: need(c.post_norms, pa, Slot::PostAttnNorm(i))?,
+                post_ffn_norm: need(c.post_norms, pf, Slot::PostFfnNorm(i))?,
+                q_norm: need(c.qk_norm, qn, Slot::QNorm(i))?,
+                k_norm: need(c.qk_norm, kn, Slot::KNorm(i))?,
+                rope,
             });
         }
         Ok(Model {
-            rope: Rope { inv_freq: self.cfg.rope_inv_freq(), interleaved: self.cfg.rope_interleaved },
+            ropes,
             cfg: self.cfg,
             embed,
             lm_head: self.lm_head,

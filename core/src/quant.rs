@@ -226,6 +226,107 @@ pub fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
     }
 }
 
+/// A quantised row split into small integers and per-group affine parameters:
+/// `value[i] = scale[i / group] * q[i] + min[i / group]` (min 0 when `min` is `None`), with the
+/// products formed exactly as `dequantize_block` forms them, so a kernel computing
+/// `scale * q + min` reproduces the CPU's weights bit for bit. GPU backends keep K-quants this way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unpacked {
+    pub group: usize,
+    pub q: Vec<i8>,
+    pub scale: Vec<f32>,
+    pub min: Option<Vec<f32>>,
+}
+
+/// Split a row of `ty` into `Unpacked` form; `None` for types without an integer form
+/// (F32/F16/BF16, and Q2_K/Q3_K which we do not read).
+pub fn unpack_row(ty: GgmlType, row: &[u8]) -> Option<Unpacked> {
+    use GgmlType::*;
+    let (bs, bb) = (ty.block_size(), ty.block_bytes());
+    let n = row.len() / bb * bs;
+    let group = if ty == Q6_K { 16 } else { QK };
+    let mut u = Unpacked {
+        group,
+        q: Vec::with_capacity(n),
+        scale: Vec::with_capacity(n / group),
+        min: matches!(ty, Q4_1 | Q5_1 | Q4_K | Q5_K).then(|| Vec::with_capacity(n / group)),
+    };
+    for b in row.chunks_exact(bb) {
+        match ty {
+            Q8_0 => {
+                u.scale.push(f16_at(b, 0));
+                u.q.extend(b[2..34].iter().map(|&v| v as i8));
+            }
+            Q4_0 | Q4_1 => {
+                let off = if ty == Q4_0 { 2 } else { 4 };
+                let bias = if ty == Q4_0 { 8 } else { 0 };
+                u.scale.push(f16_at(b, 0));
+                if let Some(m) = u.min.as_mut() {
+                    m.push(f16_at(b, 2));
+                }
+                u.q.extend(b[off..off + 16].iter().map(|&v| ((v & 0xF) as i32 - bias) as i8));
+                u.q.extend(b[off..off + 16].iter().map(|&v| ((v >> 4) as i32 - bias) as i8));
+            }
+            Q5_0 | Q5_1 => {
+                let (qh_at, off, bias) = if ty == Q5_0 { (2, 6, 16) } else { (4, 8, 0) };
+                let qh = u32::from_le_bytes([b[qh_at], b[qh_at + 1], b[qh_at + 2], b[qh_at + 3]]);
+                u.scale.push(f16_at(b, 0));
+                if let Some(m) = u.min.as_mut() {
+                    m.push(f16_at(b, 2));
+                }
+                for j in 0..16 {
+                    u.q.push((((b[off + j] & 0xF) as u32 | (((qh >> j) & 1) << 4)) as i32 - bias) as i8);
+                }
+                for j in 0..16 {
+                    u.q.push((((b[off + j] >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4)) as i32 - bias) as i8);
+                }
+            }
+            Q4_K | Q5_K => {
+                let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+                let scales = &b[4..16];
+                let (qh, ql) = if ty == Q5_K { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
+                let m = u.min.as_mut().expect("K-quants have mins");
+                for jj in 0..4 {
+                    let q = &ql[32 * jj..32 * jj + 32];
+                    for (half, shift) in [(0usize, 0u8), (1, 4)] {
+                        let (sc, mn) = scale_min_k4(2 * jj + half, scales);
+                        // dequantize_block computes d1 * q - m1; d1 * q + (-m1) is the same number
+                        u.scale.push(d * sc as f32);
+                        m.push(-(dmin * mn as f32));
+                        for l in 0..32 {
+                            let mut v = (q[l] >> shift) & 0xF;
+                            if ty == Q5_K {
+                                v |= ((qh[l] >> (2 * jj + half)) & 1) << 4;
+                            }
+                            u.q.push(v as i8);
+                        }
+                    }
+                }
+            }
+            Q6_K => {
+                let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+                let d = f16_at(b, 208);
+                let mut vals = [0i8; QK_K];
+                for n in 0..2 {
+                    let (ql, qh) = (&ql[64 * n..], &qh[32 * n..]);
+                    let y = &mut vals[128 * n..];
+                    for l in 0..32 {
+                        y[l] = (((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32) as i8;
+                        y[l + 32] = (((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32) as i8;
+                        y[l + 64] = (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32) as i8;
+                        y[l + 96] = (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32) as i8;
+                    }
+                }
+                // element e of the block uses scale e / 16; dequantize_block forms d * sc first
+                u.scale.extend(sc.iter().map(|&s| d * (s as i8) as f32));
+                u.q.extend_from_slice(&vals);
+            }
+            _ => return None,
+        }
+    }
+    Some(u)
+}
+
 /// Dequantise a whole row (`y.len()` elements, a multiple of the block size).
 pub fn dequantize_row(ty: GgmlType, b: &[u8], y: &mut [f32]) {
     let (bs, bb) = (ty.block_size(), ty.block_bytes());
@@ -585,6 +686,45 @@ mod tests {
             let dot = dot_row(ty, &q, &x);
             let want: f32 = y.iter().zip(&x).map(|(a, b)| a * b).sum();
             assert!((dot - want).abs() < 1e-3 * want.abs().max(1.0), "{ty:?}: dot {dot} vs {want}");
+        }
+    }
+
+    #[test]
+    fn unpacked_rows_reproduce_dequantisation_bit_for_bit() {
+        use GgmlType::*;
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut byte = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        };
+        for ty in [Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K] {
+            // random bytes are valid blocks of every type; keep the f16 scales finite
+            let mut row: Vec<u8> = (0..ty.block_bytes() * 3).map(|_| byte()).collect();
+            for blk in row.chunks_exact_mut(ty.block_bytes()) {
+                let at: &[usize] = match ty {
+                    Q6_K => &[208],
+                    Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+                    _ => &[0],
+                };
+                for &i in at {
+                    blk[i + 1] &= 0x3b; // exponent well below inf/nan
+                }
+            }
+            let n = 3 * ty.block_size();
+            let mut want = vec![0f32; n];
+            dequantize_row(ty, &row, &mut want);
+            let u = unpack_row(ty, &row).expect("integer form");
+            assert_eq!((u.q.len(), u.scale.len()), (n, n / u.group), "{ty:?}");
+            for (i, w) in want.iter().enumerate() {
+                let g = i / u.group;
+                let v = match &u.min {
+                    Some(m) => u.scale[g] * u.q[i] as f32 + m[g],
+                    None => u.scale[g] * u.q[i] as f32,
+                };
+                assert_eq!(v.to_bits(), w.to_bits(), "{ty:?} element {i}: {v} vs {w}");
+            }
         }
     }
 

@@ -110,8 +110,12 @@ impl GgufStream {
             }
             let from = (start - self.buf_start) as usize;
             let to = (end - self.buf_start) as usize;
-            out.push((i, self.buf[from..to].to_vec()));
-            self.buf.drain(..to);
+            // hand the tensor's bytes over without copying them (they can be 100s of MB); only
+            // the bytes of the next chunk after it move
+            let rest = self.buf.split_off(to);
+            let mut bytes = std::mem::replace(&mut self.buf, rest);
+            bytes.drain(..from);
+            out.push((i, bytes));
             self.buf_start = end;
             self.next += 1;
         }

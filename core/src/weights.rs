@@ -127,6 +127,12 @@ impl Proj {
 pub struct LayerWeights {
     pub attn_norm: Vec<f32>,
     pub ffn_norm: Vec<f32>,
+    /// Gemma-3 (`Config::post_norms`): norms of the attention and feed-forward outputs.
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub post_ffn_norm: Option<Vec<f32>>,
+    /// Gemma-3 (`Config::qk_norm`): per-head norms of q and k, head_dim wide.
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
     /// Indexed by `Proj as usize`.
     pub proj: [Matrix; 7],
 }
@@ -340,6 +346,10 @@ impl ModelWeights {
             layers.push(LayerWeights {
                 attn_norm: st_f32(&map, &format!("{p}input_layernorm.weight"), &[h], &file)?,
                 ffn_norm: st_f32(&map, &format!("{p}post_attention_layernorm.weight"), &[h], &file)?,
+                post_attn_norm: None,
+                post_ffn_norm: None,
+                q_norm: None,
+                k_norm: None,
                 proj: [q?, k?, v?, o?, g?, u?, d?],
             });
         }
@@ -392,9 +402,14 @@ impl ModelWeights {
                 mat(&format!("blk.{i}.{}.weight", p.gguf()), o, n)
             });
             let [q, k, v, o, gt, u, d] = proj;
+            let opt = |on: bool, t: &str, n: usize| on.then(|| vec(&format!("blk.{i}.{t}.weight"), n)).transpose();
             layers.push(LayerWeights {
                 attn_norm: vec(&format!("blk.{i}.attn_norm.weight"), h)?,
                 ffn_norm: vec(&format!("blk.{i}.ffn_norm.weight"), h)?,
+                post_attn_norm: opt(c.post_norms, "post_attention_norm", h)?,
+                post_ffn_norm: opt(c.post_norms, "post_ffw_norm", h)?,
+                q_norm: opt(c.qk_norm, "attn_q_norm", c.head_dim)?,
+                k_norm: opt(c.qk_norm, "attn_k_norm", c.head_dim)?,
                 proj: [q?, k?, v?, o?, gt?, u?, d?],
             });
         }

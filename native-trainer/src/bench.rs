@@ -38,6 +38,7 @@ impl Shape {
             rope_interleaved: false,
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
+            ..Config::llama_defaults()
         }
     }
 }
@@ -68,6 +69,10 @@ pub fn random_model(s: &Shape, ty: GgmlType, seed: u64) -> ModelWeights {
         .map(|_| LayerWeights {
             attn_norm: vec![1.0; s.dim],
             ffn_norm: vec![1.0; s.dim],
+            post_attn_norm: None,
+            post_ffn_norm: None,
+            q_norm: None,
+            k_norm: None,
             proj: [
                 mat(s.dim, s.dim),
                 mat(s.dim, s.dim),
@@ -191,6 +196,10 @@ pub fn random_q4_model(s: &Shape) -> ModelWeights {
             .map(|_| LayerWeights {
                 attn_norm: vec![1.0; d],
                 ffn_norm: vec![1.0; d],
+                post_attn_norm: None,
+                post_ffn_norm: None,
+                q_norm: None,
+                k_norm: None,
                 proj: [m(d, d), m(d, d), m(d, d), m(d, d), m(h, d), m(h, d), m(d, h)],
             })
             .collect(),

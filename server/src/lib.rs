@@ -125,6 +125,14 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Stage a local file (`vicugna-server model add`), hashed and fsynced like an upload.
+    pub async fn stage_file(&self, path: &std::path::Path) -> Result<blobs::Staged, ApiError> {
+        let f = tokio::fs::File::open(path).await?;
+        self.blobs.stage(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)).await
+    }
+}
+
 /// The whole application. Tests call this with their own state.
 pub fn app(state: Arc<AppState>) -> Router {
     use axum::routing::put;

@@ -64,6 +64,29 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Manage base models in the data directory (the server may be stopped or running).
+    Model {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelAction {
+    /// Register a GGUF file as a base model (validated as the HTTP upload is); an id that exists
+    /// already is left alone and reported.
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Licence shown wherever the model is listed
+        #[arg(long, default_value = "")]
+        license: String,
+        file: PathBuf,
+    },
+    /// List the registered base models.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -139,6 +162,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     for t in db.tokens().await.map_err(|e| anyhow::anyhow!("{e}"))? {
                         let state = if t.revoked_at.is_some() { "revoked" } else { "live" };
                         println!("{}\t{}\t{state}", t.name, t.scope);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some(Command::Model { action }) => {
+            settings.seed_demo = false;
+            let state = AppState::open(settings).await?;
+            match action {
+                ModelAction::Add { id, description, license, file } => {
+                    if state.db.models().await.map_err(|e| anyhow::anyhow!("{e}"))?.iter().any(|m| m.id == id) {
+                        println!("model `{id}` is registered already");
+                        return Ok(());
+                    }
+                    let staged =
+                        state.stage_file(&file).await.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                    let files = [("model.gguf".to_string(), staged)].into_iter().collect();
+                    let row = state
+                        .register_model(&id, files, description, license)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("registering {}: {e}", file.display()))?;
+                    println!("registered `{}` ({}), fingerprint {}", row.id, row.architecture, row.fingerprint);
+                }
+                ModelAction::List => {
+                    for m in state.db.models().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+                        println!("{}\t{}\t{}", m.id, m.fingerprint, m.architecture);
                     }
                 }
             }

@@ -29,7 +29,8 @@ pub struct Kernel {
     pub define_sets: &'static [&'static [&'static str]],
 }
 
-const FORMATS: &[&[&str]] = &[&["F32"], &["F16"], &["Q8_0", "QUANT"], &["Q4_0", "QUANT"]];
+const FORMATS: &[&[&str]] =
+    &[&["F32"], &["F16"], &["Q8_0", "QUANT"], &["Q4_0", "QUANT"], &["Q4_M", "QUANT"], &["Q8_S16", "QUANT"]];
 
 pub const KERNELS: &[Kernel] = &[
     Kernel {
@@ -41,10 +42,14 @@ pub const KERNELS: &[Kernel] = &[
             &["F16"],
             &["Q8_0", "QUANT"],
             &["Q4_0", "QUANT"],
+            &["Q4_M", "QUANT"],
+            &["Q8_S16", "QUANT"],
             &["F32", "LORA"],
             &["F16", "LORA"],
             &["Q8_0", "QUANT", "LORA"],
             &["Q4_0", "QUANT", "LORA"],
+            &["Q4_M", "QUANT", "LORA"],
+            &["Q8_S16", "QUANT", "LORA"],
         ],
     },
     Kernel { name: "embed", source: include_str!("../wgsl/embed.wgsl"), entries: &["main"], define_sets: FORMATS },
@@ -54,7 +59,12 @@ pub const KERNELS: &[Kernel] = &[
         entries: &["lora_a", "lora_b_add"],
         define_sets: &[&[]],
     },
-    Kernel { name: "norm", source: include_str!("../wgsl/norm.wgsl"), entries: &["rmsnorm"], define_sets: &[&[]] },
+    Kernel {
+        name: "norm",
+        source: include_str!("../wgsl/norm.wgsl"),
+        entries: &["rmsnorm", "rmsnorm_inplace"],
+        define_sets: &[&[]],
+    },
     Kernel { name: "rope", source: include_str!("../wgsl/rope.wgsl"), entries: &["main"], define_sets: &[&[]] },
     Kernel {
         name: "attention",
@@ -68,7 +78,7 @@ pub const KERNELS: &[Kernel] = &[
     Kernel {
         name: "elementwise",
         source: include_str!("../wgsl/elementwise.wgsl"),
-        entries: &["silu_mul", "add"],
+        entries: &["silu_mul", "add", "gelu_mul", "scale"],
         define_sets: &[&[]],
     },
 ];

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use vicugna_core::backend::{Backend, LoraPair, Rope};
 use vicugna_core::config::Config;
-use vicugna_core::quant::GgmlType;
+use vicugna_core::quant::{unpack_row, GgmlType};
 use vicugna_core::weights::Matrix;
 use vicugna_core::{Error, Result};
 use wgpu::util::DeviceExt;
@@ -24,8 +24,14 @@ const MAX_GRID: u32 = 65535;
 pub enum Format {
     F32,
     F16,
+    /// int8 quants with one f32 scale per 32 (Q8_0, and Q5_0 losslessly).
     Q8_0,
+    /// Q4_0's nibbles (q - 8) with one f32 scale per 32.
     Q4_0,
+    /// Nibbles 0..15 with an f32 (scale, min) per 32: Q4_K and Q4_1, losslessly.
+    Q4M,
+    /// int8 quants with one f32 scale per 16: Q6_K, losslessly.
+    Q8S16,
 }
 
 impl GpuWeight {
@@ -42,6 +48,8 @@ impl Format {
             Format::F16 => &["F16"],
             Format::Q8_0 => &["Q8_0", "QUANT"],
             Format::Q4_0 => &["Q4_0", "QUANT"],
+            Format::Q4M => &["Q4_M", "QUANT"],
+            Format::Q8S16 => &["Q8_S16", "QUANT"],
         }
     }
 }
@@ -109,8 +117,9 @@ pub struct Wgpu {
     pub rowwise: bool,
     /// Contexts longer than this many positions are attended in parallel chunks of this size.
     pub attn_chunk: usize,
-    /// cos/sin table for RoPE: (positions, head_dim/2, 2), grown on demand
-    rope_table: RefCell<Option<(Vec<f32>, usize, wgpu::Buffer)>>,
+    /// cos/sin tables for RoPE, one per frequency set (Gemma-3 alternates two):
+    /// (inv_freq, positions, (positions, head_dim/2, 2) buffer), grown on demand
+    rope_tables: RefCell<Vec<(Vec<f32>, usize, wgpu::Buffer)>>,
 }
 
 impl Wgpu {
@@ -125,7 +134,7 @@ impl Wgpu {
             uniforms: Default::default(),
             rowwise: false,
             attn_chunk: 256,
-            rope_table: RefCell::new(None),
+            rope_tables: RefCell::new(Vec::new()),
         }
     }
 
@@ -323,9 +332,10 @@ impl Wgpu {
     }
 
     fn rope_table(&self, rope: &Rope, positions: usize) -> wgpu::Buffer {
-        let mut t = self.rope_table.borrow_mut();
-        if let Some((inv, cap, buf)) = t.as_ref() {
-            if *inv == rope.inv_freq && *cap >= positions {
+        let mut t = self.rope_tables.borrow_mut();
+        let slot = t.iter().position(|(inv, _, _)| *inv == rope.inv_freq);
+        if let Some((_, cap, buf)) = slot.map(|i| &t[i]) {
+            if *cap >= positions {
                 return buf.clone();
             }
         }
@@ -340,7 +350,10 @@ impl Wgpu {
             }
         }
         let buf = self.storage("rope", bytemuck::cast_slice(&v));
-        *t = Some((rope.inv_freq.clone(), cap, buf.clone()));
+        match slot {
+            Some(i) => t[i] = (rope.inv_freq.clone(), cap, buf.clone()),
+            None => t.push((rope.inv_freq.clone(), cap, buf.clone())),
+        }
         buf
     }
 
@@ -477,7 +490,10 @@ impl Wgpu {
     }
 }
 
-/// Repack a stored matrix into the GPU layout: (format, quants/values, per-block scales).
+/// Repack a stored matrix into the GPU layout: (format, quants/values, per-block f32 parameters:
+/// scales, or interleaved (scale, min) pairs for Q4M, or two scales per 32 for Q8S16). Every
+/// quantised type the file can hold keeps its integer form (`quant::unpack_row`), so the GPU
+/// computes with exactly the CPU's weights; only types without one go to F32.
 fn repack(m: &Matrix) -> (Format, Vec<u8>, Option<Vec<f32>>) {
     let rb = m.row_bytes();
     match m.ty {
@@ -492,6 +508,35 @@ fn repack(m: &Matrix) -> (Format, Vec<u8>, Option<Vec<f32>>) {
                 for blk in m.data[r * rb..(r + 1) * rb].chunks_exact(bb) {
                     sc.push(half::f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32());
                     qs.extend_from_slice(&blk[2..]);
+                }
+            }
+            (fmt, qs, Some(sc))
+        }
+        GgmlType::Q5_0 | GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q6_K => {
+            let fmt = match m.ty {
+                GgmlType::Q5_0 => Format::Q8_0,
+                GgmlType::Q6_K => Format::Q8S16,
+                _ => Format::Q4M,
+            };
+            let n = m.rows * m.cols;
+            let mut qs = Vec::with_capacity(if fmt == Format::Q4M { n / 2 } else { n });
+            let mut sc = Vec::with_capacity(n / 16);
+            for r in 0..m.rows {
+                let u = unpack_row(m.ty, &m.data[r * rb..(r + 1) * rb]).expect("integer form");
+                match fmt {
+                    Format::Q4M => {
+                        let mins = u.min.as_ref().expect("Q4_1/Q4_K have mins");
+                        for (b, q) in u.q.chunks_exact(32).enumerate() {
+                            // Q4_0's nibble order: byte j holds elements j and j + 16
+                            qs.extend((0..16).map(|j| (q[j] as u8 & 0xF) | ((q[j + 16] as u8) << 4)));
+                            sc.push(u.scale[b]);
+                            sc.push(mins[b]);
+                        }
+                    }
+                    _ => {
+                        qs.extend(u.q.iter().map(|&q| q as u8));
+                        sc.extend_from_slice(&u.scale);
+                    }
                 }
             }
             (fmt, qs, Some(sc))
@@ -523,7 +568,7 @@ impl Backend for Wgpu {
                 m.rows, m.cols
             )));
         }
-        let sc_row = m.cols / 32;
+        let sc_row = sc.as_ref().map_or(0, |s| s.len() / m.rows.max(1)); // f32 parameters per row
         let parts = (0..m.rows)
             .step_by(per_part)
             .map(|row0| {
@@ -759,7 +804,8 @@ impl Backend for Wgpu {
             b: cfg.head_dim as u32,
             c: pos0 as u32,
             d: cfg.num_kv_heads as u32,
-            f0: 1.0 / (cfg.head_dim as f32).sqrt(),
+            cols: cfg.window(layer).unwrap_or(0) as u32,
+            f0: cfg.query_scale(),
             ..Default::default()
         };
         let len = pos0 + n;
@@ -800,5 +846,21 @@ impl Backend for Wgpu {
 
     fn add(&self, x: &mut GpuAct, y: &GpuAct) {
         self.elementwise("add", x, y);
+    }
+
+    fn gelu_mul(&self, gate: &mut GpuAct, up: &GpuAct) {
+        self.elementwise("gelu_mul", gate, up);
+    }
+
+    fn scale(&self, x: &mut GpuAct, s: f32) {
+        let n = x.rows * x.cols;
+        let p = Params { n: n as u32, f0: s, ..Default::default() };
+        self.dispatch("elementwise", "scale", &[], p, &[(1, &x.buf)], Self::elems(n));
+    }
+
+    fn rmsnorm_heads(&self, x: &mut GpuAct, w: &GpuVector, head_dim: usize, eps: f32) {
+        let rows = x.rows * x.cols / head_dim;
+        let p = Params { n: rows as u32, cols: head_dim as u32, f0: eps, ..Default::default() };
+        self.dispatch("norm", "rmsnorm_inplace", &[], p, &[(2, &x.buf), (3, &w.buf)], (rows as u32, 1));
     }
 }

@@ -27,6 +27,10 @@ fn gpu() -> Option<Wgpu> {
 
 struct Rng(u64);
 impl Rng {
+    fn byte(&mut self) -> u8 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u8
+    }
     fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n)
             .map(|_| {
@@ -35,6 +39,38 @@ impl Rng {
             })
             .collect()
     }
+}
+
+/// Every stored type the GPU keeps quantised (Q5_0 as Q8_0, Q4_1 and Q4_K as Q4M, Q6_K as
+/// Q8S16) and two it dequantises to F32 (Q5_1, Q5_K).
+const TYPES: [GgmlType; 11] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::BF16,
+];
+
+/// A (rows, cols) matrix of `ty`: quantised from random values where we have a quantiser, random
+/// blocks with small f16 scales for the K-quants (whose every bit pattern is a valid block).
+fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Matrix {
+    if ty.can_quantize() {
+        return Matrix::from_f32(rows, cols, rng.vec(rows * cols, 0.5)).convert(ty).unwrap();
+    }
+    let mut data: Vec<u8> = (0..ty.row_bytes(cols) * rows).map(|_| rng.byte()).collect();
+    for blk in data.chunks_exact_mut(ty.block_bytes()) {
+        let scales: &[usize] = if ty == GgmlType::Q6_K { &[208] } else { &[0, 2] };
+        for &i in scales {
+            blk[i + 1] &= 0x23; // |scale| < 2^-5
+        }
+    }
+    Matrix { ty, rows, cols, data: vicugna_core::Bytes::from_vec(data) }
 }
 
 fn cfg(heads: usize, kv: usize, hd: usize) -> Config {
@@ -63,11 +99,12 @@ fn matmul_cases(g: &Wgpu) {
             let (r1, r2) = (4, 2);
             let (a1, b1, a2, b2) =
                 (rng.vec(r1 * cols, 0.3), rng.vec(rows * r1, 0.3), rng.vec(r2 * cols, 0.3), rng.vec(rows * r2, 0.3));
-            for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q6_K] {
-                if ty.block_size() > cols {
+            for ty in TYPES {
+                if !cols.is_multiple_of(ty.block_size()) {
                     continue;
                 }
-                let m = base.convert(if ty == GgmlType::Q6_K { GgmlType::Q5_1 } else { ty }).unwrap();
+                let m =
+                    if ty.can_quantize() { base.convert(ty).unwrap() } else { random_matrix(&mut rng, ty, rows, cols) };
                 let run = |be: &dyn Fn() -> Vec<f32>| be();
                 let cpu = run(&|| {
                     let (w, l1, l2) = (
@@ -111,12 +148,14 @@ fn embed_norm_rope_attention_elementwise_match_cpu() {
     // embedding rows from every format
     let table = Matrix::from_f32(64, h, rng.vec(64 * h, 1.0));
     let toks = [3u32, 0, 63, 7, 7];
-    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0] {
-        let t = table.convert(ty).unwrap();
-        let mut oc = Cpu.act(n, h);
+    for ty in TYPES {
+        // the K-quants need 256-wide rows
+        let t = if ty.block_size() <= h { table.convert(ty).unwrap() } else { random_matrix(&mut rng, ty, 64, 256) };
+        let mut oc = Cpu.act(n, t.cols);
         Cpu.embed(&mut oc, &Cpu.load_matrix(&t).unwrap(), &toks);
-        let mut og = g.act(n, h);
+        let mut og = g.act(n, t.cols);
         g.embed(&mut og, &g.load_matrix(&t).unwrap(), &toks);
+        // the same weights bit for bit (quant::unpack_row), so exactly the CPU's rows
         assert_close(&g.to_host(&og).unwrap(), &oc.data, 0.0, 0.0);
     }
     // rmsnorm
@@ -145,15 +184,123 @@ fn embed_norm_rope_attention_elementwise_match_cpu() {
         let want = attend(&Cpu, &mut cc, &c, (&q, &k, &v), pos0, rows);
         assert_close(&attend(&g, &mut gc, &c, (&q, &k, &v), pos0, rows), &want, 1e-5, 1e-5);
     }
-    // silu_mul and add
+    // sliding-window attention (Gemma-3's local layers) with its query scale, decode past the window
+    let mut sw = c.clone();
+    sw.sliding_window = Some(3);
+    sw.swa_layers = vec![true];
+    sw.attn_scale = Some(0.3);
+    let mut cc = Cpu.new_cache(&sw, 8).unwrap();
+    let mut gc = g.new_cache(&sw, 8).unwrap();
+    for (pos0, rows) in [(0usize, 4usize), (4, 1)] {
+        let want = attend(&Cpu, &mut cc, &sw, (&q, &k, &v), pos0, rows);
+        assert_close(&attend(&g, &mut gc, &sw, (&q, &k, &v), pos0, rows), &want, 1e-5, 1e-5);
+    }
+    // silu_mul, gelu_mul, add, scale
     let (a, b) = (rng.vec(n * h, 3.0), rng.vec(n * h, 3.0));
     let mut ac = Cpu.act_from_host(n, h, &a);
     Cpu.silu_mul(&mut ac, &Cpu.act_from_host(n, h, &b));
     Cpu.add(&mut ac, &Cpu.act_from_host(n, h, &b));
+    Cpu.gelu_mul(&mut ac, &Cpu.act_from_host(n, h, &b));
+    Cpu.scale(&mut ac, 0.37);
     let mut ag = g.act_from_host(n, h, &a);
     g.silu_mul(&mut ag, &g.act_from_host(n, h, &b));
     g.add(&mut ag, &g.act_from_host(n, h, &b));
+    g.gelu_mul(&mut ag, &g.act_from_host(n, h, &b));
+    g.scale(&mut ag, 0.37);
     assert_close(&g.to_host(&ag).unwrap(), &ac.data, 1e-5, 1e-5);
+    // per-head rmsnorm in place (QK-norm)
+    let hw = rng.vec(16, 1.0);
+    let mut xc = Cpu.act_from_host(n, h, &x);
+    Cpu.rmsnorm_heads(&mut xc, &hw, 16, 1e-6);
+    let mut xg = g.act_from_host(n, h, &x);
+    g.rmsnorm_heads(&mut xg, &g.load_vector(&hw).unwrap(), 16, 1e-6);
+    assert_close(&g.to_host(&xg).unwrap(), &xc.data, 1e-5, 1e-5);
+}
+
+/// A random model with Gemma-3's block (post-norms, QK-norm, GeGLU, scaled embeddings, query
+/// scaling, alternating sliding-window and global layers with two RoPE bases), its projections in
+/// the quantised types of the real Q4_K_M file.
+fn gemma_like(rng: &mut Rng) -> ModelWeights {
+    let mut c = Config {
+        vocab_size: 320,
+        hidden_size: 256,
+        intermediate_size: 512,
+        num_layers: 3,
+        num_heads: 4,
+        num_kv_heads: 1,
+        head_dim: 64,
+        tie_embeddings: true,
+        ..Config::llama_defaults()
+    };
+    c.arch = "gemma3".into();
+    c.act = vicugna_core::config::Activation::GeluTanh;
+    c.qk_norm = true;
+    c.post_norms = true;
+    c.embed_scale = Some(16.0);
+    c.attn_scale = Some(0.0625);
+    c.sliding_window = Some(5);
+    c.swa_layers = vec![true, true, false];
+    c.rope_theta = 1e6;
+    c.rope_theta_swa = Some(1e4);
+    let types = [
+        GgmlType::Q5_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_0,
+        GgmlType::Q5_0,
+        GgmlType::Q6_K,
+    ];
+    let norm = |rng: &mut Rng, n: usize| rng.vec(n, 0.5).iter().map(|v| 1.0 + v).collect::<Vec<f32>>();
+    let layers = (0..c.num_layers)
+        .map(|_| vicugna_core::weights::LayerWeights {
+            attn_norm: norm(rng, 256),
+            ffn_norm: norm(rng, 256),
+            post_attn_norm: Some(norm(rng, 256)),
+            post_ffn_norm: Some(norm(rng, 256)),
+            q_norm: Some(norm(rng, 64)),
+            k_norm: Some(norm(rng, 64)),
+            proj: vicugna_core::Proj::ALL.map(|p| {
+                let (o, i) = p.shape(&c);
+                random_matrix(rng, types[p as usize], o, i)
+            }),
+        })
+        .collect();
+    ModelWeights {
+        embed: random_matrix(rng, GgmlType::Q8_0, c.vocab_size, c.hidden_size),
+        layers,
+        norm: norm(rng, 256),
+        lm_head: None,
+        cfg: c,
+        source: "gemma-like".into(),
+    }
+}
+
+#[test]
+fn gemma_shaped_model_matches_cpu_across_the_sliding_window() {
+    let mut rng = Rng(9);
+    let w = gemma_like(&mut rng);
+    let tokens: Vec<u32> = (0..12).map(|i| (i * 37 % 320) as u32).collect();
+    let cpu = logits(Cpu, &w, &[], &tokens);
+    for (rowwise, chunk) in [(false, 256), (true, 4)] {
+        let Some(mut g) = gpu() else { return };
+        g.rowwise = rowwise;
+        g.attn_chunk = chunk; // 4: the chunked path, chunks before the window skipped
+        let got = logits(&g, &w, &[], &tokens);
+        eprintln!("gemma-like rowwise={rowwise} chunk={chunk}: max |wgpu - cpu| = {:.2e}", max_abs_diff(&got, &cpu));
+        assert_close(&got, &cpu, 1e-3, 0.0);
+        // decode past the window: 12 greedy tokens identical
+        let mc = Model::new(Cpu, &w).unwrap();
+        let mg = Model::new(&g, &w).unwrap();
+        let (mut cc, mut gc) = (mc.new_cache(32).unwrap(), mg.new_cache(32).unwrap());
+        let (mut tc, mut tg) =
+            (mc.forward_greedy(&tokens, 0, &mut cc).unwrap(), mg.forward_greedy(&tokens, 0, &mut gc).unwrap());
+        for pos in tokens.len()..tokens.len() + 12 {
+            assert_eq!(tg, tc, "greedy token at position {pos}");
+            tc = mc.forward_greedy(&[tc], pos, &mut cc).unwrap();
+            tg = mg.forward_greedy(&[tg], pos, &mut gc).unwrap();
+        }
+    }
 }
 
 /// Attention of rows pos0..pos0+rows of (q, k, v) on one backend, appending them to its cache.

@@ -1,7 +1,8 @@
 // Causal attention over the KV cache with grouped-query heads: one workgroup per (query head,
 // token) on (x, z); row t attends to positions 0..=pos0+t. Scores go to a scratch buffer so any context
-// length works. Params: n, a = heads, b = head_dim, c = pos0, d = kv heads, f0 = 1/sqrt(head_dim),
-// rows = scratch stride (max positions).
+// length works. Params: n, a = heads, b = head_dim, c = pos0, d = kv heads, f0 = query scale,
+// rows = scratch stride (max positions), cols = sliding window (0: none; else row t sees only
+// its last `cols` positions).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;          // (n, heads * head_dim)
@@ -9,6 +10,11 @@
 @group(0) @binding(3) var<storage, read> vc: array<f32>;         // (max_seq, kv_heads * head_dim)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;  // (n, heads * head_dim)
 @group(0) @binding(5) var<storage, read_write> sc: array<f32>;   // (n * heads, rows)
+
+// The first position a row with `len` visible positions attends to (sliding-window layers).
+fn window_start(len: u32) -> u32 {
+    return select(0u, len - min(len, p.cols), p.cols > 0u);
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -18,11 +24,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kvd = p.d * hd;
     let kvh = h / (p.a / p.d);
     let len = p.c + t + 1u;
+    let first = window_start(len);
     let qo = t * p.a * hd + h * hd;
     let so = (t * p.a + h) * p.rows;
     // scores and their maximum
     var m = -3.4e38;
-    for (var j = li; j < len; j += WG) {
+    for (var j = first + li; j < len; j += WG) {
         var s = 0.0;
         for (var d = 0u; d < hd; d++) {
             s += q[qo + d] * kc[j * kvd + kvh * hd + d];
@@ -34,7 +41,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let mx = wg_max(li, m);
     // exponentials and their sum
     var sum = 0.0;
-    for (var j = li; j < len; j += WG) {
+    for (var j = first + li; j < len; j += WG) {
         let e = exp(sc[so + j] - mx);
         sc[so + j] = e;
         sum += e;
@@ -43,7 +50,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // weighted sum of values, one head dimension per invocation
     for (var d = li; d < hd; d += WG) {
         var o = 0.0;
-        for (var j = 0u; j < len; j++) {
+        for (var j = first; j < len; j++) {
             o += sc[so + j] * vc[j * kvd + kvh * hd + d];
         }
         out[qo + d] = o * inv;
@@ -67,8 +74,8 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let kvh = h / (p.a / p.d);
     let len = p.c + t + 1u;
     let clen = u32(p.f1);
-    let j0 = chunk * clen;
-    let j1 = min(len, j0 + clen);
+    let j0 = max(chunk * clen, window_start(len));
+    let j1 = min(len, chunk * clen + clen);
     let qo = t * p.a * hd + h * hd;
     let so = ((t * p.a + h) * p.rows + chunk) * clen;
     let po = ((t * p.a + h) * p.rows + chunk) * (2u + hd);

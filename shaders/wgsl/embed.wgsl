@@ -11,7 +11,7 @@
 @group(0) @binding(3) var<storage, read> w: array<u32>;          // packed, see matmul.wgsl
 #endif
 #if QUANT
-@group(0) @binding(4) var<storage, read> sc: array<f32>;         // (vocab, cols/32)
+@group(0) @binding(4) var<storage, read> sc: array<f32>;         // (vocab, cols/32) or (vocab, cols/16)
 #endif
 
 @compute @workgroup_size(64)
@@ -46,5 +46,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let byte = (w[bi * 4u + (j % 16u) / 4u] >> (8u * (j % 4u))) & 0xFFu;
     let q = select(byte & 0xFu, byte >> 4u, j >= 16u);
     out[i] = sc[bi] * (f32(q) - 8.0);
+#endif
+#if Q4_M
+    let bi = row * p.a + c / 32u;
+    let j = c % 32u;
+    let byte = (w[bi * 4u + (j % 16u) / 4u] >> (8u * (j % 4u))) & 0xFFu;
+    let q = select(byte & 0xFu, byte >> 4u, j >= 16u);
+    out[i] = sc[2u * bi] * f32(q) + sc[2u * bi + 1u];
+#endif
+#if Q8_S16
+    let bi = row * p.a + c / 32u;
+    let j = c % 32u;
+    let q = w[bi * 8u + j / 4u];
+    out[i] = sc[2u * bi + j / 16u] * f32(i32(q << (24u - 8u * (j % 4u))) >> 24u);
 #endif
 }

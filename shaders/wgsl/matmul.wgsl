@@ -1,6 +1,8 @@
 // y = x W^T (+ s * ax B^T when LORA): one workgroup per (output row, token).
 // Formats by define: F32, F16 (packed pairs, no shader-f16 needed), Q8_0, Q4_0 (repacked at load:
-// one f32 scale per 32-block in `sc`, quants in `w`).
+// one f32 scale per 32-block in `sc`, quants in `w`), Q4_M (Q4_0's nibble order, values 0..15,
+// (scale, min) per 32-block in `sc`: Q4_K and Q4_1) and Q8_S16 (int8 as Q8_0, one scale per 16
+// elements: Q6_K). Q5_0 arrives as Q8_0.
 // Params: n, rows (in this part), cols, a = blocks per row (cols / 32), b = lora rank,
 // c = first output row of this part, d = total output rows, f0 = lora scale, grid_x.
 // A matrix larger than one storage binding is split by rows into parts, one launch each.
@@ -11,10 +13,10 @@
 #if F32
 @group(0) @binding(3) var<storage, read> w: array<f32>;        // (rows, cols)
 #else
-@group(0) @binding(3) var<storage, read> w: array<u32>;        // F16: (rows, cols/2); Q8_0: (rows, cols/4); Q4_0: (rows, cols/8)
+@group(0) @binding(3) var<storage, read> w: array<u32>;        // F16: (rows, cols/2); Q8_0/Q8_S16: (rows, cols/4); Q4_0/Q4_M: (rows, cols/8)
 #endif
 #if QUANT
-@group(0) @binding(4) var<storage, read> sc: array<f32>;       // Q8_0/Q4_0: (rows, cols/32)
+@group(0) @binding(4) var<storage, read> sc: array<f32>;       // Q8_0/Q4_0: (rows, cols/32); Q4_M/Q8_S16: (rows, cols/16)
 #endif
 #if LORA
 @group(0) @binding(5) var<storage, read> ax: array<f32>;       // (n, r) = x A^T
@@ -63,6 +65,37 @@ fn partial_dot(row: u32, xo: u32, start: u32, step: u32) -> f32 {
                + dot(hi, vec4<f32>(x[xb + 16u], x[xb + 17u], x[xb + 18u], x[xb + 19u]));
         }
         acc += sc[bi] * s;
+    }
+#endif
+#if Q4_M
+    for (var blk = start; blk < p.a; blk += step) {
+        let bi = row * p.a + blk;
+        var s = 0.0;
+        var xs = 0.0;
+        for (var k = 0u; k < 4u; k++) {
+            let q = vec4<u32>(w[bi * 4u + k]) >> vec4<u32>(0u, 8u, 16u, 24u);
+            let xb = xo + blk * 32u + 4u * k;
+            let xl = vec4<f32>(x[xb], x[xb + 1u], x[xb + 2u], x[xb + 3u]);
+            let xh = vec4<f32>(x[xb + 16u], x[xb + 17u], x[xb + 18u], x[xb + 19u]);
+            s += dot(vec4<f32>(q & vec4<u32>(15u)), xl) + dot(vec4<f32>((q >> vec4<u32>(4u)) & vec4<u32>(15u)), xh);
+            xs += dot(xl + xh, vec4<f32>(1.0));
+        }
+        // sum_i (scale q_i + min) x_i = scale (q . x) + min sum(x)
+        acc += sc[2u * bi] * s + sc[2u * bi + 1u] * xs;
+    }
+#endif
+#if Q8_S16
+    for (var blk = start; blk < p.a; blk += step) {
+        let bi = row * p.a + blk;
+        var s = vec2<f32>(0.0);
+        for (var k = 0u; k < 8u; k++) {
+            let q = vec4<f32>((vec4<i32>(bitcast<i32>(w[bi * 8u + k])) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+            let xb = xo + blk * 32u + 4u * k;
+            let d = dot(q, vec4<f32>(x[xb], x[xb + 1u], x[xb + 2u], x[xb + 3u]));
+            // words 0..3 are the first 16 elements, 4..7 the second
+            s += select(vec2<f32>(0.0, d), vec2<f32>(d, 0.0), k < 4u);
+        }
+        acc += sc[2u * bi] * s.x + sc[2u * bi + 1u] * s.y;
     }
 #endif
     return acc;

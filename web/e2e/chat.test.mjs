@@ -360,3 +360,57 @@ test('an unreachable server and a missing WebGPU are explained, not garbled', as
     s2.proc.kill('SIGKILL');
   }
 });
+
+// The real demo model (scripts/fetch-gemma.sh; VICUGNA_GEMMA names the file): Gemma-3 270M loads
+// from the server with progress, streams text on WebGPU, matches the CPU token for token and comes
+// from the browser cache on reload. Slow on SwiftShader: the figures are printed.
+test('Gemma-3 270M: streamed from the server into WebGPU, same greedy reply as the CPU, cached', {
+  skip: process.env.VICUGNA_GEMMA ? false : 'skipped: VICUGNA_GEMMA is not set (scripts/fetch-gemma.sh)',
+}, async () => {
+  const gemma = process.env.VICUGNA_GEMMA;
+  const data = join(tmp, 'data-gemma');
+  execFileSync(join(bin, 'vicugna-server'), ['--data-dir', data, 'model', 'add', '--id', 'gemma-3-270m-q4_k_m',
+    '--license', 'Gemma Terms of Use (https://ai.google.dev/gemma/terms)', '--description', 'Gemma-3 270M', gemma],
+  { encoding: 'utf8' });
+  const s = await startServer(data, await freePort());
+  const ctx = await browser.newContext();
+  const p = await ctx.newPage();
+  try {
+    const t0 = Date.now();
+    await p.goto(s.base);
+    await p.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state), null, { timeout: 600_000 });
+    assert.equal(await p.evaluate(() => document.body.dataset.state), 'ready', await p.locator('#status').textContent());
+    figures.gemma_cold_load_s = (Date.now() - t0) / 1e3;
+    // the newest model is the default; its licence is shown
+    assert.match(await p.locator('#model-select').inputValue(), /^gemma-3-270m/);
+    assert.match(await p.locator('#model-license').textContent(), /Gemma Terms of Use/);
+    assert.match(await p.locator('#progress-text').textContent(), /253\.1 MB \/ 253\.1 MB downloading/);
+    assert.match(await p.locator('#model-info').textContent(), /18 layers, hidden 640, vocab 262144/);
+    await p.getByLabel('Temperature (0 = greedy)').fill('0');
+    await p.getByLabel('Max new tokens').fill('8');
+    const before = Date.now();
+    await p.getByRole('textbox', { name: 'Message' }).fill('中国的首都是');
+    await p.getByRole('button', { name: 'Send' }).click();
+    const reply = p.locator('.msg.assistant').last();
+    await reply.and(p.locator('[data-ids]')).waitFor({ timeout: 600_000 });
+    figures.gemma_reply_s = (Date.now() - before) / 1e3;
+    figures.gemma_first_token_ms = Number(await reply.getAttribute('data-first-token-ms'));
+    figures.gemma_tok_per_s = Number(await reply.getAttribute('data-tok-per-s'));
+    // decode rate: the 7 tokens after the first
+    figures.gemma_decode_tok_per_s = +(7 / (figures.gemma_reply_s - figures.gemma_first_token_ms / 1e3)).toFixed(2);
+    const ids = JSON.parse(await reply.getAttribute('data-ids'));
+    const want = JSON.parse(vicugna(['generate', '--model', gemma, '--template', 'chat', '--prompt', '中国的首都是',
+      '--json', '--max-new-tokens', '8', '--repetition-penalty', '1.3']).trim().split('\n').pop());
+    assert.deepEqual(ids, want.ids);
+    assert.equal(await reply.locator('.text').textContent(), want.text);
+    figures.gemma_reply = want.text;
+    const t1 = Date.now();
+    await p.reload();
+    await p.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: 600_000 });
+    assert.equal(await p.evaluate(() => document.body.dataset.fromCache), 'true');
+    figures.gemma_cached_load_s = (Date.now() - t1) / 1e3;
+  } finally {
+    await ctx.close();
+    s.proc.kill('SIGKILL');
+  }
+});

@@ -194,8 +194,8 @@ pub enum Event {
     },
 }
 
-/// Bytes the wgpu backend will hold for a model: weights in their GPU layout (Q8_0/Q4_0 as
-/// quants + f32 scales, F32/F16 as stored, other types dequantised to F32), the KV cache for
+/// Bytes the wgpu backend will hold for a model: weights in their GPU layout (quants + f32 scales
+/// and mins, F32/F16 as stored, types without an integer form dequantised to F32), the KV cache for
 /// `max_seq` positions and the largest activations. An estimate: the pools and the pipeline
 /// objects add a little.
 pub fn gpu_bytes(header: &vicugna_core::gguf::GgufFile, cfg: &vicugna_core::Config, max_seq: usize) -> u64 {
@@ -205,11 +205,14 @@ pub fn gpu_bytes(header: &vicugna_core::gguf::GgufFile, cfg: &vicugna_core::Conf
         .iter()
         .map(|t| {
             let n = t.n_elements();
+            // the wgpu backend's layouts (vicugna_shaders::wgpu_backend::repack)
             match t.ty {
                 GgmlType::F32 => n * 4,
                 GgmlType::F16 => n * 2,
-                GgmlType::Q8_0 => n + n / 32 * 4,
+                GgmlType::Q8_0 | GgmlType::Q5_0 => n + n / 32 * 4,
                 GgmlType::Q4_0 => n / 2 + n / 32 * 4,
+                GgmlType::Q4_1 | GgmlType::Q4_K => n / 2 + n / 32 * 8,
+                GgmlType::Q6_K => n + n / 16 * 4,
                 _ => n * 4,
             }
         })

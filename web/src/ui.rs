@@ -41,6 +41,7 @@ struct ModelEntry {
     file_url: String,
     size: u64,
     sha256: String,
+    created_at: i64,
 }
 
 struct App {
@@ -275,8 +276,12 @@ async fn fetch_models(app: &Shared) {
             license: m["license"].as_str().unwrap_or_default().into(),
             size: f["size"].as_u64().unwrap_or(0),
             sha256: f["sha256"].as_str().unwrap_or_default().into(),
+            created_at: m["created_at"].as_i64().unwrap_or(0),
         });
     }
+    // the most recently registered model first: the demo model (`make demo-model`) over the
+    // bundled fixture the server seeds
+    models.sort_by_key(|m| std::cmp::Reverse(m.created_at));
     {
         let a = app.borrow();
         let sel = el(&a.doc, "model-select");

@@ -147,6 +147,16 @@ struct Saved<B: TrainBackend> {
 
 impl<B: TrainBackend> FrozenModel<B> {
     pub fn new(be: B, w: &ModelWeights) -> Result<Self> {
+        if w.cfg.arch != "llama" || w.cfg.post_norms || w.cfg.qk_norm || w.cfg.sliding_window.is_some() {
+            return Err(vicugna_core::Error::unsupported(
+                &w.source,
+                format!(
+                    "training a `{}` model: the trainer implements the LLaMA block only (not Gemma-3's \
+                     post-norms, QK-norm, GeGLU and sliding-window layers)",
+                    w.cfg.arch
+                ),
+            ));
+        }
         // training runs in the HF RoPE layout, which is PEFT's
         let w = w.with_rope_layout(false);
         let mut layers = Vec::with_capacity(w.layers.len());
