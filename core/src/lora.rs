@@ -28,7 +28,7 @@ pub struct LoraEntry {
 pub struct LoraAdapter {
     pub name: String,
     pub source: String,
-    /// q/k B rows in llama.cpp's interleaved RoPE layout (true for GGUF LoRA files).
+    /// q/k B rows in llama.cpp's interleaved RoPE layout (true for GGUF LoRA files of LLaMA models).
     pub interleaved: bool,
     pub r: usize,
     pub alpha: f64,
@@ -248,7 +248,8 @@ impl LoraAdapter {
         Ok(LoraAdapter {
             name: name.to_string(),
             source: file.to_string(),
-            interleaved: true,
+            // llama.cpp permutes q/k rows of LLaMA models only (Gemma-3 keeps HF's rotate-half)
+            interleaved: g.get_str("general.architecture").is_none_or(|a| a == "llama"),
             r: r0,
             alpha,
             use_rslora: false,

@@ -15,6 +15,17 @@ pub struct Heads {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    /// Scores are q·k times this (1/sqrt(head_dim) for LLaMA).
+    pub scale: f32,
+    /// Sliding window: row i attends to rows i-window+1..=i (0: all earlier rows).
+    pub window: usize,
+}
+
+impl Heads {
+    /// LLaMA's attention: 1/sqrt(head_dim), no window.
+    pub fn plain(n_heads: usize, n_kv_heads: usize, head_dim: usize) -> Self {
+        Heads { n_heads, n_kv_heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), window: 0 }
+    }
 }
 
 pub trait TrainBackend {
@@ -76,8 +87,9 @@ pub trait TrainBackend {
         interleaved: bool,
         inverse: bool,
     );
-    /// Causal grouped-query attention of n rows: out (n, heads·hd); `probs` (heads, n, n) keeps the
-    /// softmax for the backward pass.
+    /// Causal grouped-query attention of n rows (within `h.window` when set, scores scaled by
+    /// `h.scale`): out (n, heads·hd); `probs` (heads, n, n) keeps the softmax (zero outside each
+    /// row's window) for the backward pass.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -106,6 +118,12 @@ pub trait TrainBackend {
     );
     /// out = silu(g) · u.
     fn silu_mul(&self, out: &mut Self::Buf, g: &Self::Buf, u: &Self::Buf);
+    /// out = gelu_tanh(g) · u (Gemma's GeGLU).
+    fn gelu_mul(&self, out: &mut Self::Buf, g: &Self::Buf, u: &Self::Buf);
+    /// dg = dh · u · gelu_tanh'(g), du = dh · gelu_tanh(g) (overwritten, not accumulated).
+    fn gelu_mul_back(&self, dg: &mut Self::Buf, du: &mut Self::Buf, dh: &Self::Buf, g: &Self::Buf, u: &Self::Buf);
+    /// x *= s.
+    fn scale(&self, x: &mut Self::Buf, s: f32);
     /// dg = dh · u · silu'(g), du = dh · silu(g) (overwritten, not accumulated).
     fn silu_mul_back(&self, dg: &mut Self::Buf, du: &mut Self::Buf, dh: &Self::Buf, g: &Self::Buf, u: &Self::Buf);
     /// out = x · mask / (1 - p), the mask drawn from a counter-based generator keyed by `key`,

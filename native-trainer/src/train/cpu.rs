@@ -281,21 +281,24 @@ impl TrainBackend for CpuTrain {
     ) {
         let (hd, qw, kw) = (h.head_dim, h.n_heads * h.head_dim, h.n_kv_heads * h.head_dim);
         let group = h.n_heads / h.n_kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = h.scale;
         let (qw_, kw_) = (qw as isize, kw as isize);
         for hh in 0..h.n_heads {
             let kvh = hh / group;
             let p = &mut probs[hh * n * n..(hh + 1) * n * n];
-            // S = Q_h K_hᵀ / √d (the masked upper triangle is computed and then discarded)
+            // S = Q_h K_hᵀ · scale (the masked entries are computed and then discarded)
             sgemm(n, hd, n, scale, &q[hh * hd..], (qw_, 1), &k[kvh * hd..], (1, kw_), 0.0, p, (n as isize, 1));
             for (i, row) in p.chunks_exact_mut(n).enumerate() {
-                let max = row[..=i].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                // row i sees rows lo..=i (a sliding window keeps only the last `window`)
+                let lo = if h.window > 0 { (i + 1).saturating_sub(h.window) } else { 0 };
+                let max = row[lo..=i].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                 let mut sum = 0f32;
-                for x in &mut row[..=i] {
+                for x in &mut row[lo..=i] {
                     *x = (*x - max).exp();
                     sum += *x;
                 }
-                row[..=i].iter_mut().for_each(|x| *x /= sum);
+                row[lo..=i].iter_mut().for_each(|x| *x /= sum);
+                row[..lo].fill(0.0);
                 row[i + 1..].fill(0.0);
             }
             // O_h = P V_h
@@ -318,13 +321,13 @@ impl TrainBackend for CpuTrain {
     ) {
         let (hd, qw, kw) = (h.head_dim, h.n_heads * h.head_dim, h.n_kv_heads * h.head_dim);
         let group = h.n_heads / h.n_kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = h.scale;
         let (qw_, kw_, n_) = (qw as isize, kw as isize, n as isize);
         let mut ds = vec![0f32; n * n];
         for hh in 0..h.n_heads {
             let kvh = hh / group;
             let p = &probs[hh * n * n..(hh + 1) * n * n];
-            // dP = dO_h V_hᵀ; dS = P ∘ (dP − rowsum(P ∘ dP)) / √d
+            // dP = dO_h V_hᵀ; dS = P ∘ (dP − rowsum(P ∘ dP)) · scale (P is 0 outside the window)
             sgemm(n, hd, n, 1.0, &dout[hh * hd..], (qw_, 1), &v[kvh * hd..], (1, kw_), 0.0, &mut ds, (n_, 1));
             for (i, (row, pr)) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)).enumerate() {
                 let s = dot_f32(&row[..=i], &pr[..=i]);
@@ -352,6 +355,29 @@ impl TrainBackend for CpuTrain {
             du[i] = dh[i] * g[i] * s;
             dg[i] = dh[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
         }
+    }
+
+    fn gelu_mul(&self, out: &mut Vec<f32>, g: &Vec<f32>, u: &Vec<f32>) {
+        for ((o, g), u) in out.iter_mut().zip(g).zip(u) {
+            *o = vicugna_core::cpu::gelu_tanh(*g) * u;
+        }
+    }
+
+    fn gelu_mul_back(&self, dg: &mut Vec<f32>, du: &mut Vec<f32>, dh: &Vec<f32>, g: &Vec<f32>, u: &Vec<f32>) {
+        const C: f32 = 0.797_884_6; // sqrt(2/pi)
+        for i in 0..g.len() {
+            let x = g[i];
+            // gelu = x/2 (1 + tanh(z)), z = C (x + 0.044715 x^3)
+            let t = (C * x * (1.0 + 0.044715 * x * x)).tanh();
+            let dz = C * (1.0 + 3.0 * 0.044715 * x * x);
+            let dgelu = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dz;
+            du[i] = dh[i] * 0.5 * x * (1.0 + t);
+            dg[i] = dh[i] * u[i] * dgelu;
+        }
+    }
+
+    fn scale(&self, x: &mut Vec<f32>, s: f32) {
+        x.iter_mut().for_each(|v| *v *= s);
     }
 
     fn dropout(&self, out: &mut Vec<f32>, x: &Vec<f32>, p: f32, key: u64) {

@@ -1,10 +1,11 @@
-//! The LLaMA forward and backward pass with trainable LoRA pairs on a frozen base, written once
-//! over `TrainBackend`. One call handles one sequence; micro-batches and gradient accumulation
+//! The LLaMA-family forward and backward pass (LLaMA, and Gemma-3's post-norms, QK-norm, GeGLU,
+//! scaled embeddings and sliding-window layers) with trainable LoRA pairs on a frozen base, written
+//! once over `TrainBackend`. One call handles one sequence; micro-batches and gradient accumulation
 //! are loops around it (sequences are never padded, so padding costs nothing and changes nothing).
 
 use super::backend::{Heads, TrainBackend};
 use super::cpu::splitmix;
-use vicugna_core::config::Config;
+use vicugna_core::config::{Activation, Config};
 use vicugna_core::lora::{LoraAdapter, LoraEntry};
 use vicugna_core::weights::{ModelWeights, Proj};
 use vicugna_core::{Error, Result};
@@ -15,6 +16,13 @@ struct FrozenLayer<B: TrainBackend> {
     attn_norm: B::Buf,
     ffn_norm: B::Buf,
     proj: Vec<B::Frozen>, // indexed by Proj
+    /// Gemma-3: norms of the attention / feed-forward outputs, per-head norms of q and k.
+    post_attn_norm: Option<B::Buf>,
+    post_ffn_norm: Option<B::Buf>,
+    q_norm: Option<B::Buf>,
+    k_norm: Option<B::Buf>,
+    /// RoPE frequencies of this layer (Gemma-3's sliding-window layers have their own base).
+    inv_freq: Vec<f32>,
 }
 
 /// The frozen base on the backend.
@@ -25,7 +33,6 @@ pub struct FrozenModel<B: TrainBackend> {
     lm_head: Option<B::Frozen>,
     norm: B::Buf,
     layers: Vec<FrozenLayer<B>>,
-    inv_freq: Vec<f32>,
 }
 
 /// One trainable pair: A (r, in), B (out, r), their gradients and AdamW moments.
@@ -132,6 +139,12 @@ struct ProjSaved<B: TrainBackend> {
 
 struct Saved<B: TrainBackend> {
     xn: B::Buf,
+    /// q and k before the QK-norm (Gemma-3).
+    q_pre: Option<B::Buf>,
+    k_pre: Option<B::Buf>,
+    /// The attention and feed-forward outputs before their post-norms (Gemma-3).
+    o_att: Option<B::Buf>,
+    o_ffn: Option<B::Buf>,
     q: B::Buf,
     k: B::Buf,
     v: B::Buf,
@@ -147,24 +160,27 @@ struct Saved<B: TrainBackend> {
 
 impl<B: TrainBackend> FrozenModel<B> {
     pub fn new(be: B, w: &ModelWeights) -> Result<Self> {
-        if w.cfg.arch != "llama" || w.cfg.post_norms || w.cfg.qk_norm || w.cfg.sliding_window.is_some() {
-            return Err(vicugna_core::Error::unsupported(
-                &w.source,
-                format!(
-                    "training a `{}` model: the trainer implements the LLaMA block only (not Gemma-3's \
-                     post-norms, QK-norm, GeGLU and sliding-window layers)",
-                    w.cfg.arch
-                ),
-            ));
-        }
         // training runs in the HF RoPE layout, which is PEFT's
         let w = w.with_rope_layout(false);
         let mut layers = Vec::with_capacity(w.layers.len());
-        for l in &w.layers {
+        let c = &w.cfg;
+        for (li, l) in w.layers.iter().enumerate() {
+            let opt = |on: bool, v: &Option<Vec<f32>>, what: &str| -> Result<Option<B::Buf>> {
+                match (on, v) {
+                    (false, _) => Ok(None),
+                    (true, Some(v)) => Ok(Some(be.upload(v))),
+                    (true, None) => Err(Error::tensor(&w.source, format!("layer {li} {what}"), "missing")),
+                }
+            };
             layers.push(FrozenLayer {
                 attn_norm: be.upload(&l.attn_norm),
                 ffn_norm: be.upload(&l.ffn_norm),
                 proj: l.proj.iter().map(|m| be.frozen(m)).collect::<Result<_>>()?,
+                post_attn_norm: opt(c.post_norms, &l.post_attn_norm, "post-attention norm")?,
+                post_ffn_norm: opt(c.post_norms, &l.post_ffn_norm, "post-feed-forward norm")?,
+                q_norm: opt(c.qk_norm, &l.q_norm, "q norm")?,
+                k_norm: opt(c.qk_norm, &l.k_norm, "k norm")?,
+                inv_freq: c.rope_inv_freq_for(li),
             });
         }
         Ok(FrozenModel {
@@ -173,7 +189,6 @@ impl<B: TrainBackend> FrozenModel<B> {
             lm_head: w.lm_head.as_ref().map(|m| be.frozen(m)).transpose()?,
             norm: be.upload(&w.norm),
             layers,
-            inv_freq: w.cfg.rope_inv_freq(),
             be,
         })
     }
@@ -188,8 +203,29 @@ impl<B: TrainBackend> FrozenModel<B> {
         n
     }
 
-    fn heads(&self) -> Heads {
-        Heads { n_heads: self.cfg.num_heads, n_kv_heads: self.cfg.num_kv_heads, head_dim: self.cfg.head_dim }
+    fn heads(&self, layer: usize) -> Heads {
+        let c = &self.cfg;
+        Heads {
+            n_heads: c.num_heads,
+            n_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            scale: c.query_scale(),
+            window: c.window(layer).unwrap_or(0),
+        }
+    }
+
+    /// y = rmsnorm(x) with a fresh output buffer.
+    fn normed(&self, x: &B::Buf, w: &B::Buf, len: usize) -> B::Buf {
+        let mut y = self.be.zeros(len);
+        self.be.rmsnorm(&mut y, x, w, self.cfg.rms_eps);
+        y
+    }
+
+    /// The gradient through y = rmsnorm(x): a fresh buffer.
+    fn normed_back(&self, dy: &B::Buf, x: &B::Buf, w: &B::Buf, len: usize) -> B::Buf {
+        let mut dx = self.be.zeros(len);
+        self.be.rmsnorm_back(&mut dx, dy, x, w, self.cfg.rms_eps);
+        dx
     }
 
     /// out = x Wᵀ + s·(drop(x) Aᵀ) Bᵀ.
@@ -277,13 +313,24 @@ impl<B: TrainBackend> FrozenModel<B> {
         let sq = self.proj_fwd(&mut q, &xn, li, Proj::Q, lora, n, pass);
         let sk = self.proj_fwd(&mut k, &xn, li, Proj::K, lora, n, pass);
         let sv = self.proj_fwd(&mut v, &xn, li, Proj::V, lora, n, pass);
-        be.rope(&mut q, qd, hd, &self.inv_freq, c.rope_interleaved, false);
-        be.rope(&mut k, kvd, hd, &self.inv_freq, c.rope_interleaved, false);
+        // Gemma-3: per-head RMSNorm of q and k (the norm weight is head_dim long)
+        let (mut q_pre, mut k_pre) = (None, None);
+        if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+            let (nq, nk) = (self.normed(&q, qn, n * qd), self.normed(&k, kn, n * kvd));
+            q_pre = Some(std::mem::replace(&mut q, nq));
+            k_pre = Some(std::mem::replace(&mut k, nk));
+        }
+        be.rope(&mut q, qd, hd, &l.inv_freq, c.rope_interleaved, false);
+        be.rope(&mut k, kvd, hd, &l.inv_freq, c.rope_interleaved, false);
         let mut att = be.zeros(n * qd);
         let mut probs = be.zeros(c.num_heads * n * n);
-        be.attention(&mut att, &mut probs, &q, &k, &v, n, self.heads());
+        be.attention(&mut att, &mut probs, &q, &k, &v, n, self.heads(li));
         let mut o = be.zeros(n * hs);
         let so = self.proj_fwd(&mut o, &att, li, Proj::O, lora, n, pass);
+        let o_att = l.post_attn_norm.as_ref().map(|w| {
+            let normed = self.normed(&o, w, n * hs);
+            std::mem::replace(&mut o, normed)
+        });
         be.add(x, &o);
         let mut x1 = be.zeros(n * hs);
         be.copy(&mut x1, x);
@@ -293,10 +340,34 @@ impl<B: TrainBackend> FrozenModel<B> {
         let sg = self.proj_fwd(&mut g, &xn2, li, Proj::Gate, lora, n, pass);
         let su = self.proj_fwd(&mut u, &xn2, li, Proj::Up, lora, n, pass);
         let mut h = be.zeros(n * ff);
-        be.silu_mul(&mut h, &g, &u);
+        match c.act {
+            Activation::Silu => be.silu_mul(&mut h, &g, &u),
+            Activation::GeluTanh => be.gelu_mul(&mut h, &g, &u),
+        }
         let sd = self.proj_fwd(&mut o, &h, li, Proj::Down, lora, n, pass);
+        let o_ffn = l.post_ffn_norm.as_ref().map(|w| {
+            let normed = self.normed(&o, w, n * hs);
+            std::mem::replace(&mut o, normed)
+        });
         be.add(x, &o);
-        Saved { xn, q, k, v, probs, att, x1, xn2, g, u, h, proj: vec![sq, sk, sv, so, sg, su, sd] }
+        Saved {
+            xn,
+            q_pre,
+            k_pre,
+            o_att,
+            o_ffn,
+            q,
+            k,
+            v,
+            probs,
+            att,
+            x1,
+            xn2,
+            g,
+            u,
+            h,
+            proj: vec![sq, sk, sv, so, sg, su, sd],
+        }
     }
 
     /// Given dx (gradient w.r.t. the layer's output), replace it by the gradient w.r.t. its
@@ -317,22 +388,49 @@ impl<B: TrainBackend> FrozenModel<B> {
         let (be, c, l) = (&self.be, &self.cfg, &self.layers[li]);
         let (hd, qd, kvd, ff, hs) = (c.head_dim, c.q_dim(), c.kv_dim(), c.intermediate_size, c.hidden_size);
         let sp = |p: Proj| &s.proj[p as usize];
-        // feed-forward block (x2 = x1 + down(silu(gate) · up)); dx holds dx2 = the residual part of dx1
+        // feed-forward block (x2 = x1 + [post-norm] down(act(gate) · up)); dx holds dx2 = the
+        // residual part of dx1
+        let d_ffn = match (&l.post_ffn_norm, &s.o_ffn) {
+            (Some(w), Some(o)) => Some(self.normed_back(dx, o, w, n * hs)),
+            _ => None,
+        };
         let mut dh = be.zeros(n * ff);
-        self.proj_back(&mut dh, dx, &s.h, sp(Proj::Down), li, Proj::Down, lora, n, pass, true);
+        self.proj_back(
+            &mut dh,
+            d_ffn.as_ref().unwrap_or(dx),
+            &s.h,
+            sp(Proj::Down),
+            li,
+            Proj::Down,
+            lora,
+            n,
+            pass,
+            true,
+        );
         let (mut dg, mut du) = (be.zeros(n * ff), be.zeros(n * ff));
-        be.silu_mul_back(&mut dg, &mut du, &dh, &s.g, &s.u);
+        match c.act {
+            Activation::Silu => be.silu_mul_back(&mut dg, &mut du, &dh, &s.g, &s.u),
+            Activation::GeluTanh => be.gelu_mul_back(&mut dg, &mut du, &dh, &s.g, &s.u),
+        }
         let mut dxn2 = be.zeros(n * hs);
         self.proj_back(&mut dxn2, &dg, &s.xn2, sp(Proj::Gate), li, Proj::Gate, lora, n, pass, true);
         self.proj_back(&mut dxn2, &du, &s.xn2, sp(Proj::Up), li, Proj::Up, lora, n, pass, true);
         be.rmsnorm_back(dx, &dxn2, &s.x1, &l.ffn_norm, c.rms_eps);
-        // attention block (x1 = x0 + o(attn(rope(q), rope(k), v)))
+        // attention block (x1 = x0 + [post-norm] o(attn(rope([qk-norm] q), rope([qk-norm] k), v)))
+        let d_att = match (&l.post_attn_norm, &s.o_att) {
+            (Some(w), Some(o)) => Some(self.normed_back(dx, o, w, n * hs)),
+            _ => None,
+        };
         let mut datt = be.zeros(n * qd);
-        self.proj_back(&mut datt, dx, &s.att, sp(Proj::O), li, Proj::O, lora, n, pass, true);
+        self.proj_back(&mut datt, d_att.as_ref().unwrap_or(dx), &s.att, sp(Proj::O), li, Proj::O, lora, n, pass, true);
         let (mut dq, mut dk, mut dv) = (be.zeros(n * qd), be.zeros(n * kvd), be.zeros(n * kvd));
-        be.attention_back(&mut dq, &mut dk, &mut dv, &datt, &s.probs, &s.q, &s.k, &s.v, n, self.heads());
-        be.rope(&mut dq, qd, hd, &self.inv_freq, c.rope_interleaved, true);
-        be.rope(&mut dk, kvd, hd, &self.inv_freq, c.rope_interleaved, true);
+        be.attention_back(&mut dq, &mut dk, &mut dv, &datt, &s.probs, &s.q, &s.k, &s.v, n, self.heads(li));
+        be.rope(&mut dq, qd, hd, &l.inv_freq, c.rope_interleaved, true);
+        be.rope(&mut dk, kvd, hd, &l.inv_freq, c.rope_interleaved, true);
+        if let (Some(qn), Some(kn), Some(qp), Some(kp)) = (&l.q_norm, &l.k_norm, &s.q_pre, &s.k_pre) {
+            dq = self.normed_back(&dq, qp, qn, n * qd);
+            dk = self.normed_back(&dk, kp, kn, n * kvd);
+        }
         let mut dxn = be.zeros(n * hs);
         self.proj_back(&mut dxn, &dq, &s.xn, sp(Proj::Q), li, Proj::Q, lora, n, pass, need_dx);
         self.proj_back(&mut dxn, &dk, &s.xn, sp(Proj::K), li, Proj::K, lora, n, pass, need_dx);
@@ -364,6 +462,9 @@ impl<B: TrainBackend> FrozenModel<B> {
         let hs = c.hidden_size;
         let mut x = be.zeros(n * hs);
         be.embed(&mut x, &self.embed, tokens);
+        if let Some(s) = c.embed_scale {
+            be.scale(&mut x, s);
+        }
         // forward: keep each layer's input, and its activations unless checkpointing
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut saved = Vec::with_capacity(self.layers.len());
@@ -407,6 +508,9 @@ impl<B: TrainBackend> FrozenModel<B> {
         let pass = Pass { dropout: 0.0, key: 0, checkpoint: true };
         let mut x = be.zeros(n * c.hidden_size);
         be.embed(&mut x, &self.embed, tokens);
+        if let Some(s) = c.embed_scale {
+            be.scale(&mut x, s);
+        }
         for li in 0..self.layers.len() {
             self.layer_fwd(&mut x, li, lora, n, &pass);
         }

@@ -654,7 +654,7 @@ fn load_examples(
 }
 
 /// llama.cpp's GGUF LoRA: `blk.N.<proj>.weight.lora_a` (r, in) / `.lora_b` (out, r), Q/K rows in
-/// its interleaved RoPE layout.
+/// its interleaved RoPE layout for LLaMA models.
 pub fn write_gguf_lora(
     path: &Path,
     entries: &[LoraEntry],
@@ -664,7 +664,7 @@ pub fn write_gguf_lora(
 ) -> Result<()> {
     use vicugna_core::gguf::{GgufWriter, Value};
     let mut g = GgufWriter::new();
-    g.set("general.architecture", Value::String("llama".into()));
+    g.set("general.architecture", Value::String(cfg.arch.clone()));
     g.set("general.type", Value::String("adapter".into()));
     g.set("adapter.type", Value::String("lora".into()));
     g.set("adapter.lora.alpha", Value::F32(alpha as f32));
@@ -673,9 +673,14 @@ pub fn write_gguf_lora(
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     for e in entries {
         let (o, i) = e.proj.shape(cfg);
+        // llama.cpp's converter interleaves q/k rows of LLaMA models only; Gemma-3 keeps HF's layout
         let b = match e.proj {
-            Proj::Q => vicugna_core::weights::permute_rope_rows(&e.b, e.r, cfg.num_heads, cfg.head_dim, true),
-            Proj::K => vicugna_core::weights::permute_rope_rows(&e.b, e.r, cfg.num_kv_heads, cfg.head_dim, true),
+            Proj::Q if cfg.arch == "llama" => {
+                vicugna_core::weights::permute_rope_rows(&e.b, e.r, cfg.num_heads, cfg.head_dim, true)
+            }
+            Proj::K if cfg.arch == "llama" => {
+                vicugna_core::weights::permute_rope_rows(&e.b, e.r, cfg.num_kv_heads, cfg.head_dim, true)
+            }
             _ => e.b.clone(),
         };
         let n = format!("blk.{}.{}.weight", e.layer, e.proj.gguf());

@@ -112,7 +112,16 @@ fn rope_inverse_is_the_backward_pass() {
 
 #[test]
 fn attention_back_matches_finite_differences_with_gqa() {
-    let h = Heads { n_heads: 4, n_kv_heads: 2, head_dim: 8 };
+    for h in [
+        Heads::plain(4, 2, 8),
+        // Gemma-3's local layers: their own query scale and a sliding window shorter than the rows
+        Heads { n_heads: 4, n_kv_heads: 2, head_dim: 8, scale: 0.3, window: 3 },
+    ] {
+        attention_case(h);
+    }
+}
+
+fn attention_case(h: Heads) {
     let n = 5;
     let (qw, kw) = (32, 16);
     let q = rand(n * qw, 11, 1.0);
@@ -128,6 +137,11 @@ fn attention_back_matches_finite_differences_with_gqa() {
     let (_, probs) = run(&q, &k, &v);
     let (mut dq, mut dk, mut dv) = (vec![0f32; n * qw], vec![0f32; n * kw], vec![0f32; n * kw]);
     BE.attention_back(&mut dq, &mut dk, &mut dv, &c, &probs, &q, &k, &v, n, h);
+    if h.window > 0 {
+        // row 4 sees rows 2..=4 only
+        assert!(probs[4 * n..4 * n + 2].iter().all(|&p| p == 0.0), "outside the window");
+        assert!((probs[4 * n + 2..5 * n].iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
     check("attention dq", &q, &dq, 1e-2, &|x| proj(&run(x, &k, &v).0, &c));
     check("attention dk", &k, &dk, 1e-2, &|x| proj(&run(&q, x, &v).0, &c));
     check("attention dv", &v, &dv, 1e-2, &|x| proj(&run(&q, &k, x).0, &c));
@@ -148,6 +162,23 @@ fn silu_mul_back_matches_finite_differences() {
     };
     check("silu_mul dg", &g, &dg, 1e-2, &|x| run(x, &u));
     check("silu_mul du", &u, &du, 1e-2, &|x| run(&g, x));
+}
+
+#[test]
+fn gelu_mul_back_matches_finite_differences() {
+    let n = 48;
+    let g = rand(n, 25, 4.0);
+    let u = rand(n, 26, 2.0);
+    let c = rand(n, 27, 1.0);
+    let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
+    BE.gelu_mul_back(&mut dg, &mut du, &c, &g, &u);
+    let run = |g: &[f32], u: &[f32]| {
+        let mut o = vec![0f32; n];
+        BE.gelu_mul(&mut o, &g.to_vec(), &u.to_vec());
+        proj(&o, &c)
+    };
+    check("gelu_mul dg", &g, &dg, 1e-2, &|x| run(x, &u));
+    check("gelu_mul du", &u, &du, 1e-2, &|x| run(&g, x));
 }
 
 #[test]
@@ -257,4 +288,114 @@ fn checkpointing_changes_nothing() {
     let fb =
         m.forward_backward(&mut l2, &tokens, &targets, 1.0, &Pass { dropout: 0.0, key: 0, checkpoint: false }).unwrap();
     assert_eq!(fwd, fb, "forward-only loss equals the training pass's");
+}
+
+/// A tiny random model with Gemma-3's block (post-norms, QK-norm, GeGLU, scaled embeddings, query
+/// scaling, a sliding-window layer shorter than the sequence and a global one with another RoPE
+/// base) and a random adapter on all seven projections.
+fn tiny_gemma() -> (FrozenModel<CpuTrain>, vicugna_core::LoraAdapter) {
+    use vicugna_core::config::{Activation, Config};
+    use vicugna_core::lora::{LoraAdapter, LoraEntry};
+    use vicugna_core::weights::{LayerWeights, ModelWeights, Proj};
+    let mut c = Config {
+        vocab_size: 64,
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_layers: 2,
+        num_heads: 2,
+        num_kv_heads: 1,
+        head_dim: 16,
+        tie_embeddings: true,
+        ..Config::llama_defaults()
+    };
+    c.arch = "gemma3".into();
+    c.act = Activation::GeluTanh;
+    c.qk_norm = true;
+    c.post_norms = true;
+    c.embed_scale = Some(32f32.sqrt());
+    c.attn_scale = Some(0.2);
+    c.sliding_window = Some(3);
+    c.swa_layers = vec![true, false];
+    c.rope_theta = 1e6;
+    c.rope_theta_swa = Some(1e4);
+    let mut key = 40;
+    let mut r = |n: usize, s: f32| {
+        key += 1;
+        rand(n, key, s)
+    };
+    let norm = |v: Vec<f32>| v.iter().map(|x| 1.0 + x).collect::<Vec<f32>>();
+    let layers = (0..2)
+        .map(|_| LayerWeights {
+            attn_norm: norm(r(32, 0.3)),
+            ffn_norm: norm(r(32, 0.3)),
+            post_attn_norm: Some(norm(r(32, 0.3))),
+            post_ffn_norm: Some(norm(r(32, 0.3))),
+            q_norm: Some(norm(r(16, 0.3))),
+            k_norm: Some(norm(r(16, 0.3))),
+            proj: Proj::ALL.map(|p| {
+                let (o, i) = p.shape(&c);
+                Matrix::from_f32(o, i, r(o * i, 0.3))
+            }),
+        })
+        .collect();
+    let w = ModelWeights {
+        embed: Matrix::from_f32(64, 32, r(64 * 32, 0.2)),
+        layers,
+        norm: norm(r(32, 0.3)),
+        lm_head: None,
+        cfg: c.clone(),
+        source: "tiny-gemma".into(),
+    };
+    let entries = (0..2)
+        .flat_map(|layer| Proj::ALL.map(|proj| (layer, proj)))
+        .map(|(layer, proj)| {
+            let (o, i) = proj.shape(&c);
+            LoraEntry { layer, proj, r: 4, scale: 2.0, a: r(4 * i, 0.3), b: r(o * 4, 0.3) }
+        })
+        .collect();
+    let ad = LoraAdapter {
+        name: "g".into(),
+        source: "random".into(),
+        interleaved: false,
+        r: 4,
+        alpha: 8.0,
+        use_rslora: false,
+        target_modules: Proj::ALL.iter().map(|p| p.hf().to_string()).collect(),
+        base_model: None,
+        entries,
+    };
+    (FrozenModel::new(CpuTrain, &w).unwrap(), ad)
+}
+
+#[test]
+fn gemma_block_lora_gradients_match_finite_differences() {
+    let (m, ad) = tiny_gemma();
+    let tokens: Vec<u32> = vec![2, 17, 5, 40, 33, 8, 61, 12];
+    let targets: Vec<i32> = vec![-1, 5, 40, 33, 8, 61, 12, 1];
+    for pass in [Pass { dropout: 0.0, key: 0, checkpoint: false }, Pass { dropout: 0.1, key: 5, checkpoint: true }] {
+        let mut lora = LoraParams::new(&CpuTrain, &m.cfg, &ad).unwrap();
+        lora.zero_grad(&CpuTrain);
+        m.forward_backward(&mut lora, &tokens, &targets, 1.0, &pass).unwrap();
+        // q and k (through QK-norm and the window), o (post-norm), gate/down (GeGLU, post-norm),
+        // in the sliding-window layer and the global one
+        for pi in [0, 1, 3, 4, 6, 7, 9, 13] {
+            for which in 0..2 {
+                let x = if which == 0 { lora.params[pi].a.clone() } else { lora.params[pi].b.clone() };
+                let g = if which == 0 { lora.params[pi].ga.clone() } else { lora.params[pi].gb.clone() };
+                let name =
+                    format!("gemma layer {} {:?} {}", lora.params[pi].layer, lora.params[pi].proj, ["A", "B"][which]);
+                let cell = std::cell::RefCell::new(LoraParams::new(&CpuTrain, &m.cfg, &ad).unwrap());
+                let f = |v: &[f32]| {
+                    let mut l = cell.borrow_mut();
+                    if which == 0 {
+                        l.params[pi].a = v.to_vec()
+                    } else {
+                        l.params[pi].b = v.to_vec()
+                    }
+                    m.forward_backward(&mut l, &tokens, &targets, 0.0, &pass).unwrap()
+                };
+                check(&name, &x, &g, 1e-2, &f);
+            }
+        }
+    }
 }
