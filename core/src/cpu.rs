@@ -3,7 +3,7 @@
 
 use crate::backend::{Backend, LoraPair, Rope};
 use crate::config::Config;
-use crate::quant::{dot_f32, dot_row};
+use crate::quant::{dot_f32, dot_row, GgmlType};
 use crate::weights::Matrix;
 use crate::{Error, Result};
 
@@ -31,8 +31,20 @@ pub struct CpuCache {
 }
 
 /// out = x W^T: one weight row at a time, every token against it, so prefill reads W once.
+/// Types without a fused kernel (the K-quants, Q5_*, Q4_1, BF16) are dequantised a row at a time
+/// and dotted with every token, so prefill dequantises each row once.
 pub fn matmul_forward(out: &mut [f32], x: &[f32], w: &Matrix, n: usize) {
     let (rows, cols) = (w.rows, w.cols);
+    if !matches!(w.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0) {
+        let mut tmp = vec![0f32; cols];
+        for r in 0..rows {
+            w.row_f32(r, &mut tmp);
+            for t in 0..n {
+                out[t * rows + r] = dot_f32(&tmp, &x[t * cols..(t + 1) * cols]);
+            }
+        }
+        return;
+    }
     for r in 0..rows {
         let row = w.row(r);
         for t in 0..n {

@@ -8,6 +8,7 @@ use vicugna_core::cpu::Cpu;
 use vicugna_core::quant::GgmlType;
 use vicugna_core::weights::{LayerWeights, Matrix, ModelWeights};
 use vicugna_core::Model;
+use vicugna_shaders::Wgpu;
 
 pub struct Shape {
     pub name: &'static str,
@@ -164,6 +165,63 @@ pub fn run(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prefill and decode speed of a real model file on one backend: a 64-token prompt, then `steps`
+/// greedy decode steps (argmax on the backend, so a GPU reads back 4 bytes a token).
+pub fn run_model(
+    out: &mut dyn std::io::Write,
+    path: &std::path::Path,
+    backend: &str,
+    steps: usize,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let t = Instant::now();
+    let w = ModelWeights::load(path).with_context(|| format!("loading {}", path.display()))?;
+    let c = &w.cfg;
+    writeln!(
+        out,
+        "model {}: {} layers, hidden {}, vocab {}, {:.1} MB of weights as stored; 1 host thread",
+        path.display(),
+        c.num_layers,
+        c.hidden_size,
+        c.vocab_size,
+        weight_bytes(&w) as f64 / 1e6
+    )?;
+    let prompt: Vec<u32> = (0..64).map(|i| (1000 + i * 37) as u32 % c.vocab_size as u32).collect();
+    let measure = |m: &dyn Fn(&[u32], usize) -> anyhow::Result<u32>| -> anyhow::Result<(f64, f64)> {
+        let t = Instant::now();
+        let mut tok = m(&prompt, 0)?;
+        let prefill = prompt.len() as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for p in 0..steps {
+            tok = m(&[tok], prompt.len() + p)?;
+        }
+        Ok((prefill, steps as f64 / t.elapsed().as_secs_f64()))
+    };
+    let (prefill, decode) = match backend {
+        "cpu" => {
+            let m = Model::new(Cpu, &w)?;
+            writeln!(out, "load: {:.2} s", t.elapsed().as_secs_f64())?;
+            let cache = std::cell::RefCell::new(m.new_cache(prompt.len() + steps + 1)?);
+            measure(&|toks, pos| Ok(m.forward_greedy(toks, pos, &mut cache.borrow_mut())?))?
+        }
+        "wgpu" => {
+            let (device, queue, info) = Wgpu::default_device()?;
+            writeln!(out, "adapter: {} ({:?})", info.name, info.backend)?;
+            let m = Model::new(Wgpu::for_adapter(device, queue, &info), &w)?;
+            writeln!(out, "load: {:.2} s", t.elapsed().as_secs_f64())?;
+            let cache = std::cell::RefCell::new(m.new_cache(prompt.len() + steps + 1)?);
+            let r = measure(&|toks, pos| Ok(m.forward_greedy(toks, pos, &mut cache.borrow_mut())?))?;
+            let d0 = m.backend.dispatch_count();
+            m.forward_greedy(&[1], prompt.len() + steps, &mut cache.borrow_mut())?;
+            writeln!(out, "dispatches per decode step: {}", m.backend.dispatch_count() - d0)?;
+            r
+        }
+        other => anyhow::bail!("--backend `{other}` (cpu, wgpu)"),
+    };
+    writeln!(out, "prefill (64 tokens): {prefill:.1} tok/s; decode ({steps} steps): {decode:.2} tok/s")?;
+    Ok(())
+}
+
 /// Random Q4_0 weights straight in the block format (a 7B model never exists as f32 here).
 pub fn random_q4_0(rows: usize, cols: usize, seed: u64) -> Matrix {
     let mut s = seed | 1;
@@ -211,7 +269,6 @@ pub fn random_q4_model(s: &Shape) -> ModelWeights {
 
 pub fn run_wgpu(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
     use vicugna_core::backend::Backend;
-    use vicugna_shaders::Wgpu;
     let (device, queue, info) = Wgpu::default_device()?;
     writeln!(out, "adapter: {} ({:?}, driver {} {})", info.name, info.backend, info.driver, info.driver_info)?;
     let g = Wgpu::for_adapter(device, queue, &info);

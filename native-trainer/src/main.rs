@@ -164,6 +164,12 @@ enum Cmd {
         /// a few steps only (smoke test)
         #[arg(long)]
         quick: bool,
+        /// Measure this model file instead (prefill and decode tok/s)
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// decode steps with --model
+        #[arg(long, default_value_t = 32)]
+        steps: usize,
     },
 }
 
@@ -248,7 +254,10 @@ fn main() -> Result<()> {
         Cmd::BenchTrain { shape, base, seq, steps } => {
             vicugna_trainer::bench::run_train(&mut stdout, &shape, &base, seq, steps)?
         }
-        Cmd::Bench { backend, quick } => match backend.as_str() {
+        Cmd::Bench { backend, model: Some(m), steps, .. } => {
+            vicugna_trainer::bench::run_model(&mut stdout, &m, &backend, steps)?
+        }
+        Cmd::Bench { backend, quick, model: None, .. } => match backend.as_str() {
             "cpu" => vicugna_trainer::bench::run(&mut stdout, quick)?,
             "wgpu" => vicugna_trainer::bench::run_wgpu(&mut stdout, quick)?,
             other => anyhow::bail!("--backend `{other}` (cpu, wgpu)"),
