@@ -72,6 +72,7 @@ bench-server:
 fixtures:
 	bash scripts/fixtures-env.sh
 	/tmp/vicugna-fixtures/venv/bin/python scripts/gen_fixtures.py
+	/tmp/vicugna-fixtures/venv/bin/python scripts/gen_gemma_fixtures.py "$$(bash scripts/fetch-gemma.sh)"
 
 # Fuzz the GGUF and safetensors parsers (nightly + cargo-fuzz; not in CI). FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 120
