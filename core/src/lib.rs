@@ -1,14 +1,18 @@
-//! vicugna-core: one LLaMA-family model with LoRA, generic over a small backend trait.
+//! vicugna-core: one LLaMA-family model with LoRA, generic over a small backend trait; Gemma-3 is
+//! the same model with configuration switches (post-norms, QK-norm, GeGLU, scaled embeddings,
+//! sliding-window layers).
 //!
 //! What it does: loads HF safetensors + config.json and GGUF (v2/v3, F32/F16/BF16/Q8_0/Q4_0/Q4_1/
 //! Q5_0/Q5_1 and Q4_K/Q5_K/Q6_K), HF tokenizer.json and GGUF-embedded vocabularies (SentencePiece
 //! and byte-level BPE), PEFT and GGUF LoRA adapters; runs the model on the CPU reference backend
 //! with adapters unmerged or merged; samples (greedy, temperature, top-k, top-p, repetition
 //! penalty, beam search) with streaming that never splits a UTF-8 character; formats
-//! Chinese-Vicuna's prompts.
+//! Chinese-Vicuna's prompts. Generation is written once as async code (`generate_async`) so the
+//! browser's WebGPU backend awaits its read-backs; `generate` drives it synchronously natively.
+//! `stream` builds a model tensor by tensor from a GGUF arriving in chunks (the browser's loader).
 //!
 //! What it deliberately does not: training (vicugna-trainer), GPU kernels (vicugna-shaders and
-//! the wgpu backend), networking, or any model family outside LLaMA's block structure.
+//! the wgpu backend), networking, or model families outside the LLaMA/Gemma-3 block structure.
 
 pub mod backend;
 pub mod bytes;

@@ -2,8 +2,10 @@
 //!
 //! What it does: every operation of `vicugna_core::backend::Backend` as a WGSL compute kernel
 //! (one `.wgsl` file per kernel family under `wgsl/`, specialised by a tiny `#if NAME` define
-//! preprocessor), F32/F16/Q8_0/Q4_0 weights (Q formats repacked at load into aligned scale and
-//! quant arrays; other GGUF types are dequantised to F32 at load), LoRA applied unmerged inside the
+//! preprocessor), F32/F16/Q8_0/Q4_0 weights and the types real files contain (Q5_0, Q4_1, Q4_K,
+//! Q6_K) kept quantised: repacked at load into aligned integer and f32 scale/min arrays that give
+//! exactly the CPU's dequantised weights (Q5_1/Q5_K/BF16 are dequantised to F32), Gemma-3's extra
+//! operations (GeGLU, QK-norm, scaling, sliding-window attention), LoRA applied unmerged inside the
 //! projection kernel so adapters swap without touching the resident base, f32 arithmetic only
 //! (no shader-f16, no subgroups: it runs on SwiftShader/WebGPU as well as native Vulkan/Metal/DX12).
 //!
@@ -14,8 +16,7 @@
 //!
 //! What it does not do yet (see the WGSL backend issue): a tuned matvec for real GPUs (measured on
 //! lavapipe only), a tiled prefill matmul (prefill re-reads each weight row per token), activations
-//! larger than one storage binding, K-quants kept quantised (they are dequantised to F32 at load:
-//! exact, 4-7x the memory), optional shader-f16/subgroup fast paths.
+//! larger than one storage binding, optional shader-f16/subgroup fast paths.
 
 pub mod kernels;
 pub mod wgpu_backend;

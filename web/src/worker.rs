@@ -68,6 +68,8 @@ struct Gpu {
 
 struct Session {
     model_id: String,
+    /// The GPU memory estimate for this model (`protocol::gpu_bytes`).
+    gpu_bytes: u64,
     model: Model<Wgpu>,
     tk: Tokenizer,
     /// Downloaded adapters by "name@version" (switching back needs no second download).
@@ -339,7 +341,7 @@ impl Worker {
             model_id: s.model_id.clone(),
             from_cache,
             seconds: (now_ms() - t0) / 1e3,
-            gpu_bytes: 0,
+            gpu_bytes: s.gpu_bytes,
             summary,
         });
         *self.session.borrow_mut() = Some(s);
@@ -363,6 +365,7 @@ impl Worker {
         let oom = g.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let mut loader = StreamLoader::new(Self::backend(g), model_id, size);
         let mut hasher = Sha256::new();
+        let mut estimate = 0;
         let (t0, mut last_post) = (now_ms(), 0.0);
         // a corrupt cached copy is fetched again; a corrupt download is reported
         let bad = |e: vicugna_core::Error| Fail(ErrorKind::Corrupt, e.to_string());
@@ -389,6 +392,7 @@ impl Worker {
             if loader.push(&v).map_err(bad)? {
                 let (h, c) = (loader.stream().header().expect("header"), loader.config().expect("config"));
                 let need = gpu_bytes(h, c, max_context);
+                estimate = need;
                 self.check_fits(g, h, c, need, max_context)?;
                 post(&Event::Estimate {
                     gpu_bytes: need,
@@ -420,7 +424,13 @@ impl Worker {
         if let Some(e) = oom.pop().await {
             return Err(Fail(ErrorKind::OutOfMemory, format!("out of GPU memory while loading {model_id}: {e}")));
         }
-        Ok(Session { model_id: model_id.into(), model: loaded.model, tk: loaded.tokenizer, adapters: HashMap::new() })
+        Ok(Session {
+            model_id: model_id.into(),
+            gpu_bytes: estimate,
+            model: loaded.model,
+            tk: loaded.tokenizer,
+            adapters: HashMap::new(),
+        })
     }
 
     /// Refuse before downloading the weights when the device's limits cannot hold the model.
