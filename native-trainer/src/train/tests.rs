@@ -147,38 +147,34 @@ fn attention_case(h: Heads) {
     check("attention dv", &v, &dv, 1e-2, &|x| proj(&run(&q, &k, x).0, &c));
 }
 
-#[test]
-fn silu_mul_back_matches_finite_differences() {
+type Gated = fn(&CpuTrain, &mut Vec<f32>, &Vec<f32>, &Vec<f32>);
+type GatedBack = fn(&CpuTrain, &mut Vec<f32>, &mut Vec<f32>, &Vec<f32>, &Vec<f32>, &Vec<f32>);
+
+/// out = act(g) · u and its backward, against finite differences in g and u.
+fn gated_case(name: &str, fwd: Gated, back: GatedBack, key: u64, g_scale: f32) {
     let n = 48;
-    let g = rand(n, 15, 3.0);
-    let u = rand(n, 16, 2.0);
-    let c = rand(n, 17, 1.0);
+    let g = rand(n, key, g_scale);
+    let u = rand(n, key + 1, 2.0);
+    let c = rand(n, key + 2, 1.0);
     let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
-    BE.silu_mul_back(&mut dg, &mut du, &c, &g, &u);
+    back(&BE, &mut dg, &mut du, &c, &g, &u);
     let run = |g: &[f32], u: &[f32]| {
         let mut o = vec![0f32; n];
-        BE.silu_mul(&mut o, &g.to_vec(), &u.to_vec());
+        fwd(&BE, &mut o, &g.to_vec(), &u.to_vec());
         proj(&o, &c)
     };
-    check("silu_mul dg", &g, &dg, 1e-2, &|x| run(x, &u));
-    check("silu_mul du", &u, &du, 1e-2, &|x| run(&g, x));
+    check(&format!("{name} dg"), &g, &dg, 1e-2, &|x| run(x, &u));
+    check(&format!("{name} du"), &u, &du, 1e-2, &|x| run(&g, x));
+}
+
+#[test]
+fn silu_mul_back_matches_finite_differences() {
+    gated_case("silu_mul", CpuTrain::silu_mul, CpuTrain::silu_mul_back, 15, 3.0);
 }
 
 #[test]
 fn gelu_mul_back_matches_finite_differences() {
-    let n = 48;
-    let g = rand(n, 25, 4.0);
-    let u = rand(n, 26, 2.0);
-    let c = rand(n, 27, 1.0);
-    let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
-    BE.gelu_mul_back(&mut dg, &mut du, &c, &g, &u);
-    let run = |g: &[f32], u: &[f32]| {
-        let mut o = vec![0f32; n];
-        BE.gelu_mul(&mut o, &g.to_vec(), &u.to_vec());
-        proj(&o, &c)
-    };
-    check("gelu_mul dg", &g, &dg, 1e-2, &|x| run(x, &u));
-    check("gelu_mul du", &u, &du, 1e-2, &|x| run(&g, x));
+    gated_case("gelu_mul", CpuTrain::gelu_mul, CpuTrain::gelu_mul_back, 25, 4.0);
 }
 
 #[test]
