@@ -490,6 +490,20 @@ impl Wgpu {
     }
 }
 
+/// Bytes `n` elements of a stored type take on the GPU after `repack` (quants plus f32 scales and
+/// mins); memory estimates use it before any weight has arrived.
+pub fn gpu_bytes(ty: GgmlType, n: u64) -> u64 {
+    match ty {
+        GgmlType::F32 => n * 4,
+        GgmlType::F16 => n * 2,
+        GgmlType::Q8_0 | GgmlType::Q5_0 => n + n / 32 * 4,
+        GgmlType::Q4_0 => n / 2 + n / 32 * 4,
+        GgmlType::Q4_1 | GgmlType::Q4_K => n / 2 + n / 32 * 8,
+        GgmlType::Q6_K => n + n / 16 * 4,
+        _ => n * 4,
+    }
+}
+
 /// Repack a stored matrix into the GPU layout: (format, quants/values, per-block f32 parameters:
 /// scales, or interleaved (scale, min) pairs for Q4M, or two scales per 32 for Q8S16). Every
 /// quantised type the file can hold keeps its integer form (`quant::unpack_row`), so the GPU

@@ -199,24 +199,8 @@ pub enum Event {
 /// `max_seq` positions and the largest activations. An estimate: the pools and the pipeline
 /// objects add a little.
 pub fn gpu_bytes(header: &vicugna_core::gguf::GgufFile, cfg: &vicugna_core::Config, max_seq: usize) -> u64 {
-    use vicugna_core::quant::GgmlType;
-    let weights: u64 = header
-        .tensors
-        .iter()
-        .map(|t| {
-            let n = t.n_elements();
-            // the wgpu backend's layouts (vicugna_shaders::wgpu_backend::repack)
-            match t.ty {
-                GgmlType::F32 => n * 4,
-                GgmlType::F16 => n * 2,
-                GgmlType::Q8_0 | GgmlType::Q5_0 => n + n / 32 * 4,
-                GgmlType::Q4_0 => n / 2 + n / 32 * 4,
-                GgmlType::Q4_1 | GgmlType::Q4_K => n / 2 + n / 32 * 8,
-                GgmlType::Q6_K => n + n / 16 * 4,
-                _ => n * 4,
-            }
-        })
-        .sum();
+    let weights: u64 =
+        header.tensors.iter().map(|t| vicugna_shaders::wgpu_backend::gpu_bytes(t.ty, t.n_elements())).sum();
     let kv = 2 * cfg.num_layers as u64 * max_seq as u64 * cfg.kv_dim() as u64 * 4;
     let widest = cfg.vocab_size.max(cfg.intermediate_size * 2).max(cfg.hidden_size * 4) as u64;
     weights + kv + widest * 4 * 4

@@ -469,10 +469,6 @@ impl Worker {
                 human_bytes(binding)
             )));
         }
-        let logits = c.vocab_size.max(c.intermediate_size) as u64 * 4 * max_context as u64;
-        if logits > binding {
-            web_sys::console::warn_1(&"long prompts will be processed in pieces".into());
-        }
         Ok(())
     }
 
