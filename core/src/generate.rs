@@ -38,6 +38,22 @@ pub struct GenerationConfig {
     pub seed: u64,
 }
 
+impl GenerationConfig {
+    /// Chinese-Vicuna's chat rules on top of these settings: its banned "\n\nUser:" /
+    /// "\n\nAssistant:" sequences and the line-start role markers (`prompt::CHAT_ROLE_MARKERS`)
+    /// as banned token sequences and as stop strings. Every chat front end (CLI, browser, eval)
+    /// calls this.
+    pub fn with_chat_rules(mut self, tk: &Tokenizer) -> Result<Self> {
+        self.bad_words_ids = crate::prompt::chat_bad_words(tk)?;
+        for m in crate::prompt::CHAT_ROLE_MARKERS {
+            if !self.stop_strings.iter().any(|s| s == m) {
+                self.stop_strings.push(m.to_string());
+            }
+        }
+        Ok(self)
+    }
+}
+
 impl Default for GenerationConfig {
     fn default() -> Self {
         GenerationConfig {

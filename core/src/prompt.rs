@@ -1,4 +1,5 @@
-//! Chinese-Vicuna's prompt templates, verbatim from its `prompt.py`, and its chat-history fitting.
+//! Chinese-Vicuna's prompt templates, verbatim: the instruct wording of its `prompt.py`, the Alpaca
+//! wording of its `finetune.py`/`generate.py`, the chat template, and its chat-history fitting.
 
 use crate::tokenizer::Tokenizer;
 use crate::Result;
@@ -7,15 +8,28 @@ use crate::Result;
 pub const INSTRUCT: &str = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:";
 /// Instruct template with input (Chinese-Vicuna writes no newline after the colons here).
 pub const INSTRUCT_INPUT: &str = "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:{instruction}\n\n### Input:{input}\n\n### Response:";
+/// Alpaca wording as Chinese-Vicuna's `finetune.py` and `generate.py` write it (newlines after
+/// the colons, the response starting on its own line).
+pub const ALPACA: &str = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n";
+pub const ALPACA_INPUT: &str = "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n";
 pub const CHAT_PRE: &str = "The following is a conversation between an AI assistant called Assistant and a human user called User. The assistant is intelligent, knowledgeable and polite to answer questions of user.\n\n";
 pub const CHAT_HISTORY: &str = "User:{input}\n\nAssistant:{output}\n\n";
 pub const CHAT_POST: &str = "User:{input}\n\nAssistant:";
 /// Sequences Chinese-Vicuna's chat bans from generation.
 pub const CHAT_BANNED: [&str; 2] = ["\n\nUser:", "\n\nAssistant:"];
+/// Role markers a base model invents at the start of a line (English and Chinese, ASCII or
+/// full-width colon): banned as token sequences beside `CHAT_BANNED`, and stop strings for any
+/// other spelling of them, so a reply never runs on into a turn of its own making.
+pub const CHAT_ROLE_MARKERS: [&str; 8] =
+    ["\nUser:", "\nUser：", "\nAssistant:", "\nAssistant：", "\n用户:", "\n用户：", "\n助手:", "\n助手："];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Template {
+    /// `prompt.py`'s instruct wording.
     Instruct,
+    /// `finetune.py`'s Alpaca wording.
+    Alpaca,
     Chat,
     None,
 }
@@ -25,9 +39,10 @@ impl std::str::FromStr for Template {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "instruct" => Ok(Template::Instruct),
+            "alpaca" => Ok(Template::Alpaca),
             "chat" => Ok(Template::Chat),
             "none" => Ok(Template::None),
-            o => Err(format!("unknown template `{o}` (instruct, chat, none)")),
+            o => Err(format!("unknown template `{o}` (instruct, alpaca, chat, none)")),
         }
     }
 }
@@ -36,6 +51,14 @@ pub fn instruct(instruction: &str, input: Option<&str>) -> String {
     match input {
         Some(i) if !i.is_empty() => INSTRUCT_INPUT.replace("{instruction}", instruction).replace("{input}", i),
         _ => INSTRUCT.replace("{instruction}", instruction),
+    }
+}
+
+/// The Alpaca wording (`finetune.py`): the prompt ends with "### Response:\n".
+pub fn alpaca(instruction: &str, input: Option<&str>) -> String {
+    match input {
+        Some(i) if !i.is_empty() => ALPACA_INPUT.replace("{instruction}", instruction).replace("{input}", i),
+        _ => ALPACA.replace("{instruction}", instruction),
     }
 }
 
@@ -94,6 +117,7 @@ pub fn fit_history(history: &[Turn], input: &str, max_tokens: usize, count: &dyn
 pub fn chat_bad_words(tk: &Tokenizer) -> Result<Vec<Vec<u32>>> {
     CHAT_BANNED
         .iter()
+        .chain(&CHAT_ROLE_MARKERS)
         .map(|s| {
             let mut ids = tk.encode(s, false)?;
             if ids.len() > 1 && tk.token_bytes(ids[0]) == b" " {
@@ -131,6 +155,16 @@ mod tests {
             "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n把这句话翻译成英语\n\n### Response:"
         );
         assert!(instruct("翻译", Some("你好")).ends_with("### Instruction:翻译\n\n### Input:你好\n\n### Response:"));
+        // finetune.py's generate_prompt up to the output
+        assert_eq!(
+            alpaca("把这句话翻译成英语", None),
+            "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n把这句话翻译成英语\n\n### Response:\n"
+        );
+        assert_eq!(
+            alpaca("翻译", Some("你好")),
+            "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n翻译\n\n### Input:\n你好\n\n### Response:\n"
+        );
+        assert_eq!(alpaca("翻译", Some("")), alpaca("翻译", None));
         let h = vec![Turn { input: "你好".into(), output: "你好！有什么可以帮你？".into() }];
         assert_eq!(
             chat(&h, "北京在哪里？"),

@@ -160,8 +160,6 @@ impl Sampling {
     }
 }
 
-pub use vicugna_core::prompt::chat_bad_words;
-
 pub struct GenerateArgs<'a> {
     pub model: &'a Path,
     pub loras: &'a [String],
@@ -197,12 +195,13 @@ pub fn run_generate(a: &GenerateArgs, out: &mut dyn Write) -> Result<()> {
         (Some(p), None) => match a.template {
             Template::None => tk.encode(p, true)?,
             Template::Instruct => tk.encode(&prompt::instruct(p, a.input), true)?,
+            Template::Alpaca => tk.encode(&prompt::alpaca(p, a.input), true)?,
             Template::Chat => prompt::chat_prompt_ids(&tk, &history, p, a.max_context, cfg.max_new_tokens)?,
         },
         (None, None) => bail!("give --prompt TEXT or --prompt-tokens 1,2,3"),
     };
     if a.template == Template::Chat {
-        cfg.bad_words_ids = chat_bad_words(&tk)?;
+        cfg = cfg.with_chat_rules(&tk)?;
     }
     let streaming = !a.json;
     let g = with_model!(&any, |m| generate(m, &tk, &ids, &cfg, |t| {
@@ -220,12 +219,14 @@ pub fn run_generate(a: &GenerateArgs, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// Interactive chat with Chinese-Vicuna's template. Commands: /clear, /undo, /exit.
+/// Interactive chat with Chinese-Vicuna's chat template (multi-turn), or one instruction per line
+/// with its instruct or Alpaca wording. Commands: /clear, /undo, /exit.
 #[allow(clippy::too_many_arguments)]
 pub fn run_chat(
     model: &Path,
     loras: &[String],
     tokenizer: Option<&Path>,
+    template: Template,
     s: &Sampling,
     max_context: usize,
     backend: &str,
@@ -235,8 +236,10 @@ pub fn run_chat(
     let any = load_model(model, loras, backend)?;
     let tk = load_tokenizer(model, tokenizer)?;
     let eos = with_model!(&any, |m| m.cfg.eos_token_ids.clone());
-    let mut cfg = s.config(&tk, &eos)?;
-    cfg.bad_words_ids = chat_bad_words(&tk)?;
+    let cfg = match template {
+        Template::Chat => s.config(&tk, &eos)?.with_chat_rules(&tk)?,
+        _ => s.config(&tk, &eos)?,
+    };
     let mut history: Vec<Turn> = Vec::new();
     writeln!(out, "vicugna chat — /clear, /undo, /exit")?;
     loop {
@@ -260,7 +263,12 @@ pub fn run_chat(
             }
             _ => {}
         }
-        let ids = prompt::chat_prompt_ids(&tk, &history, line, max_context, cfg.max_new_tokens)?;
+        let ids = match template {
+            Template::Chat => prompt::chat_prompt_ids(&tk, &history, line, max_context, cfg.max_new_tokens)?,
+            Template::Instruct => tk.encode(&prompt::instruct(line, None), true)?,
+            Template::Alpaca => tk.encode(&prompt::alpaca(line, None), true)?,
+            Template::None => tk.encode(line, true)?,
+        };
         write!(out, "Assistant: ")?;
         let g = with_model!(&any, |m| generate(m, &tk, &ids, &cfg, |t| {
             let _ = out.write_all(t.as_bytes());

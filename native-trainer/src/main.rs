@@ -22,6 +22,8 @@ struct Cli {
 enum Cmd {
     /// LoRA / QLoRA fine-tuning (Chinese-Vicuna's recipe); writes a PEFT adapter
     Train(Box<vicugna_trainer::train::run::TrainArgs>),
+    /// Held-out loss on a data file, or a prompt-suite report comparing the base and adapters
+    Eval(Box<vicugna_trainer::eval::EvalArgs>),
     /// Print {"tokens":[...],"logits":[[...],...]} for every input position
     Logits {
         #[arg(long)]
@@ -54,7 +56,7 @@ enum Cmd {
         prompt: Option<String>,
         #[arg(long)]
         prompt_tokens: Option<String>,
-        /// the instruct template's optional input
+        /// the instruct / alpaca template's optional input
         #[arg(long)]
         input: Option<String>,
         #[arg(long, default_value = "none")]
@@ -92,6 +94,9 @@ enum Cmd {
         /// Prompt template the adapter was trained with (instruct, chat, ...)
         #[arg(long)]
         template: Option<String>,
+        /// Licence line (the base model's terms, the training data's licences)
+        #[arg(long)]
+        license: Option<String>,
         /// A JSON object of evaluation figures
         #[arg(long)]
         metrics: Option<PathBuf>,
@@ -108,7 +113,8 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Interactive multi-turn chat with Chinese-Vicuna's chat template
+    /// Interactive multi-turn chat with Chinese-Vicuna's chat template (or one instruction per
+    /// line with --template instruct / alpaca)
     Chat {
         #[arg(long)]
         model: PathBuf,
@@ -116,6 +122,9 @@ enum Cmd {
         lora: Vec<String>,
         #[arg(long)]
         tokenizer: Option<PathBuf>,
+        /// chat (multi-turn), instruct (prompt.py's wording), alpaca (finetune.py's) or none
+        #[arg(long, default_value = "chat")]
+        template: Template,
         #[command(flatten)]
         sampling: Sampling,
         #[arg(long, default_value_t = 2048)]
@@ -213,22 +222,24 @@ fn main() -> Result<()> {
             },
             &mut stdout,
         )?,
-        Cmd::Chat { model, lora, tokenizer, sampling, max_context, backend } => commands::run_chat(
+        Cmd::Chat { model, lora, tokenizer, template, sampling, max_context, backend } => commands::run_chat(
             &model,
             &lora,
             tokenizer.as_deref(),
+            template,
             &sampling,
             max_context,
             &backend,
             &mut std::io::stdin().lock(),
             &mut stdout,
         )?,
+        Cmd::Eval(a) => vicugna_trainer::eval::run(&a, &mut stdout)?,
         Cmd::Train(a) => {
             vicugna_trainer::train::run::run(&a, &mut std::io::stderr())?;
         }
         Cmd::Convert { model, out, ty } => commands::run_convert(&model, &out, &ty)?,
         Cmd::Merge { model, lora, out } => commands::run_merge(&model, &lora, &out)?,
-        Cmd::Publish { server, token, name, version, dir, base, description, template, metrics, json } => {
+        Cmd::Publish { server, token, name, version, dir, base, description, template, license, metrics, json } => {
             let v = vicugna_trainer::registry::publish(&vicugna_trainer::registry::PublishArgs {
                 server: &server,
                 token: &token,
@@ -238,6 +249,7 @@ fn main() -> Result<()> {
                 base: base.as_deref(),
                 description: description.as_deref(),
                 template: template.as_deref(),
+                license: license.as_deref(),
                 metrics: metrics.as_deref(),
             })?;
             if json {

@@ -33,6 +33,7 @@ pub struct PublishArgs<'a> {
     pub base: Option<&'a str>,
     pub description: Option<&'a str>,
     pub template: Option<&'a str>,
+    pub license: Option<&'a str>,
     pub metrics: Option<&'a Path>,
 }
 
@@ -51,7 +52,7 @@ pub fn publish(a: &PublishArgs) -> Result<Value> {
     if readme.is_file() {
         form = form.file("README.md", &readme).with_context(|| format!("reading {}", readme.display()))?;
     }
-    for (k, v) in [("base", a.base), ("description", a.description), ("template", a.template)] {
+    for (k, v) in [("base", a.base), ("description", a.description), ("template", a.template), ("license", a.license)] {
         if let Some(v) = v {
             form = form.text(k, v.to_string());
         }

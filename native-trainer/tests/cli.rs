@@ -220,3 +220,177 @@ fn wgpu_backend_logits_and_generate_match_the_references() {
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(serde_json::from_value::<Vec<u32>>(j["ids"].clone()).unwrap(), want);
 }
+
+/// `vicugna eval --data` is transformers + PEFT's loss: the fixture run's first two steps have
+/// lr 0 (warm-up), so their logged losses are PEFT's token-mean cross-entropy of lora-a on
+/// records 1–4 and 5–8.
+#[test]
+fn eval_loss_equals_pefts_and_the_suite_report_measures_each_model() {
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("train/reference.json")).unwrap()).unwrap();
+    let recs: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixture("train/alpaca_tiny.json")).unwrap()).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let cutoff = r["settings"]["cutoff"].to_string();
+    for (k, half) in recs.chunks(4).enumerate() {
+        let p = d.path().join(format!("half{k}.json"));
+        std::fs::write(&p, serde_json::to_string(half).unwrap()).unwrap();
+        let (ok, out, err) = vicugna(&[
+            "eval",
+            "--model",
+            &f("tiny-llama"),
+            "--lora",
+            &f("lora-a"),
+            "--data",
+            p.to_str().unwrap(),
+            "--template",
+            "instruct",
+            "--cutoff-len",
+            &cutoff,
+            "--json",
+            "--quiet",
+        ]);
+        assert!(ok, "{err}");
+        let j: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+        let want = r["steps"][k]["loss"].as_f64().unwrap();
+        let got = j["loss"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-5 * want, "records {}-{}: {got} vs PEFT {want}", 4 * k + 1, 4 * k + 4);
+        assert!((j["ppl"].as_f64().unwrap() - got.exp()).abs() < 1e-9 * got.exp());
+        assert_eq!(j["records"], 4);
+        assert!(j["tokens"].as_u64().unwrap() > 0);
+    }
+    // two adapters together = their weighted sum (rank-stacked), not either alone
+    let all = f("train/alpaca_tiny.json");
+    let model = f("tiny-llama");
+    let loss = |loras: &[String]| -> f64 {
+        let mut a = vec!["eval", "--model", &model, "--data", &all, "--template", "instruct", "--json", "--quiet"];
+        for l in loras {
+            a.extend(["--lora", l.as_str()]);
+        }
+        let (ok, out, err) = vicugna(&a);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim().lines().last().unwrap()).unwrap()["loss"].as_f64().unwrap()
+    };
+    let (base, a, mix) =
+        (loss(&[]), loss(&[f("lora-a")]), loss(&[format!("{}:0.7", f("lora-a")), format!("{}:0.5", f("lora-b"))]));
+    assert!(base != a && a != mix && base != mix, "{base} {a} {mix}");
+
+    // suite mode: base and each adapter on one resident base, one answer per turn, a report
+    let suite = d.path().join("suite.jsonl");
+    std::fs::write(
+        &suite,
+        "{\"id\":\"one\",\"prompt\":\"中国的首都是\",\"template\":\"chat\"}\n{\"id\":\"two\",\"prompt\":[\"你好\",\"再见\"]}\n{\"id\":\"ins\",\"prompt\":\"写一首诗\",\"template\":\"alpaca\"}\n",
+    )
+    .unwrap();
+    let report = d.path().join("out/REPORT.md");
+    let lora_a = f("lora-a");
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "--model",
+            &model,
+            "--suite",
+            suite.to_str().unwrap(),
+            "--lora",
+            &lora_a,
+            "--out",
+            report.to_str().unwrap(),
+            "--max-new-tokens",
+            "6",
+            "--data",
+            &all,
+            "--template",
+            "instruct",
+            "--quiet",
+        ];
+        a.extend_from_slice(extra);
+        let (ok, out, err) = vicugna(&a);
+        assert!(ok, "{err}");
+        out
+    };
+    let out = run(&[]);
+    assert!(out.contains("| base |") && out.contains("lora-a"), "{out}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.with_extension("json")).unwrap()).unwrap();
+    let runs = j["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["name"], "base");
+    assert!((runs[0]["loss"]["loss"].as_f64().unwrap() - base).abs() < 1e-9);
+    assert!((runs[1]["loss"]["loss"].as_f64().unwrap() - a).abs() < 1e-9);
+    for r in runs {
+        let ans = r["answers"].as_array().unwrap();
+        assert_eq!(ans.len(), 4, "one answer per turn");
+        assert_eq!(
+            (ans[1]["id"].as_str(), ans[1]["turn"].as_u64(), ans[2]["turn"].as_u64()),
+            (Some("two"), Some(1), Some(2))
+        );
+        for x in ans {
+            assert!(x["stats"]["new_tokens"].as_u64().unwrap() <= 6);
+        }
+    }
+    // greedy with the base's first answer = `vicugna generate` with the same template and settings
+    let (ok, g, err) = vicugna(&[
+        "generate",
+        "--model",
+        &f("tiny-llama"),
+        "--template",
+        "chat",
+        "--prompt",
+        "中国的首都是",
+        "--json",
+        "--max-new-tokens",
+        "6",
+        "--repetition-penalty",
+        "1.3",
+    ]);
+    assert!(ok, "{err}");
+    let g: serde_json::Value = serde_json::from_str(g.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(runs[0]["answers"][0]["text"].as_str().unwrap(), g["text"].as_str().unwrap().trim());
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("## two (turn 2)") && md.contains("**Prompt:** 再见"), "{md}");
+    // --reuse takes the matching runs as they are
+    let before = std::fs::read_to_string(report.with_extension("json")).unwrap();
+    let copy = d.path().join("old.json");
+    std::fs::write(&copy, &before).unwrap();
+    run(&["--reuse", copy.to_str().unwrap()]);
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(after["runs"], j["runs"]);
+    // bad input names the file and line
+    std::fs::write(&suite, "{\"id\":\"one\",\"prompt\":\"x\"}\n{\"id\":\"one\",\"prompt\":\"y\"}\n").unwrap();
+    let (ok, _, err) = vicugna(&["eval", "--model", &f("tiny-llama"), "--suite", suite.to_str().unwrap()]);
+    assert!(!ok && err.contains("suite.jsonl:2") && err.contains("appears twice"), "{err}");
+}
+
+/// `--template alpaca` is finetune.py's wording (newlines after the colons, the response on its
+/// own line) in generate and chat, beside prompt.py's `instruct`.
+#[test]
+fn alpaca_template_in_generate_and_chat() {
+    use std::io::Write;
+    let text = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n写一首诗\n\n### Response:\n";
+    let (ok, ids, err) = vicugna(&["tokenize", "--tokenizer", &f("tiny-llama"), text]);
+    assert!(ok, "{err}");
+    let ids: serde_json::Value = serde_json::from_str(&ids).unwrap();
+    let csv = ids["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+    let gen = |extra: &[&str]| {
+        let mut a = vec!["generate", "--model", &f("tiny-llama"), "--json", "--max-new-tokens", "5"];
+        a.extend_from_slice(extra);
+        let (ok, out, err) = vicugna(&a);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim().lines().last().unwrap()).unwrap()
+    };
+    let alpaca = gen(&["--template", "alpaca", "--prompt", "写一首诗"]);
+    assert_eq!(alpaca, gen(&["--prompt-tokens", &csv]));
+    assert_ne!(alpaca["ids"], gen(&["--template", "instruct", "--prompt", "写一首诗"])["ids"], "two wordings");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vicugna"))
+        .args(["chat", "--model", &f("tiny-llama"), "--template", "alpaca", "--max-new-tokens", "5"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all("写一首诗\n/exit\n".as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains(&format!("Assistant: {}\n", alpaca["text"].as_str().unwrap())), "{s}");
+}

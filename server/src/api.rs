@@ -439,86 +439,106 @@ pub async fn put_adapter(
     Ok((StatusCode::CREATED, Json(version_json(&row))))
 }
 
+/// The adapter version's file parts and text fields, as `PUT /api/adapters/{name}/{version}` takes them.
+pub const ADAPTER_FILES: [&str; 3] = ["adapter_config.json", "adapter_model.safetensors", "README.md"];
+pub const ADAPTER_FIELDS: [&str; 5] = ["base", "description", "template", "metrics", "license"];
+
 async fn publish(s: &AppState, caller: &str, name: &str, version: &str, mp: &mut Multipart) -> ApiResult<VersionRow> {
     // Refuse before reading the body when the answer is already known.
-    if let Some(v) = s.db.version(name, version).await? {
-        return Err(ApiError::Conflict(if v.deleted_at.is_some() {
-            format!("{name} {version} was deleted; a version is never reused, publish a new one")
-        } else {
-            format!("{name} {version} already exists; published versions are immutable")
-        }));
-    }
-    let mut parts = read_parts(
-        s,
-        mp,
-        &["adapter_config.json", "adapter_model.safetensors", "README.md"],
-        &["base", "description", "template", "metrics"],
-    )
-    .await?;
-    let missing = |p: &str| ApiError::Unprocessable(format!("part `{p}` is required"));
-    let config = parts.files.remove("adapter_config.json").ok_or_else(|| missing("adapter_config.json"))?;
-    let weights =
-        parts.files.remove("adapter_model.safetensors").ok_or_else(|| missing("adapter_model.safetensors"))?;
-    let readme = parts.files.remove("README.md");
-    let (cp, wp) = (config.path.clone(), weights.path.clone());
-    let (info, lora) = blocking(move || inspect::peft_adapter(&cp, &wp)).await?;
+    s.refuse_existing(name, version).await?;
+    let parts = read_parts(s, mp, &ADAPTER_FILES, &ADAPTER_FIELDS).await?;
+    s.register_adapter(caller, name, version, parts.files, parts.fields).await
+}
 
-    let base_id =
-        parts.fields.remove("base").filter(|b| !b.is_empty()).or(info.base_model.clone()).ok_or_else(|| {
+impl AppState {
+    async fn refuse_existing(&self, name: &str, version: &str) -> ApiResult<()> {
+        match self.db.version(name, version).await? {
+            None => Ok(()),
+            Some(v) => Err(ApiError::Conflict(if v.deleted_at.is_some() {
+                format!("{name} {version} was deleted; a version is never reused, publish a new one")
+            } else {
+                format!("{name} {version} already exists; published versions are immutable")
+            })),
+        }
+    }
+
+    /// Validate and commit an adapter version from staged files and text fields (the PUT
+    /// handler, and `vicugna-server adapter add` for the bundled default adapter).
+    pub async fn register_adapter(
+        &self,
+        caller: &str,
+        name: &str,
+        version: &str,
+        mut files: HashMap<String, Staged>,
+        mut fields: HashMap<String, String>,
+    ) -> ApiResult<VersionRow> {
+        check_name(name, "adapter name")?;
+        check_version(version)?;
+        self.refuse_existing(name, version).await?;
+        let missing = |p: &str| ApiError::Unprocessable(format!("part `{p}` is required"));
+        let config = files.remove("adapter_config.json").ok_or_else(|| missing("adapter_config.json"))?;
+        let weights = files.remove("adapter_model.safetensors").ok_or_else(|| missing("adapter_model.safetensors"))?;
+        let readme = files.remove("README.md");
+        let (cp, wp) = (config.path.clone(), weights.path.clone());
+        let (info, lora) = blocking(move || inspect::peft_adapter(&cp, &wp)).await?;
+
+        let base_id = fields.remove("base").filter(|b| !b.is_empty()).or(info.base_model.clone()).ok_or_else(|| {
             ApiError::Unprocessable(
                 "the adapter does not name its base: give a `base` part or `base_model_name_or_path` in \
              adapter_config.json (a registered model id)"
                     .into(),
             )
         })?;
-    let base = match check_name(&base_id, "base model id") {
-        Ok(()) => s.db.model(&base_id).await?,
-        Err(_) => None,
-    }
-    .ok_or_else(|| {
-        ApiError::Unprocessable(format!(
-            "unknown base model {:?}: it must be a registered model id",
-            truncate(&base_id)
-        ))
-    })?;
-    let base_config: vicugna_core::Config = serde_json::from_str(&base.config).map_err(ApiError::internal)?;
-    lora.check_fits(&base_config)
-        .map_err(|e| ApiError::Unprocessable(format!("the adapter does not fit base model `{}`: {e}", base.id)))?;
+        let base = match check_name(&base_id, "base model id") {
+            Ok(()) => self.db.model(&base_id).await?,
+            Err(_) => None,
+        }
+        .ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "unknown base model {:?}: it must be a registered model id",
+                truncate(&base_id)
+            ))
+        })?;
+        let base_config: vicugna_core::Config = serde_json::from_str(&base.config).map_err(ApiError::internal)?;
+        lora.check_fits(&base_config)
+            .map_err(|e| ApiError::Unprocessable(format!("the adapter does not fit base model `{}`: {e}", base.id)))?;
 
-    let metrics = match parts.fields.remove("metrics") {
-        None => json!({}),
-        Some(t) => match serde_json::from_str::<Value>(&t) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => return Err(ApiError::Unprocessable("part `metrics` must be a JSON object".into())),
-        },
-    };
-    let mut staged = vec![("adapter_config.json", &config), ("adapter_model.safetensors", &weights)];
-    if let Some(r) = &readme {
-        staged.push(("README.md", r));
+        let metrics = match fields.remove("metrics") {
+            None => json!({}),
+            Some(t) => match serde_json::from_str::<Value>(&t) {
+                Ok(v @ Value::Object(_)) => v,
+                _ => return Err(ApiError::Unprocessable("part `metrics` must be a JSON object".into())),
+            },
+        };
+        let mut staged = vec![("adapter_config.json", &config), ("adapter_model.safetensors", &weights)];
+        if let Some(r) = &readme {
+            staged.push(("README.md", r));
+        }
+        let row = VersionRow {
+            name: name.to_string(),
+            version: version.to_string(),
+            base_model: base.id.clone(),
+            base_fingerprint: base.fingerprint.clone(),
+            r: info.r,
+            alpha: info.alpha,
+            target_modules: info.target_modules,
+            template: fields.remove("template").unwrap_or_default(),
+            description: fields.remove("description").unwrap_or_default(),
+            metrics,
+            license: fields.remove("license").unwrap_or_default(),
+            published_by: caller.to_string(),
+            created_at: now_ms(),
+            deleted_at: None,
+            files: staged
+                .iter()
+                .map(|(n, f)| FileRow { file: n.to_string(), sha256: f.sha256.clone(), size: f.size as i64 })
+                .collect(),
+        };
+        let refs: Vec<&Staged> = staged.iter().map(|(_, f)| *f).collect();
+        self.commit(&refs, self.db.insert_version(&row)).await?;
+        self.cache.invalidate_adapter(name, version);
+        Ok(row)
     }
-    let row = VersionRow {
-        name: name.to_string(),
-        version: version.to_string(),
-        base_model: base.id.clone(),
-        base_fingerprint: base.fingerprint.clone(),
-        r: info.r,
-        alpha: info.alpha,
-        target_modules: info.target_modules,
-        template: parts.fields.remove("template").unwrap_or_default(),
-        description: parts.fields.remove("description").unwrap_or_default(),
-        metrics,
-        published_by: caller.to_string(),
-        created_at: now_ms(),
-        deleted_at: None,
-        files: staged
-            .iter()
-            .map(|(n, f)| FileRow { file: n.to_string(), sha256: f.sha256.clone(), size: f.size as i64 })
-            .collect(),
-    };
-    let refs: Vec<&Staged> = staged.iter().map(|(_, f)| *f).collect();
-    s.commit(&refs, s.db.insert_version(&row)).await?;
-    s.cache.invalidate_adapter(name, version);
-    Ok(row)
 }
 
 pub async fn delete_adapter(

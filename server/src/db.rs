@@ -49,6 +49,8 @@ pub struct VersionRow {
     pub template: String,
     pub description: String,
     pub metrics: serde_json::Value,
+    /// Licence line: the base model's terms and the training data's licences.
+    pub license: String,
     pub published_by: String,
     pub created_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,10 +72,10 @@ pub fn now_ms() -> i64 {
 
 type ModelTuple = (String, String, String, String, String, String, String, String, i64);
 type VersionTuple =
-    (String, String, String, String, i64, f64, String, String, String, String, String, i64, Option<i64>);
+    (String, String, String, String, i64, f64, String, String, String, String, String, i64, Option<i64>, String);
 
 const VERSION_COLUMNS: &str = "name, version, base_model, base_fingerprint, r, alpha, target_modules, template, \
-     description, metrics, published_by, created_at, deleted_at";
+     description, metrics, published_by, created_at, deleted_at, license";
 
 fn version_row(t: VersionTuple) -> VersionRow {
     VersionRow {
@@ -90,6 +92,7 @@ fn version_row(t: VersionTuple) -> VersionRow {
         published_by: t.10,
         created_at: t.11,
         deleted_at: t.12,
+        license: t.13,
         files: vec![],
     }
 }
@@ -272,7 +275,7 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO adapter_versions ({VERSION_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         )))
         .bind(&v.name)
         .bind(&v.version)
@@ -287,6 +290,7 @@ impl Db {
         .bind(&v.published_by)
         .bind(v.created_at)
         .bind(None::<i64>)
+        .bind(&v.license)
         .execute(&mut *tx)
         .await;
         r.map_err(|e| {

@@ -69,6 +69,42 @@ enum Command {
         #[command(subcommand)]
         action: ModelAction,
     },
+    /// Manage adapters in the data directory (the server may be stopped or running).
+    Adapter {
+        #[command(subcommand)]
+        action: AdapterAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdapterAction {
+    /// Register a PEFT adapter directory as NAME VERSION, validated and committed as an HTTP
+    /// publish is. Idempotent: the same files under the same version are left alone and reported;
+    /// other files under an existing version are refused (versions are immutable).
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        /// Registered base model id (default: base_model_name_or_path in adapter_config.json)
+        #[arg(long)]
+        base: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Prompt template the adapter was trained with (chat, instruct, alpaca, ...)
+        #[arg(long, default_value = "")]
+        template: String,
+        /// Licence line shown wherever the adapter is listed
+        #[arg(long, default_value = "")]
+        license: String,
+        /// A JSON object of evaluation figures
+        #[arg(long)]
+        metrics: Option<PathBuf>,
+        /// Directory with adapter_config.json and adapter_model.safetensors (and README.md)
+        dir: PathBuf,
+    },
+    /// List the registered adapter versions.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -188,6 +224,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ModelAction::List => {
                     for m in state.db.models().await.map_err(|e| anyhow::anyhow!("{e}"))? {
                         println!("{}\t{}\t{}", m.id, m.fingerprint, m.architecture);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some(Command::Adapter { action }) => {
+            settings.seed_demo = false;
+            let state = AppState::open(settings).await?;
+            let e = |e: vicugna_server::error::ApiError| anyhow::anyhow!("{e}");
+            match action {
+                AdapterAction::Add { name, version, base, description, template, license, metrics, dir } => {
+                    let weights = dir.join("adapter_model.safetensors");
+                    if let Some(v) = state.db.version(&name, &version).await.map_err(e)? {
+                        let sha = vicugna_core::identity::sha256_file(&weights)?;
+                        let same = v.files.iter().any(|f| f.file == "adapter_model.safetensors" && f.sha256 == sha);
+                        if same && v.deleted_at.is_none() {
+                            println!("adapter `{name}` {version} is registered already");
+                            return Ok(());
+                        }
+                        anyhow::bail!(
+                            "adapter `{name}` {version} exists with other weights (or was deleted): versions are immutable, register a new version"
+                        );
+                    }
+                    let mut files = std::collections::HashMap::new();
+                    for f in vicugna_server::api::ADAPTER_FILES {
+                        let p = dir.join(f);
+                        if p.is_file() {
+                            let staged =
+                                state.stage_file(&p).await.map_err(|err| anyhow::anyhow!("{}: {err}", p.display()))?;
+                            files.insert(f.to_string(), staged);
+                        }
+                    }
+                    let mut fields: std::collections::HashMap<String, String> =
+                        [("description", description), ("template", template), ("license", license)]
+                            .into_iter()
+                            .filter(|(_, v)| !v.is_empty())
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect();
+                    if let Some(b) = base {
+                        fields.insert("base".into(), b);
+                    }
+                    if let Some(m) = metrics {
+                        let text = std::fs::read_to_string(&m).with_context(|| format!("reading {}", m.display()))?;
+                        fields.insert("metrics".into(), text);
+                    }
+                    let row = state
+                        .register_adapter("admin", &name, &version, files, fields)
+                        .await
+                        .map_err(|err| anyhow::anyhow!("registering {}: {err}", dir.display()))?;
+                    println!("registered adapter `{}` {} for base `{}`", row.name, row.version, row.base_model);
+                }
+                AdapterAction::List => {
+                    for v in state.db.versions(None).await.map_err(e)? {
+                        println!("{}\t{}\t{}\t{}", v.name, v.version, v.base_model, v.template);
                     }
                 }
             }

@@ -664,3 +664,91 @@ async fn large_files_stream_whole_and_in_ranges() {
     let sent: u64 = text.lines().find_map(|l| l.strip_prefix("vicugna_bytes_sent_total ")).unwrap().parse().unwrap();
     assert_eq!(sent, (expected_sent + 1000) as u64, "bytes sent are counted on the streamed path too");
 }
+
+/// `vicugna-server adapter add` (how `make run` seeds the default adapter) commits through the
+/// same validation as an HTTP publish; again with the same files it is a no-op, with other files
+/// under the same version it is refused; the licence line and metrics are served.
+#[test]
+fn adapter_add_seeds_idempotently_with_its_licence() {
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_vicugna-server");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db_url = tokio::runtime::Runtime::new().unwrap().block_on(test_db_url());
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(bin);
+        if let Some(u) = &db_url {
+            cmd.arg("--database-url").arg(u);
+        }
+        let o = cmd.arg("--data-dir").arg(&data).args(args).output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let gguf = fixture("tiny-llama-q4_0.gguf").display().to_string();
+    let (ok, _, err) = run(&["model", "add", "--id", "tiny-llama", &gguf]);
+    assert!(ok, "{err}");
+    let metrics = dir.path().join("metrics.json");
+    std::fs::write(&metrics, r#"{"heldout_loss": 2.1, "heldout_loss_base": 2.9}"#).unwrap();
+    let lora_a = fixture("lora-a").display().to_string();
+    let add = |d: &str| {
+        run(&[
+            "adapter",
+            "add",
+            "--name",
+            "zh-chat",
+            "--version",
+            "0.1.0",
+            "--template",
+            "chat",
+            "--description",
+            "Chinese chat",
+            "--license",
+            "base terms; data CC BY-NC 4.0",
+            "--metrics",
+            metrics.to_str().unwrap(),
+            d,
+        ])
+    };
+    let (ok, out, err) = add(&lora_a);
+    assert!(ok && out.contains("registered adapter `zh-chat` 0.1.0 for base `tiny-llama`"), "{out}{err}");
+    let (ok, out, err) = add(&lora_a);
+    assert!(ok && out.contains("registered already"), "{out}{err}");
+    let (ok, _, err) = add(&fixture("lora-b").display().to_string());
+    assert!(!ok && err.contains("versions are immutable"), "{err}");
+    // a directory that is no adapter is refused by the publish validation
+    let (ok, _, err) = run(&[
+        "adapter",
+        "add",
+        "--name",
+        "bad",
+        "--version",
+        "0.1.0",
+        "--base",
+        "tiny-llama",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("adapter_config.json"), "{err}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut settings = Settings::new(&data);
+        settings.database_url = db_url.clone();
+        settings.seed_demo = false;
+        let state = AppState::open(settings).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(vicugna_server::serve(state, listener, std::future::pending()));
+        let v: Value = reqwest::get(format!("{url}/api/adapters/zh-chat/0.1.0")).await.unwrap().json().await.unwrap();
+        assert_eq!(v["license"], "base terms; data CC BY-NC 4.0");
+        assert_eq!(v["template"], "chat");
+        assert_eq!(v["description"], "Chinese chat");
+        assert_eq!(v["metrics"]["heldout_loss_base"], 2.9);
+        assert_eq!(v["published_by"], "admin");
+        let w = read(fixture("lora-a/adapter_model.safetensors"));
+        let f = v["files"].as_array().unwrap().iter().find(|f| f["file"] == "adapter_model.safetensors").unwrap();
+        assert_eq!(f["sha256"], sha(&w));
+    });
+}

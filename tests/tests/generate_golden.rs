@@ -139,3 +139,23 @@ fn gguf_f32_greedy_equals_transformers_greedy() {
     let cfg = GenerationConfig { max_new_tokens: want.len(), eos_token_ids: vec![2], ..Default::default() };
     assert_eq!(generate(&m, &tk, &prompt, &cfg, |_| true).unwrap().ids, want);
 }
+
+/// Chinese-Vicuna's chat bans plus the role markers a base model invents at line start: banned as
+/// token sequences (each one's last token never follows its prefix) and kept as stop strings.
+#[test]
+fn chat_rules_ban_and_stop_role_markers() {
+    use vicugna_core::prompt::{CHAT_BANNED, CHAT_ROLE_MARKERS};
+    let tk = Tokenizer::load(&fixture("tiny-llama")).unwrap();
+    let cfg = GenerationConfig { stop_strings: vec!["。".into()], ..Default::default() }.with_chat_rules(&tk).unwrap();
+    assert_eq!(cfg.bad_words_ids.len(), CHAT_BANNED.len() + CHAT_ROLE_MARKERS.len());
+    for (ids, s) in cfg.bad_words_ids.iter().zip(CHAT_BANNED.iter().chain(&CHAT_ROLE_MARKERS)) {
+        assert_eq!(tk.decode(ids), *s, "banned ids spell {s:?} (no space-prefix piece)");
+    }
+    assert_eq!(cfg.stop_strings[0], "。", "the user's stop strings stay first");
+    for m in CHAT_ROLE_MARKERS {
+        assert!(cfg.stop_strings.iter().any(|s| s == m), "{m:?} is a stop string");
+    }
+    assert!(CHAT_ROLE_MARKERS.contains(&"\n用户：") && CHAT_ROLE_MARKERS.contains(&"\nUser:"));
+    let again = cfg.clone().with_chat_rules(&tk).unwrap();
+    assert_eq!(again.stop_strings, cfg.stop_strings, "applying the rules twice adds nothing");
+}

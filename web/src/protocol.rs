@@ -14,7 +14,8 @@ use vicugna_core::Result;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// "chat" (multi-turn, Chinese-Vicuna's chat template) or "instruct" (one instruction).
+    /// "chat" (multi-turn, Chinese-Vicuna's chat template), or one instruction in "instruct"
+    /// (`prompt.py`'s wording) or "alpaca" (`finetune.py`'s wording).
     pub template: String,
     /// 0 = greedy.
     pub temperature: f32,
@@ -64,7 +65,7 @@ impl Settings {
             ..Default::default()
         };
         if self.template == "chat" {
-            cfg.bad_words_ids = prompt::chat_bad_words(tk)?;
+            cfg = cfg.with_chat_rules(tk)?;
         }
         Ok(cfg)
     }
@@ -72,10 +73,10 @@ impl Settings {
     /// The prompt as token ids: the chat template with the history fitted into `max_context`,
     /// or the instruct template for `input` alone.
     pub fn prompt_ids(&self, tk: &Tokenizer, history: &[Turn], input: &str) -> Result<Vec<u32>> {
-        if self.template == "instruct" {
-            tk.encode(&prompt::instruct(input, None), true)
-        } else {
-            prompt::chat_prompt_ids(tk, history, input, self.max_context, self.max_new_tokens)
+        match self.template.as_str() {
+            "instruct" => tk.encode(&prompt::instruct(input, None), true),
+            "alpaca" => tk.encode(&prompt::alpaca(input, None), true),
+            _ => prompt::chat_prompt_ids(tk, history, input, self.max_context, self.max_new_tokens),
         }
     }
 }

@@ -563,24 +563,69 @@ async fn fetch_adapters(app: &Shared, fingerprint: String) {
     if latest.is_empty() {
         list_el.set_text_content(Some("No adapters for this base in the registry yet."));
     }
+    let text = |v: &Json, k: &str| v[k].as_str().filter(|d| !d.is_empty()).map(html_escape);
     for v in &latest {
         let name = v["name"].as_str().unwrap_or_default();
         let row = a.doc.create_element("div").expect("div");
         let _ = row.set_attribute("class", "adapter");
-        let desc = v["description"].as_str().filter(|d| !d.is_empty()).map(|d| format!(" — {d}")).unwrap_or_default();
+        let desc = text(v, "description").map(|d| format!(" — {d}")).unwrap_or_default();
+        let metrics = v["metrics"]
+            .as_object()
+            .filter(|m| !m.is_empty())
+            .map(|m| {
+                let items: Vec<String> = m.iter().map(|(k, x)| format!("{k}: {}", metric_value(x))).collect();
+                format!(r#"<span class="metrics">{}</span>"#, html_escape(&items.join(" · ")))
+            })
+            .unwrap_or_default();
+        let license =
+            text(v, "license").map(|l| format!(r#"<span class="license">Licence: {l}</span>"#)).unwrap_or_default();
         row.set_inner_html(&format!(
             r#"<label><input type="checkbox" id="adapter-on-{n}"> {n} {ver}</label>
                <label>weight <input type="number" id="adapter-weight-{n}" value="1" step="0.1" min="0" max="2" aria-label="weight of {n}"></label>
-               <span class="desc">r={r}{desc}</span>"#,
+               <span class="desc">r={r}{desc}</span>{metrics}{license}"#,
             n = html_escape(name),
             ver = html_escape(v["version"].as_str().unwrap_or_default()),
             r = v["r"],
-            desc = html_escape(&desc),
         ));
         let _ = list_el.append_child(&row);
     }
+    // the project's own Chinese chat adapter is what a newcomer meets first: on by default for
+    // its base, with the template it was trained with
+    let default = latest.iter().find(|v| v["name"] == DEFAULT_ADAPTER).cloned();
+    if let Some(v) = &default {
+        if let Some(cb) = a
+            .doc
+            .get_element_by_id(&format!("adapter-on-{DEFAULT_ADAPTER}"))
+            .and_then(|e| e.dyn_into::<HtmlInputElement>().ok())
+        {
+            cb.set_checked(true);
+        }
+        let t = v["template"].as_str().unwrap_or_default();
+        if ["chat", "instruct", "alpaca"].contains(&t) {
+            if let Some(sel) = a.doc.get_element_by_id("template").and_then(|e| e.dyn_into::<HtmlSelectElement>().ok())
+            {
+                sel.set_value(t);
+            }
+        }
+    }
     drop(a);
     app.borrow_mut().adapters = latest;
+    if default.is_some() {
+        apply_adapters(app);
+    }
+}
+
+/// The adapter selected by default when the registry has it for the loaded base.
+pub const DEFAULT_ADAPTER: &str = "vicugna-zh-chat";
+
+fn metric_value(x: &Json) -> String {
+    match x {
+        Json::Number(n) => {
+            n.as_f64().map(|f| if f.fract() == 0.0 { format!("{f:.0}") } else { format!("{f:.3}") }).unwrap_or_default()
+        }
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn html_escape(s: &str) -> String {
@@ -635,6 +680,10 @@ fn handle(app: &Shared, e: Event) {
             };
             let src = if from_cache { "from the browser cache" } else { "downloaded" };
             set_text(&app.borrow().doc, "model-info", &format!("{model_id}: {summary}"));
+            // the download figures have done their job: say what state the model is in
+            let ready =
+                if from_cache { "Ready: loaded from the browser cache." } else { "Ready: downloaded and verified." };
+            set_text(&app.borrow().doc, "progress-text", ready);
             status(app, &format!("Model {model_id} ready ({src} in {seconds:.1} s)."));
             set_state(app, "ready");
             let a = app.clone();

@@ -46,7 +46,10 @@ impl std::fmt::Display for Origin {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TrainTemplate {
+    /// `prompt.py`'s instruct wording.
     Instruct,
+    /// `finetune.py`'s Alpaca wording.
+    Alpaca,
     Chat,
     Fixed,
     None,
@@ -57,10 +60,11 @@ impl std::str::FromStr for TrainTemplate {
     fn from_str(s: &str) -> Result<Self, String> {
         Ok(match s {
             "instruct" => TrainTemplate::Instruct,
+            "alpaca" => TrainTemplate::Alpaca,
             "chat" => TrainTemplate::Chat,
             "fixed" => TrainTemplate::Fixed,
             "none" => TrainTemplate::None,
-            o => return Err(format!("unknown template `{o}` (instruct, chat, fixed, none)")),
+            o => return Err(format!("unknown template `{o}` (instruct, alpaca, chat, fixed, none)")),
         })
     }
 }
@@ -199,6 +203,9 @@ pub fn render(r: &Record, t: &Templating) -> Result<(String, String)> {
         (TrainTemplate::Instruct, Record::Instruct { instruction, input, output }) => {
             (prompt::instruct(instruction, Some(input)), output.clone())
         }
+        (TrainTemplate::Alpaca, Record::Instruct { instruction, input, output }) => {
+            (prompt::alpaca(instruction, Some(input)), output.clone())
+        }
         (TrainTemplate::Chat, Record::Chat { history, input, output }) => {
             (prompt::chat(history, input), output.clone())
         }
@@ -218,7 +225,7 @@ pub fn render(r: &Record, t: &Templating) -> Result<(String, String)> {
             (p, output.clone())
         }
         (TrainTemplate::None, Record::Text(s)) => (String::new(), s.clone()),
-        (TrainTemplate::Instruct, Record::Chat { .. }) => {
+        (TrainTemplate::Instruct | TrainTemplate::Alpaca, Record::Chat { .. }) => {
             bail!("a conversation record needs --template chat (or fixed)")
         }
         (_, Record::Text(_)) => bail!("a `text` record needs --template none"),
@@ -288,6 +295,9 @@ mod tests {
         assert_eq!(resp, "多休息。");
         let (p, _) = render(&r, &t(TrainTemplate::Instruct)).unwrap();
         assert_eq!(p, prompt::instruct("我头疼，怎么办？", None));
+        let (p, resp) = render(&r, &t(TrainTemplate::Alpaca)).unwrap();
+        assert_eq!((p.as_str(), resp.as_str()), (prompt::alpaca("我头疼，怎么办？", None).as_str(), "多休息。"));
+        assert!(p.ends_with("### Instruction:\n我头疼，怎么办？\n\n### Response:\n"), "{p}");
         assert!(render(&rec(r#"{"text":"abc"}"#), &t(TrainTemplate::Instruct)).is_err());
         assert_eq!(render(&rec(r#"{"text":"abc"}"#), &t(TrainTemplate::None)).unwrap(), (String::new(), "abc".into()));
     }

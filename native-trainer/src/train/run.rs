@@ -40,7 +40,8 @@ pub struct TrainArgs {
     /// Output directory for the PEFT adapter and checkpoints
     #[arg(long)]
     pub out: PathBuf,
-    /// instruct, chat, fixed (one constant instruction) or none
+    /// instruct (prompt.py's wording), alpaca (finetune.py's), chat, fixed (one constant
+    /// instruction) or none
     #[arg(long, default_value = "instruct")]
     pub template: TrainTemplate,
     /// The `fixed` template's instruction
@@ -55,8 +56,11 @@ pub struct TrainArgs {
     #[arg(long)]
     pub skip_bad_records: bool,
     /// Hold out N records for the eval loss
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "val_data")]
     pub val_size: usize,
+    /// Held-out records for the eval loss, in files of their own (same formats as --data); repeatable
+    #[arg(long)]
+    pub val_data: Vec<PathBuf>,
     /// Store the frozen base as f32, f16, q8_0 or q4_0 (QLoRA); default: as loaded
     #[arg(long)]
     pub base_type: Option<String>,
@@ -569,6 +573,7 @@ pub fn run(a: &TrainArgs, log: &mut dyn Write) -> Result<PathBuf> {
             base: Some(&base_name),
             description: None,
             template: Some(&tmpl),
+            license: None,
             metrics: None,
         })?;
         writeln!(log, "published {name} {} to {server}", a.publish_version)?;
@@ -604,27 +609,7 @@ fn load_examples(
     eos: u32,
     log: &mut dyn Write,
 ) -> Result<(Vec<Example>, Vec<Example>, String)> {
-    let mut skipped = Vec::new();
-    let mut records = Vec::new();
-    for f in &a.data {
-        records.extend(data::read_file(f, a.skip_bad_records, &mut skipped)?);
-    }
-    let mut examples = Vec::with_capacity(records.len());
-    let mut empty = 0;
-    for (r, origin) in &records {
-        match data::tokenize(r, t, tk, bos, eos) {
-            Ok(e) if e.n_targets() == 0 => empty += 1,
-            Ok(e) => examples.push(e),
-            Err(e) if a.skip_bad_records => skipped.push(format!("{origin}: {e:#}")),
-            Err(e) => bail!("{origin}: {e:#} (--skip-bad-records skips such records)"),
-        }
-    }
-    if !skipped.is_empty() {
-        writeln!(log, "skipped {} bad records; first: {}", skipped.len(), skipped[0])?;
-    }
-    if empty > 0 {
-        writeln!(log, "dropped {empty} records with no response tokens left after --cutoff-len {}", t.cutoff_len)?;
-    }
+    let examples = examples_of(&a.data, a.skip_bad_records, t, tk, bos, eos, log)?;
     if examples.len() <= a.val_size {
         bail!("{} usable records but --val-size {}: nothing left to train on", examples.len(), a.val_size);
     }
@@ -650,7 +635,45 @@ fn load_examples(
         }
         return Ok((train, val, sha));
     }
+    if !a.val_data.is_empty() {
+        val = examples_of(&a.val_data, a.skip_bad_records, t, tk, bos, eos, log)?;
+    }
     Ok((examples, val, sha))
+}
+
+/// Read, template and tokenize data files into examples (records with no response token left
+/// after the cutoff are dropped, and counted).
+pub fn examples_of(
+    files: &[PathBuf],
+    skip_bad: bool,
+    t: &Templating,
+    tk: &Tokenizer,
+    bos: u32,
+    eos: u32,
+    log: &mut dyn Write,
+) -> Result<Vec<Example>> {
+    let mut skipped = Vec::new();
+    let mut records = Vec::new();
+    for f in files {
+        records.extend(data::read_file(f, skip_bad, &mut skipped)?);
+    }
+    let mut examples = Vec::with_capacity(records.len());
+    let mut empty = 0;
+    for (r, origin) in &records {
+        match data::tokenize(r, t, tk, bos, eos) {
+            Ok(e) if e.n_targets() == 0 => empty += 1,
+            Ok(e) => examples.push(e),
+            Err(e) if skip_bad => skipped.push(format!("{origin}: {e:#}")),
+            Err(e) => bail!("{origin}: {e:#} (--skip-bad-records skips such records)"),
+        }
+    }
+    if !skipped.is_empty() {
+        writeln!(log, "skipped {} bad records; first: {}", skipped.len(), skipped[0])?;
+    }
+    if empty > 0 {
+        writeln!(log, "dropped {empty} records with no response tokens left after --cutoff-len {}", t.cutoff_len)?;
+    }
+    Ok(examples)
 }
 
 /// llama.cpp's GGUF LoRA: `blk.N.<proj>.weight.lora_a` (r, in) / `.lora_b` (out, r), Q/K rows in
