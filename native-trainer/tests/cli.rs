@@ -372,8 +372,9 @@ fn alpaca_template_in_generate_and_chat() {
     assert!(ok, "{err}");
     let ids: serde_json::Value = serde_json::from_str(&ids).unwrap();
     let csv = ids["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+    let model = f("tiny-llama");
     let gen = |extra: &[&str]| {
-        let mut a = vec!["generate", "--model", &f("tiny-llama"), "--json", "--max-new-tokens", "5"];
+        let mut a = vec!["generate", "--model", &model, "--json", "--max-new-tokens", "5"];
         a.extend_from_slice(extra);
         let (ok, out, err) = vicugna(&a);
         assert!(ok, "{err}");
