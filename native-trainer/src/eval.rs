@@ -208,8 +208,7 @@ struct LossEval {
 
 fn loss_eval(a: &EvalArgs, w: &ModelWeights, tk: &Tokenizer) -> Result<LossEval> {
     let cfg = &w.cfg;
-    let bos = cfg.bos_token_id.or_else(|| tk.token_id("<s>")).context("the model has no BOS token id")?;
-    let eos = *cfg.eos_token_ids.first().context("the model has no EOS token id")?;
+    let (bos, eos) = data::bos_eos(cfg, tk)?;
     let t = Templating {
         template: a.template,
         instruction: a.instruction.clone(),
@@ -221,20 +220,6 @@ fn loss_eval(a: &EvalArgs, w: &ModelWeights, tk: &Tokenizer) -> Result<LossEval>
         bail!("--data: no records with response tokens");
     }
     Ok(LossEval { model: FrozenModel::new(crate::train::cpu::CpuTrain, w)?, examples })
-}
-
-fn empty_adapter() -> LoraAdapter {
-    LoraAdapter {
-        name: "base".into(),
-        source: "base".into(),
-        interleaved: false,
-        r: 0,
-        alpha: 0.0,
-        use_rslora: false,
-        target_modules: vec![],
-        base_model: None,
-        entries: vec![],
-    }
 }
 
 /// `vicugna eval`: loss mode or suite mode.
@@ -491,7 +476,7 @@ fn run_suite(
         }
         let loss = match &le {
             Some(le) => {
-                let c = if single.is_empty() { empty_adapter() } else { combine(&single, &w.cfg)? };
+                let c = combine(&single, &w.cfg)?;
                 Some(loss_of(&le.model, &c, &le.examples, name, a.quiet)?)
             }
             None => None,

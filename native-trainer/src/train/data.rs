@@ -233,6 +233,14 @@ pub fn render(r: &Record, t: &Templating) -> Result<(String, String)> {
     })
 }
 
+/// The BOS and EOS ids every training and evaluation example is framed with: the model's own,
+/// or the tokenizer's `<s>` for BOS.
+pub fn bos_eos(cfg: &vicugna_core::Config, tk: &Tokenizer) -> Result<(u32, u32)> {
+    let bos = cfg.bos_token_id.or_else(|| tk.token_id("<s>")).context("the model has no BOS token id")?;
+    let eos = *cfg.eos_token_ids.first().context("the model has no EOS token id")?;
+    Ok((bos, eos))
+}
+
 /// BOS + prompt + response + EOS, truncated to `cutoff_len` tokens, labels masked on the prompt
 /// (Chinese-Vicuna counts the prompt's tokens separately and masks that many).
 pub fn tokenize(r: &Record, t: &Templating, tk: &Tokenizer, bos: u32, eos: u32) -> Result<Example> {

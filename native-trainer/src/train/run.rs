@@ -318,8 +318,7 @@ pub fn run(a: &TrainArgs, log: &mut dyn Write) -> Result<PathBuf> {
     let base_type = format!("{:?}", w.layers.first().map(|l| l.proj[0].ty).unwrap_or(GgmlType::F32));
     let tk = crate::commands::load_tokenizer(&a.model, a.tokenizer.as_deref())?;
     let cfg = w.cfg.clone();
-    let bos = cfg.bos_token_id.or_else(|| tk.token_id("<s>")).context("the model has no BOS token id")?;
-    let eos = *cfg.eos_token_ids.first().context("the model has no EOS token id")?;
+    let (bos, eos) = data::bos_eos(&cfg, &tk)?;
     let base_sha256 = vicugna_core::identity::sha256_file(&weights_file(&a.model))?;
     let fingerprint = vicugna_core::identity::fingerprint(
         &base_sha256,
