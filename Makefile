@@ -7,7 +7,7 @@ DEMO_ID ?= gemma-3-270m-q4_k_m
 DEMO_LICENSE ?= Gemma Terms of Use (https://ai.google.dev/gemma/terms): use under Google's Gemma terms and prohibited use policy
 
 build:
-	$(CARGO) build --release -p vicugna-trainer -p vicugna-server
+	$(CARGO) build --release -p vicugna-cli -p vicugna-server
 
 # The browser chat app (wasm + JS glue + static files) into web/dist; installs the wasm32 target
 # and the matching wasm-bindgen CLI when missing.
@@ -48,7 +48,7 @@ ZH_TRAIN = ./target/release/vicugna train --model "$$(bash scripts/fetch-gemma.s
 	  --data $(ZH_DATA)/train.jsonl --val-data $(ZH_DATA)/heldout.jsonl --template chat \
 	  --target-modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj \
 	  --lora-r 8 --lora-alpha 16 --lora-dropout 0.05 --cutoff-len 256 \
-	  --lr 3e-4 --warmup-steps 10 --batch 8 --micro-batch 4 --epochs 1 \
+	  --lr 1e-3 --warmup-steps 10 --batch 8 --micro-batch 4 --epochs 2 \
 	  --eval-steps 62 --save-steps 10 --seed 42 \
 	  --out $(ZH_OUT) --log-json $(ZH_OUT)/log.jsonl --gguf $(ZH_OUT)/vicugna-zh-chat.gguf
 zh-adapter: build zh-data
@@ -72,16 +72,23 @@ zh-report: build zh-data
 run: build web demo-model
 	./target/release/vicugna-server --web-dir web/dist
 
-# Chat in the terminal with the bundled model (the random-weight fixture: it babbles).
+# Chat in the terminal with what the browser offers first: Gemma-3 270M + vicugna-zh-chat, Chinese-Vicuna's
+# chat template and its sampling (the random-weight fixture, which babbles, when the model cannot be fetched).
+CHAT_SAMPLING = --temperature 0.7 --top-p 0.9 --top-k 40 --repetition-penalty 1.3 --max-new-tokens 256
 chat: build
-	./target/release/vicugna chat --model $(FIXTURE_MODEL) --temperature 0.7 --top-p 0.9 --repetition-penalty 1.3 --max-new-tokens 64
+	@if m=$$(bash scripts/fetch-gemma.sh); then \
+	  ./target/release/vicugna chat --model "$$m" --lora eval/vicugna-zh-chat $(CHAT_SAMPLING); \
+	else \
+	  echo "Gemma-3 270M could not be fetched: chatting with the random-weight fixture"; \
+	  ./target/release/vicugna chat --model $(FIXTURE_MODEL) $(CHAT_SAMPLING); \
+	fi
 
 test: lint
 	bash scripts/test.sh
 
 # Only the browser tests (wasm-bindgen-test in Chromium, then the Playwright e2e suite).
 test-web:
-	$(CARGO) build -p vicugna-trainer -p vicugna-server
+	$(CARGO) build -p vicugna-cli -p vicugna-server
 	bash scripts/test-web.sh
 
 # The registry's HTTP suite again on a throwaway PostgreSQL (installs Debian's postgresql if missing).

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-/tmp/vicugna-fixtures/venv/bin/python}
 STEPS=${STEPS:-3}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-cargo build --release -q -p vicugna-trainer --bin vicugna
+cargo build --release -q -p vicugna-cli --bin vicugna
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), 1 thread, seq 256, LoRA r=8 on q_proj,v_proj"
 printf '%-12s %-6s %12s %12s %10s %10s\n' shape base "ours tok/s" "torch tok/s" ratio "MiB ours/torch"
 for shape in stories15M stories110M; do

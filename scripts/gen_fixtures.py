@@ -381,7 +381,7 @@ def stage_train():
     # our trainer with the same settings, then PEFT loads its adapter
     ours = d / "vicugna-trained"
     shutil.rmtree(ours, ignore_errors=True)
-    run(["cargo", "run", "--release", "-q", "-p", "vicugna-trainer", "--bin", "vicugna", "--", "train",
+    run(["cargo", "run", "--release", "-q", "-p", "vicugna-cli", "--bin", "vicugna", "--", "train",
          "--model", FIX / "tiny-llama", "--data", d / "alpaca_tiny.json", "--out", ours,
          "--init-adapter", FIX / "lora-a", "--lora-dropout", "0", "--cutoff-len", str(S["cutoff"]),
          "--micro-batch", str(micro), "--batch", str(S["batch"]), "--epochs", str(S["epochs"]),

@@ -59,7 +59,7 @@ pub trait Backend {
     /// default reads the logits back and samples on the host.
     fn sample(&self, x: &Self::Act, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
         let mut v = self.to_host(x)?;
-        Ok(crate::generate::sample_host(&mut v, temperature, top_k, top_p, u))
+        Ok(crate::sample::sample_host(&mut v, temperature, top_k, top_p, u))
     }
     /// Keep only the last row (the position whose logits we need).
     fn last_row(&self, x: &Self::Act) -> Self::Act;

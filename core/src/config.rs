@@ -48,9 +48,9 @@ pub struct Config {
     pub rope_interleaved: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
-    /// `general.architecture` / `model_type` as read ("llama", "gemma3").
-    #[serde(default = "llama")]
-    pub arch: String,
+    /// The model family as read (`general.architecture` / `model_type`).
+    #[serde(default)]
+    pub arch: Arch,
     #[serde(default)]
     pub act: Activation,
     /// RMSNorm over each head of q and k before RoPE (Gemma-3).
@@ -79,8 +79,43 @@ pub struct Config {
     pub rope_linear_factor: Option<f64>,
 }
 
-fn llama() -> String {
-    "llama".into()
+/// The model families this crate runs: one block structure, configured by the switches on
+/// [`Config`]. The name is GGUF's `general.architecture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// LLaMA and LLaMA-compatible (Mistral without sliding window, TinyLlama, ...).
+    #[default]
+    Llama,
+    /// Gemma-3: post-norms, QK-norm, GeGLU, scaled embeddings, sliding-window layers.
+    Gemma3,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::Llama, Arch::Gemma3];
+
+    /// GGUF's `general.architecture` (and the metadata key prefix).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Gemma3 => "gemma3",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Arch> {
+        Self::ALL.into_iter().find(|a| a.name() == s)
+    }
+
+    /// Whether llama.cpp's converter stores this family's q/k rows in the interleaved RoPE layout.
+    pub fn gguf_interleaves_rope(self) -> bool {
+        self == Arch::Llama
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Config {
@@ -261,7 +296,7 @@ impl Config {
             rope_interleaved: false,
             bos_token_id: None,
             eos_token_ids: vec![],
-            arch: llama(),
+            arch: Arch::Llama,
             act: Activation::Silu,
             qk_norm: false,
             post_norms: false,
@@ -278,15 +313,16 @@ impl Config {
     /// loader from the presence of `output.weight`; llama3 scaling arrives as the
     /// `rope_freqs.weight` tensor. Gemma-3 follows llama.cpp's reading of the same keys.
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
-        let arch = g
+        let arch_name = g
             .get_str("general.architecture")
             .ok_or_else(|| Error::field(&g.name, "general.architecture", "missing"))?;
-        if arch != "llama" && arch != "gemma3" {
-            return Err(Error::unsupported(
+        let arch = Arch::from_name(arch_name).ok_or_else(|| {
+            let names: Vec<&str> = Arch::ALL.iter().map(|a| a.name()).collect();
+            Error::unsupported(
                 &g.name,
-                format!("general.architecture \"{arch}\" (supported: llama, gemma3)"),
-            ));
-        }
+                format!("general.architecture \"{arch_name}\" (supported: {})", names.join(", ")),
+            )
+        })?;
         let k = |s: &str| format!("{arch}.{s}");
         let hidden = g.require_u64(&k("embedding_length"))? as usize;
         let heads = g.require_u64(&k("attention.head_count"))? as usize;
@@ -326,10 +362,10 @@ impl Config {
             rope_interleaved: true,
             bos_token_id: g.get_u64("tokenizer.ggml.bos_token_id")?.map(|v| v as u32),
             eos_token_ids: eos,
-            arch: arch.to_string(),
+            arch,
             ..Config::llama_defaults()
         };
-        if arch == "gemma3" {
+        if arch == Arch::Gemma3 {
             if g.get_f64(&k("final_logit_softcapping"))?.is_some_and(|v| v != 0.0) {
                 return Err(Error::unsupported(&g.name, "gemma3.final_logit_softcapping (logit soft-capping)"));
             }

@@ -166,11 +166,7 @@ impl Backend for Cpu {
     ) -> Result<()> {
         let (n, hd, kvd) = (q.rows, cfg.head_dim, cfg.kv_dim());
         if pos0 + n > cache.max_seq {
-            return Err(Error::Invalid(format!(
-                "context overflow: {} positions exceed the KV cache of {}",
-                pos0 + n,
-                cache.max_seq
-            )));
+            return Err(Error::ContextOverflow { positions: pos0 + n, capacity: cache.max_seq });
         }
         // store the new keys and values
         cache.k[layer][pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&k.data);

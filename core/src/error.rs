@@ -21,6 +21,22 @@ pub enum Error {
     /// Valid input that this implementation deliberately does not handle.
     #[error("{file}: unsupported: {msg}")]
     Unsupported { file: String, msg: String },
+    /// No GPU adapter or device, or a GPU operation (submission, poll, read-back) failed.
+    #[error("GPU: {0}")]
+    Device(String),
+    /// The GPU device was lost (reset, driver crash): the model has to be loaded again.
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
+    /// A buffer larger than the device (or this backend's layout) allows.
+    #[error("{what} needs {need} bytes, more than the device allows ({limit})")]
+    TooLarge { what: String, need: u64, limit: u64 },
+    /// More positions than the KV cache was made for.
+    #[error("context overflow: {positions} positions exceed the KV cache of {capacity}")]
+    ContextOverflow { positions: usize, capacity: usize },
+    /// An input whose shape does not fit the operation (no tokens, an id outside the
+    /// vocabulary, a row length that is not a multiple of the block size).
+    #[error("{op}: {msg}")]
+    Shape { op: String, msg: String },
     /// A caller-side mistake (bad argument, inconsistent request).
     #[error("{0}")]
     Invalid(String),
@@ -43,5 +59,8 @@ impl Error {
     }
     pub fn unsupported(file: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Unsupported { file: file.into(), msg: msg.into() }
+    }
+    pub fn shape(op: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Shape { op: op.into(), msg: msg.into() }
     }
 }

@@ -48,7 +48,7 @@ impl ModelWeights {
     /// (a GGUF source) or, for HF sources, the tokenizer.json text is embedded as
     /// `tokenizer.huggingface.json`.
     pub fn to_gguf(&self, tokenizer_from: Option<&GgufFile>, tokenizer_json: Option<&str>) -> Result<GgufWriter> {
-        if self.cfg.arch != "llama" {
+        if self.cfg.arch != crate::config::Arch::Llama {
             return Err(crate::Error::unsupported(
                 &self.source,
                 format!("writing a `{}` model as GGUF (only LLaMA-block models are exported)", self.cfg.arch),
@@ -122,7 +122,7 @@ impl ModelWeights {
     /// An HF directory: config.json + model.safetensors (F32/F16/BF16 only; quantised matrices
     /// are written as F32).
     pub fn save_hf_dir(&self, dir: &Path) -> Result<()> {
-        if self.cfg.arch != "llama" {
+        if self.cfg.arch != crate::config::Arch::Llama {
             return Err(crate::Error::unsupported(
                 &self.source,
                 format!("writing a `{}` model as an HF directory (only LLaMA-block models)", self.cfg.arch),
@@ -176,7 +176,8 @@ impl ModelWeights {
                 (n.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), d).expect("sizes consistent"))
             })
             .collect();
-        let bytes = safetensors::serialize(views, None).map_err(|e| Error::Invalid(format!("safetensors: {e}")))?;
+        let bytes = safetensors::serialize(views, None)
+            .map_err(|e| Error::format(dir.join("model.safetensors").display().to_string(), e.to_string()))?;
         let write = |name: &str, b: &[u8]| {
             let p = dir.join(name);
             std::fs::write(&p, b).map_err(|e| Error::io(p.display().to_string(), e))

@@ -5,10 +5,14 @@
 
 use crate::backend::Backend;
 use crate::model::Model;
+use crate::prompt::Template;
+use crate::sample::{argmax, log_softmax};
+pub use crate::sample::{ban_bad_words, repetition_penalty, sample_host, sample_with, top_k, top_p, warp, Rng};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use crate::{Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EarlyStopping {
     True,
     False,
@@ -51,6 +55,78 @@ impl GenerationConfig {
             }
         }
         Ok(self)
+    }
+}
+
+/// What a person sets, in every front end (the CLI's flags, the browser's settings panel, an API
+/// request), with transformers' defaults. [`GenerationSettings::config`] is the one rule that
+/// turns it into a [`GenerationConfig`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct GenerationSettings {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// 0 = off.
+    pub top_k: usize,
+    /// 1 = off.
+    pub top_p: f32,
+    /// 1 = off; Chinese-Vicuna recommends 1.3–2.0.
+    pub repetition_penalty: f32,
+    pub max_new_tokens: usize,
+    pub min_new_tokens: usize,
+    /// 1 = no beam search.
+    pub num_beams: usize,
+    pub length_penalty: f32,
+    pub early_stopping: EarlyStopping,
+    /// Stop when the text ends with one of these.
+    pub stop: Vec<String>,
+    pub seed: u64,
+}
+
+impl Default for GenerationSettings {
+    fn default() -> Self {
+        let g = GenerationConfig::default();
+        GenerationSettings {
+            temperature: 0.0,
+            top_k: g.top_k,
+            top_p: g.top_p,
+            repetition_penalty: g.repetition_penalty,
+            max_new_tokens: g.max_new_tokens,
+            min_new_tokens: g.min_new_tokens,
+            num_beams: g.num_beams,
+            length_penalty: g.length_penalty,
+            early_stopping: g.early_stopping,
+            stop: vec![],
+            seed: g.seed,
+        }
+    }
+}
+
+impl GenerationSettings {
+    /// Sampling only when the temperature is positive; EOS = the model's and the tokenizer's
+    /// ids; at least one new token and one beam; for the chat template, Chinese-Vicuna's chat
+    /// rules ([`GenerationConfig::with_chat_rules`]).
+    pub fn config(&self, tk: &Tokenizer, model_eos: &[u32], template: Template) -> Result<GenerationConfig> {
+        let cfg = GenerationConfig {
+            max_new_tokens: self.max_new_tokens.max(1),
+            min_new_tokens: self.min_new_tokens,
+            temperature: self.temperature,
+            do_sample: self.temperature > 0.0,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            eos_token_ids: eos_ids(model_eos, tk),
+            bad_words_ids: vec![],
+            stop_strings: self.stop.clone(),
+            num_beams: self.num_beams.max(1),
+            length_penalty: self.length_penalty,
+            early_stopping: self.early_stopping,
+            seed: self.seed,
+        };
+        match template {
+            Template::Chat => cfg.with_chat_rules(tk),
+            _ => Ok(cfg),
+        }
     }
 }
 
@@ -101,100 +177,6 @@ pub struct Generated {
     pub stop: StopReason,
 }
 
-/// SplitMix64: small, seedable, identical on every platform (wasm included).
-pub struct Rng(u64);
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
-/// RepetitionPenaltyLogitsProcessor: every token already in `history` is penalised once.
-pub fn repetition_penalty(scores: &mut [f32], history: &[u32], penalty: f32) {
-    if penalty == 1.0 {
-        return;
-    }
-    let mut seen = vec![false; scores.len()];
-    for &t in history {
-        let t = t as usize;
-        if t < scores.len() && !seen[t] {
-            seen[t] = true;
-            let s = scores[t];
-            scores[t] = if s < 0.0 { s * penalty } else { s / penalty };
-        }
-    }
-}
-
-/// NoBadWordsLogitsProcessor: ban the last token of each sequence whose prefix ends `history`.
-pub fn ban_bad_words(scores: &mut [f32], history: &[u32], bad: &[Vec<u32>]) {
-    for seq in bad {
-        let Some((&last, prefix)) = seq.split_last() else {
-            continue;
-        };
-        if history.ends_with(prefix) && (last as usize) < scores.len() {
-            scores[last as usize] = f32::NEG_INFINITY;
-        }
-    }
-}
-
-/// TopKLogitsWarper: keep every score >= the k-th largest.
-pub fn top_k(scores: &mut [f32], k: usize) {
-    if k == 0 || k >= scores.len() {
-        return;
-    }
-    let mut v = scores.to_vec();
-    v.select_nth_unstable_by(k - 1, |a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
-    let kth = v[k - 1];
-    for s in scores.iter_mut() {
-        if *s < kth {
-            *s = f32::NEG_INFINITY;
-        }
-    }
-}
-
-/// TopPLogitsWarper: drop the low tail whose cumulative probability is <= 1 - p (keep >= 1).
-pub fn top_p(scores: &mut [f32], p: f32) {
-    if p >= 1.0 {
-        return;
-    }
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    // ascending, as transformers sorts
-    idx.sort_by(|&a, &b| scores[a].partial_cmp(&scores[b]).unwrap_or(std::cmp::Ordering::Equal));
-    let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = idx.iter().map(|&i| (scores[i] - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    let mut cum = 0f32;
-    let n = idx.len();
-    let mut remove = Vec::new();
-    for (j, &i) in idx.iter().enumerate() {
-        cum += exps[j] / sum;
-        if cum <= 1.0 - p && j < n - 1 {
-            remove.push(i);
-        }
-    }
-    for i in remove {
-        scores[i] = f32::NEG_INFINITY;
-    }
-}
-
-fn log_softmax(v: &mut [f32]) {
-    let max = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max + v.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
-    v.iter_mut().for_each(|x| *x -= lse);
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter().enumerate().fold(0usize, |b, (i, &x)| if x > v[b] { i } else { b }) as u32
-}
-
 impl GenerationConfig {
     /// Processors in transformers' order: repetition penalty, bad words, min new tokens.
     pub fn process(&self, scores: &mut [f32], history: &[u32], n_new: usize) {
@@ -210,37 +192,11 @@ impl GenerationConfig {
     }
     /// Sampling warpers in transformers' order: temperature, top-k, top-p.
     pub fn warp(&self, scores: &mut [f32]) {
-        if self.temperature != 1.0 && self.temperature > 0.0 {
-            scores.iter_mut().for_each(|s| *s /= self.temperature);
-        }
-        top_k(scores, self.top_k);
-        top_p(scores, self.top_p);
+        warp(scores, self.temperature, self.top_k, self.top_p);
     }
     fn sampling(&self) -> bool {
         self.do_sample && self.temperature > 0.0
     }
-}
-
-/// Draw from softmax(scores) with the uniform `u` in [0, 1): walk the vocabulary in index order.
-pub fn sample_with(scores: &[f32], u: f32) -> u32 {
-    let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let probs: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-    let sum: f32 = probs.iter().sum();
-    let mut r = u * sum;
-    for (i, p) in probs.iter().enumerate() {
-        r -= p;
-        if r <= 0.0 && *p > 0.0 {
-            return i as u32;
-        }
-    }
-    argmax(scores)
-}
-
-/// Temperature, top-k and top-p (transformers' order), then a draw with `u`: the host path every
-/// backend's `Backend::sample` must agree with.
-pub fn sample_host(logits: &mut [f32], temperature: f32, k: usize, p: f32, u: f32) -> u32 {
-    GenerationConfig { temperature, top_k: k, top_p: p, ..Default::default() }.warp(logits);
-    sample_with(logits, u)
 }
 
 /// Streams text to `on_text` and watches for stop strings.
@@ -322,7 +278,7 @@ pub async fn generate_observed_async<B: Backend>(
     on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generated> {
     if prompt.is_empty() {
-        return Err(Error::Invalid("generate: empty prompt".into()));
+        return Err(Error::shape("generate", "empty prompt"));
     }
     let mut sink =
         TextSink { tk, dec: StreamDecoder::new(), text: String::new(), emitted: 0, stops: &cfg.stop_strings, on_text };

@@ -422,11 +422,14 @@ impl GgufWriter {
     pub fn add_tensor(&mut self, name: &str, dims: Vec<u64>, ty: GgmlType, data: Vec<u8>) -> Result<()> {
         let n: u64 = dims.iter().product();
         if ty.row_bytes(n as usize) != data.len() {
-            return Err(Error::Invalid(format!(
-                "GGUF writer: tensor `{name}` of {n} {ty:?} elements needs {} bytes, got {}",
-                ty.row_bytes(n as usize),
-                data.len()
-            )));
+            return Err(Error::shape(
+                "GGUF writer",
+                format!(
+                    "tensor `{name}` of {n} {ty:?} elements needs {} bytes, got {}",
+                    ty.row_bytes(n as usize),
+                    data.len()
+                ),
+            ));
         }
         self.tensors.push((name.to_string(), dims, ty, data));
         Ok(())

@@ -13,7 +13,7 @@ use std::path::Path;
 pub fn architecture(c: &Config) -> String {
     let mut s = format!(
         "{} layers={} hidden={} intermediate={} heads={} kv_heads={} head_dim={} vocab={} rope_theta={} tied={}",
-        if c.arch == "llama" { "llama" } else { c.arch.as_str() },
+        c.arch.name(),
         c.num_layers,
         c.hidden_size,
         c.intermediate_size,

@@ -11,7 +11,7 @@
 //! browser's WebGPU backend awaits its read-backs; `generate` drives it synchronously natively.
 //! `stream` builds a model tensor by tensor from a GGUF arriving in chunks (the browser's loader).
 //!
-//! What it deliberately does not: training (vicugna-trainer), GPU kernels (vicugna-shaders and
+//! What it deliberately does not: training (vicugna-train), GPU kernels (vicugna-shaders and
 //! the wgpu backend), networking, or model families outside the LLaMA/Gemma-3 block structure.
 
 pub mod backend;
@@ -27,12 +27,13 @@ pub mod lora;
 pub mod model;
 pub mod prompt;
 pub mod quant;
+pub mod sample;
 pub mod stream;
 pub mod tokenizer;
 pub mod weights;
 
 pub use bytes::Bytes;
-pub use config::Config;
+pub use config::{Arch, Config};
 pub use error::{Error, Result};
 pub use lora::LoraAdapter;
 pub use model::Model;

@@ -249,7 +249,9 @@ impl LoraAdapter {
             name: name.to_string(),
             source: file.to_string(),
             // llama.cpp permutes q/k rows of LLaMA models only (Gemma-3 keeps HF's rotate-half)
-            interleaved: g.get_str("general.architecture").is_none_or(|a| a == "llama"),
+            interleaved: g
+                .get_str("general.architecture")
+                .is_none_or(|a| crate::config::Arch::from_name(a).is_some_and(|a| a.gguf_interleaves_rope())),
             r: r0,
             alpha,
             use_rslora: false,

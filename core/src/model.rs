@@ -195,10 +195,13 @@ impl<B: Backend> Model<B> {
         let be = &self.backend;
         let n = tokens.len();
         if n == 0 {
-            return Err(Error::Invalid("forward: no tokens".into()));
+            return Err(Error::shape("forward", "no tokens"));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-            return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary of {}", c.vocab_size)));
+            return Err(Error::shape(
+                "forward",
+                format!("token id {bad} is outside the vocabulary of {}", c.vocab_size),
+            ));
         }
         let (h, qd, kvd, ff) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
         let mut x = be.act(n, h); // (n, hidden) residual stream

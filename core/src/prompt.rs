@@ -144,6 +144,26 @@ pub fn chat_prompt_ids(
     tk.encode(&chat(&fitted, input), true)
 }
 
+/// A prompt as token ids in `template`'s wording: the chat template with `history` fitted into
+/// `max_context` (see [`chat_prompt_ids`]); the instruct and Alpaca wordings of `text` with its
+/// optional `input` (no history); or the text as given.
+pub fn prompt_ids(
+    tk: &Tokenizer,
+    template: Template,
+    history: &[Turn],
+    text: &str,
+    input: Option<&str>,
+    max_context: usize,
+    max_new_tokens: usize,
+) -> Result<Vec<u32>> {
+    match template {
+        Template::Chat => chat_prompt_ids(tk, history, text, max_context, max_new_tokens),
+        Template::Instruct => tk.encode(&instruct(text, input), true),
+        Template::Alpaca => tk.encode(&alpaca(text, input), true),
+        Template::None => tk.encode(text, true),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

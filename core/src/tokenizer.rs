@@ -329,7 +329,7 @@ impl Tokenizer {
         if let Kind::Hf(tk) = &self.kind {
             let enc = tk
                 .encode(text, add_bos && self.add_bos)
-                .map_err(|e| Error::Invalid(format!("{}: tokenizing: {e}", self.name)))?;
+                .map_err(|e| Error::format(&self.name, format!("tokenizing: {e}")))?;
             return Ok(enc.get_ids().to_vec());
         }
         if add_bos && self.add_bos {

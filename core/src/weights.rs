@@ -46,7 +46,10 @@ impl Matrix {
             return Ok(self.clone());
         }
         if !self.cols.is_multiple_of(ty.block_size()) {
-            return Err(Error::Invalid(format!("row length {} is not a multiple of the {ty:?} block size", self.cols)));
+            return Err(Error::shape(
+                format!("converting to {ty:?}"),
+                format!("row length {} is not a multiple of the {ty:?} block size", self.cols),
+            ));
         }
         if ty == GgmlType::F32 {
             return Ok(Matrix::from_f32(self.rows, self.cols, self.to_f32()));

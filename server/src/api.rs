@@ -20,35 +20,10 @@ use crate::blobs::Staged;
 use crate::db::{now_ms, FileRow, ModelRow, VersionRow};
 use crate::error::{ApiError, ApiResult};
 use crate::inspect;
+use crate::validate::{check_name, check_version, truncate};
 use crate::AppState;
 
 type St = State<Arc<AppState>>;
-
-/// Adapter names, model ids and token names: `[a-z0-9][a-z0-9._-]{0,63}`.
-pub fn check_name(s: &str, what: &str) -> ApiResult<()> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && (s.as_bytes()[0].is_ascii_lowercase() || s.as_bytes()[0].is_ascii_digit())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!("invalid {what} {:?}: expected [a-z0-9][a-z0-9._-]{{0,63}}", truncate(s))))
-    }
-}
-
-fn check_version(s: &str) -> ApiResult<()> {
-    if s.len() > 64 {
-        return Err(ApiError::BadRequest(format!("invalid version {:?}: too long", truncate(s))));
-    }
-    semver::Version::parse(s)
-        .map(|_| ())
-        .map_err(|e| ApiError::BadRequest(format!("invalid version {:?}: not semver ({e})", truncate(s))))
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(80).collect()
-}
 
 // ---------- multipart ----------
 
@@ -727,22 +702,6 @@ mod tests {
         // Ignored (send everything): other units, several ranges, nonsense, reversed.
         for h in ["items=0-1", "bytes=0-1,3-4", "bytes=a-b", "bytes=5-2", "bytes=", "bytes=-"] {
             assert_eq!(parse_range(h, 10), Ok(None), "{h}");
-        }
-    }
-
-    #[test]
-    fn names_and_versions() {
-        for ok in ["a", "chat-zh", "medical.v2", "0", &"a".repeat(64)] {
-            assert!(check_name(ok, "name").is_ok(), "{ok}");
-        }
-        for bad in ["", "A", "-a", ".a", "_a", "a/b", "a b", "..", "a\\b", "中文", &"a".repeat(65)] {
-            assert!(check_name(bad, "name").is_err(), "{bad}");
-        }
-        for ok in ["1.0.0", "0.1.0-rc.1", "2.0.0+build.5"] {
-            assert!(check_version(ok).is_ok(), "{ok}");
-        }
-        for bad in ["1.0", "v1.0.0", "1.0.0/../x", ""] {
-            assert!(check_version(bad).is_err(), "{bad}");
         }
     }
 }

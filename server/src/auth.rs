@@ -49,7 +49,7 @@ pub fn new_token() -> String {
 
 /// Create a token named `name` and return it (the only time it is visible).
 pub async fn create_token(db: &Db, name: &str, scope: Scope) -> ApiResult<String> {
-    crate::api::check_name(name, "token name")?;
+    crate::validate::check_name(name, "token name")?;
     let token = new_token();
     db.insert_token(name, &hash_token(&token), scope.as_str()).await?;
     Ok(token)

@@ -18,6 +18,7 @@ pub mod db;
 pub mod error;
 pub mod inspect;
 pub mod metrics;
+pub mod validate;
 
 use std::path::PathBuf;
 use std::sync::Arc;

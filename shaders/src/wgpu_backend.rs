@@ -170,7 +170,7 @@ impl Wgpu {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| Error::Invalid(format!("no GPU adapter: {e}")))?;
+                .map_err(|e| Error::Device(format!("no GPU adapter: {e}")))?;
             let info = adapter.get_info();
             let mut limits = adapter.limits();
             adjust(&mut limits);
@@ -181,7 +181,7 @@ impl Wgpu {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| Error::Invalid(format!("requesting a device from {}: {e}", info.name)))?;
+                .map_err(|e| Error::Device(format!("requesting a device from {}: {e}", info.name)))?;
             Ok((device, queue, info))
         })
     }
@@ -376,8 +376,7 @@ impl Wgpu {
     fn take_mapped(&self, staging: wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         self.uniforms.borrow_mut().1 = 0;
         let slice = staging.slice(..);
-        let view =
-            slice.get_mapped_range().map_err(|e| Error::Invalid(format!("wgpu: reading the mapped buffer: {e}")))?;
+        let view = slice.get_mapped_range().map_err(|e| Error::Device(format!("reading the mapped buffer: {e}")))?;
         let out = view[..bytes as usize].to_vec();
         drop(view);
         staging.unmap();
@@ -399,10 +398,10 @@ impl Wgpu {
         });
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Invalid(format!("wgpu: device poll failed: {e}")))?;
+            .map_err(|e| Error::Device(format!("device poll failed: {e}")))?;
         rx.recv()
-            .map_err(|_| Error::Invalid("wgpu: readback callback never ran".into()))?
-            .map_err(|e| Error::Invalid(format!("wgpu: mapping the readback buffer failed: {e}")))?;
+            .map_err(|_| Error::Device("the read-back callback never ran".into()))?
+            .map_err(|e| Error::Device(format!("mapping the read-back buffer failed: {e}")))?;
         self.take_mapped(staging, bytes)
     }
 
@@ -418,8 +417,8 @@ impl Wgpu {
             let _ = tx.send(r);
         });
         rx.await
-            .map_err(|_| Error::Invalid("wgpu: the device was lost before the read-back finished".into()))?
-            .map_err(|e| Error::Invalid(format!("wgpu: mapping the readback buffer failed: {e}")))?;
+            .map_err(|_| Error::DeviceLost("before the read-back finished".into()))?
+            .map_err(|e| Error::Device(format!("mapping the read-back buffer failed: {e}")))?;
         self.take_mapped(staging, bytes)
     }
 
@@ -461,7 +460,7 @@ impl Wgpu {
         self.flush();
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Invalid(format!("wgpu: device poll failed: {e}")))?;
+            .map_err(|e| Error::Device(format!("device poll failed: {e}")))?;
         self.uniforms.borrow_mut().1 = 0;
         Ok(())
     }
@@ -577,10 +576,11 @@ impl Backend for Wgpu {
         let max = self.device.limits().max_storage_buffer_binding_size as usize;
         let per_part = (max / row_bytes.max(1)).min(m.rows).max(1);
         if row_bytes > max {
-            return Err(Error::Invalid(format!(
-                "wgpu backend: one row of a {}x{} matrix needs {row_bytes} bytes, more than a storage binding ({max})",
-                m.rows, m.cols
-            )));
+            return Err(Error::TooLarge {
+                what: format!("one row of a {}x{} matrix (a storage binding)", m.rows, m.cols),
+                need: row_bytes as u64,
+                limit: max as u64,
+            });
         }
         let sc_row = sc.as_ref().map_or(0, |s| s.len() / m.rows.max(1)); // f32 parameters per row
         let parts = (0..m.rows)
@@ -800,11 +800,7 @@ impl Backend for Wgpu {
     ) -> Result<()> {
         let n = q.rows;
         if pos0 + n > cache.max_seq {
-            return Err(Error::Invalid(format!(
-                "context overflow: {} positions exceed the KV cache of {}",
-                pos0 + n,
-                cache.max_seq
-            )));
+            return Err(Error::ContextOverflow { positions: pos0 + n, capacity: cache.max_seq });
         }
         let kvb = (cfg.kv_dim() * 4) as u64;
         self.with_encoder(|enc| {

@@ -232,7 +232,7 @@ fn gemma_like(rng: &mut Rng) -> ModelWeights {
         tie_embeddings: true,
         ..Config::llama_defaults()
     };
-    c.arch = "gemma3".into();
+    c.arch = vicugna_core::config::Arch::Gemma3;
     c.act = vicugna_core::config::Activation::GeluTanh;
     c.qk_norm = true;
     c.post_norms = true;

@@ -89,7 +89,7 @@ fn top1(v: &[f32]) -> (usize, f32) {
 fn logits_match_llama_cpp_on_the_real_file() {
     let Some(path) = model_path() else { return };
     let w = ModelWeights::load(&path).unwrap();
-    assert_eq!(w.cfg.arch, "gemma3");
+    assert_eq!(w.cfg.arch, vicugna_core::config::Arch::Gemma3);
     let ours = Model::new(Cpu, &w).unwrap();
     let emulated = Model::new(GgmlGelu, &w).unwrap();
     let (mut compared, mut total) = (0, 0);

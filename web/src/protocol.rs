@@ -4,8 +4,8 @@
 //! tests use these too; nothing here touches the browser.
 
 use serde::{Deserialize, Serialize};
-use vicugna_core::generate::{eos_ids, EarlyStopping, GenerationConfig};
-use vicugna_core::prompt::{self, Turn};
+use vicugna_core::generate::{EarlyStopping, GenerationConfig, GenerationSettings};
+use vicugna_core::prompt::{self, Template, Turn};
 use vicugna_core::tokenizer::Tokenizer;
 use vicugna_core::Result;
 
@@ -15,8 +15,8 @@ use vicugna_core::Result;
 #[serde(default)]
 pub struct Settings {
     /// "chat" (multi-turn, Chinese-Vicuna's chat template), or one instruction in "instruct"
-    /// (`prompt.py`'s wording) or "alpaca" (`finetune.py`'s wording).
-    pub template: String,
+    /// (`prompt.py`'s wording) or "alpaca" (`finetune.py`'s wording), or "none".
+    pub template: Template,
     /// 0 = greedy.
     pub temperature: f32,
     pub top_p: f32,
@@ -24,7 +24,11 @@ pub struct Settings {
     pub top_k: usize,
     pub repetition_penalty: f32,
     pub max_new_tokens: usize,
+    pub min_new_tokens: usize,
     pub num_beams: usize,
+    pub length_penalty: f32,
+    /// Stop when the text ends with one of these.
+    pub stop: Vec<String>,
     pub seed: u64,
     /// Tokens of context the history is fitted into (as `vicugna chat --max-context`).
     pub max_context: usize,
@@ -33,13 +37,16 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            template: "chat".into(),
+            template: Template::Chat,
             temperature: 0.7,
             top_p: 0.9,
             top_k: 40,
             repetition_penalty: 1.3,
             max_new_tokens: 128,
+            min_new_tokens: 0,
             num_beams: 1,
+            length_penalty: 1.0,
+            stop: vec![],
             seed: 0,
             max_context: 2048,
         }
@@ -47,37 +54,30 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The same configuration `vicugna generate` builds from the same flags: sampling only when
-    /// the temperature is positive, the model's and tokenizer's EOS ids, and for the chat
-    /// template Chinese-Vicuna's banned "\n\nUser:" / "\n\nAssistant:" sequences.
+    /// What the CLI's flags of the same names give (core's `GenerationSettings::config`: sampling
+    /// only when the temperature is positive, the model's and tokenizer's EOS ids, and for the
+    /// chat template Chinese-Vicuna's chat rules).
     pub fn generation_config(&self, tk: &Tokenizer, model_eos: &[u32]) -> Result<GenerationConfig> {
-        let mut cfg = GenerationConfig {
-            max_new_tokens: self.max_new_tokens.max(1),
+        GenerationSettings {
             temperature: self.temperature,
-            do_sample: self.temperature > 0.0,
             top_k: self.top_k,
             top_p: self.top_p,
             repetition_penalty: self.repetition_penalty,
-            eos_token_ids: eos_ids(model_eos, tk),
-            num_beams: self.num_beams.max(1),
+            max_new_tokens: self.max_new_tokens,
+            min_new_tokens: self.min_new_tokens,
+            num_beams: self.num_beams,
+            length_penalty: self.length_penalty,
             early_stopping: EarlyStopping::False,
+            stop: self.stop.clone(),
             seed: self.seed,
-            ..Default::default()
-        };
-        if self.template == "chat" {
-            cfg = cfg.with_chat_rules(tk)?;
         }
-        Ok(cfg)
+        .config(tk, model_eos, self.template)
     }
 
     /// The prompt as token ids: the chat template with the history fitted into `max_context`,
-    /// or the instruct template for `input` alone.
+    /// or the instruct / Alpaca wording for `input` alone (core's `prompt::prompt_ids`).
     pub fn prompt_ids(&self, tk: &Tokenizer, history: &[Turn], input: &str) -> Result<Vec<u32>> {
-        match self.template.as_str() {
-            "instruct" => tk.encode(&prompt::instruct(input, None), true),
-            "alpaca" => tk.encode(&prompt::alpaca(input, None), true),
-            _ => prompt::chat_prompt_ids(tk, history, input, self.max_context, self.max_new_tokens),
-        }
+        prompt::prompt_ids(tk, self.template, history, input, None, self.max_context, self.max_new_tokens)
     }
 }
 
@@ -133,6 +133,21 @@ pub enum ErrorKind {
     Corrupt,
     Cancelled,
     Other,
+}
+
+impl ErrorKind {
+    /// The kind of a core error (GPU device lost, too large for the device, a file that does not
+    /// parse); everything else is `Other`.
+    pub fn of(e: &vicugna_core::Error) -> ErrorKind {
+        use vicugna_core::Error as E;
+        match e {
+            E::DeviceLost(_) => ErrorKind::DeviceLost,
+            E::TooLarge { .. } => ErrorKind::TooLarge,
+            E::Format { .. } | E::Field { .. } | E::Tensor { .. } => ErrorKind::Corrupt,
+            E::Device(_) | E::Io { .. } | E::Unsupported { .. } => ErrorKind::Other,
+            E::ContextOverflow { .. } | E::Shape { .. } | E::Invalid(_) => ErrorKind::Other,
+        }
+    }
 }
 
 /// Worker → page.
@@ -242,6 +257,19 @@ mod tests {
         // settings the page leaves out take their defaults
         let p: Settings = serde_json::from_str(r#"{"temperature":0}"#).unwrap();
         assert_eq!(p, Settings { temperature: 0.0, ..Settings::default() });
+    }
+
+    #[test]
+    fn core_errors_choose_the_pages_advice() {
+        use vicugna_core::Error as E;
+        assert_eq!(ErrorKind::of(&E::DeviceLost("reset".into())), ErrorKind::DeviceLost);
+        let big = E::TooLarge { what: "one row".into(), need: 9 << 30, limit: 1 << 30 };
+        assert_eq!(ErrorKind::of(&big), ErrorKind::TooLarge);
+        assert!(big.to_string().contains("9663676416 bytes") && big.to_string().contains("1073741824"), "{big}");
+        assert_eq!(ErrorKind::of(&E::format("m.gguf", "bad magic")), ErrorKind::Corrupt);
+        let over = E::ContextOverflow { positions: 2049, capacity: 2048 };
+        assert_eq!(ErrorKind::of(&over), ErrorKind::Other);
+        assert_eq!(over.to_string(), "context overflow: 2049 positions exceed the KV cache of 2048");
     }
 
     #[test]

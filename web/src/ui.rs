@@ -351,7 +351,7 @@ fn settings(app: &Shared) -> Settings {
     let num = |id: &str, dflt: f64| input_value(&d, id).trim().parse::<f64>().unwrap_or(dflt);
     let dflt = Settings::default();
     Settings {
-        template: input_value(&d, "template"),
+        template: input_value(&d, "template").parse().unwrap_or(dflt.template),
         temperature: num("temperature", dflt.temperature as f64) as f32,
         top_p: num("top-p", dflt.top_p as f64) as f32,
         top_k: num("top-k", dflt.top_k as f64).max(0.0) as usize,
@@ -359,6 +359,9 @@ fn settings(app: &Shared) -> Settings {
         max_new_tokens: num("max-new-tokens", dflt.max_new_tokens as f64).max(1.0) as usize,
         num_beams: num("num-beams", 1.0).max(1.0) as usize,
         seed: num("seed", 0.0).max(0.0) as u64,
+        min_new_tokens: dflt.min_new_tokens,
+        length_penalty: dflt.length_penalty,
+        stop: dflt.stop.clone(),
         max_context: num("max-context", dflt.max_context as f64).max(16.0) as usize,
     }
 }
@@ -412,7 +415,7 @@ fn ask(app: &Shared, input: String) {
     let user = message_el(app, "user", &input);
     let bot = message_el(app, "assistant", "");
     let _ = bot.set_attribute("aria-busy", "true");
-    let history: Vec<Turn> = if s.template == "chat" {
+    let history: Vec<Turn> = if s.template == vicugna_core::prompt::Template::Chat {
         app.borrow().turns.iter().map(|t| Turn { input: t.input.clone(), output: t.output.clone() }).collect()
     } else {
         Vec::new()

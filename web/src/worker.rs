@@ -368,7 +368,13 @@ impl Worker {
         let mut estimate = 0;
         let (t0, mut last_post) = (now_ms(), 0.0);
         // a corrupt cached copy is fetched again; a corrupt download is reported
-        let bad = |e: vicugna_core::Error| Fail(ErrorKind::Corrupt, e.to_string());
+        let bad = |e: vicugna_core::Error| {
+            let kind = match ErrorKind::of(&e) {
+                ErrorKind::Other => ErrorKind::Corrupt,
+                k => k,
+            };
+            Fail(kind, e.to_string())
+        };
         loop {
             if self.cancel.get() {
                 let _ = reader.cancel();
@@ -514,10 +520,10 @@ impl Worker {
         )
         .await
         .map_err(|e| {
-            if DEVICE_LOST.with(|l| l.get()) {
+            if DEVICE_LOST.with(|l| l.get()) || ErrorKind::of(&e) == ErrorKind::DeviceLost {
                 Fail(ErrorKind::DeviceLost, format!("the GPU device was lost while generating: {e}"))
             } else {
-                other(e)
+                Fail(ErrorKind::of(&e), e.to_string())
             }
         })?;
         if let Some(scope) = oom {

@@ -1,4 +1,4 @@
-//! `vicugna train`: data → examples → micro-batches with gradient accumulation → AdamW with
+//! The training loop: data → examples → micro-batches with gradient accumulation → AdamW with
 //! transformers' linear warm-up/decay schedule, checkpoints that resume exactly, PEFT output.
 //!
 //! Semantics (those of transformers' Trainer with gradient accumulation):
@@ -26,119 +26,141 @@ use vicugna_core::quant::GgmlType;
 use vicugna_core::tokenizer::Tokenizer;
 use vicugna_core::{ModelWeights, Proj};
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct TrainArgs {
-    /// Base model: HF directory (config.json + model.safetensors) or GGUF
-    #[arg(long)]
+/// One training run: what `vicugna train` parses its flags into (the CLI reads its defaults from
+/// [`TrainConfig::default`], so they live here once). Chinese-Vicuna's recipe is the default:
+/// LoRA r=8, alpha=16, dropout 0.05 on q_proj/v_proj, lr 3e-4, batch 128, cutoff 256, 3 epochs,
+/// loss on the response only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// Base model: HF directory (config.json + model.safetensors) or GGUF.
     pub model: PathBuf,
-    /// tokenizer.json or GGUF with a vocabulary (default: the model's own)
-    #[arg(long)]
+    /// tokenizer.json or GGUF with a vocabulary (default: the model's own).
     pub tokenizer: Option<PathBuf>,
-    /// Training data (JSON array or JSONL); repeat to merge several files
-    #[arg(long, required = true)]
+    /// Training data files (JSON array or JSONL), merged in order.
     pub data: Vec<PathBuf>,
-    /// Output directory for the PEFT adapter and checkpoints
-    #[arg(long)]
+    /// Output directory for the PEFT adapter and checkpoints.
     pub out: PathBuf,
-    /// instruct (prompt.py's wording), alpaca (finetune.py's), chat, fixed (one constant
-    /// instruction) or none
-    #[arg(long, default_value = "instruct")]
     pub template: TrainTemplate,
-    /// The `fixed` template's instruction
-    #[arg(long, default_value = data::MEDICAL_INSTRUCTION)]
+    /// The `fixed` template's instruction.
     pub instruction: String,
-    #[arg(long, default_value_t = 256)]
+    /// Tokens per example (prompt + response), as Chinese-Vicuna's CUTOFF_LEN.
     pub cutoff_len: usize,
-    /// Also train on the prompt tokens
-    #[arg(long)]
+    /// Also train on the prompt tokens.
     pub train_on_inputs: bool,
-    /// Skip malformed records (and say how many) instead of stopping at the first
-    #[arg(long)]
+    /// Skip malformed records (and say how many) instead of stopping at the first.
     pub skip_bad_records: bool,
-    /// Hold out N records for the eval loss
-    #[arg(long, default_value_t = 0, conflicts_with = "val_data")]
+    /// Hold out this many records (a seeded draw) for the eval loss.
     pub val_size: usize,
-    /// Held-out records for the eval loss, in files of their own (same formats as --data); repeatable
-    #[arg(long)]
+    /// Held-out records in files of their own (same formats as `data`).
     pub val_data: Vec<PathBuf>,
-    /// Store the frozen base as f32, f16, q8_0 or q4_0 (QLoRA); default: as loaded
-    #[arg(long)]
-    pub base_type: Option<String>,
-    #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj")]
+    /// Store the frozen base as this type (f32, f16, q8_0, q4_0: QLoRA); `None` keeps it as loaded.
+    pub base_type: Option<GgmlType>,
+    /// HF projection names (q_proj, ..., down_proj).
     pub target_modules: Vec<String>,
-    #[arg(long, default_value_t = 8)]
     pub lora_r: usize,
-    #[arg(long, default_value_t = 16.0)]
     pub lora_alpha: f64,
-    #[arg(long, default_value_t = 0.05)]
     pub lora_dropout: f32,
-    /// scale = alpha / sqrt(r) instead of alpha / r
-    #[arg(long)]
+    /// scale = alpha / sqrt(r) instead of alpha / r.
     pub rslora: bool,
-    /// Start from this PEFT adapter (continue-finetuning, e.g. a domain model from a general one)
-    #[arg(long)]
+    /// Start from this PEFT adapter (continue-finetuning, e.g. a domain model from a general one).
     pub init_adapter: Option<PathBuf>,
-    /// Continue an interrupted run exactly from a checkpoint (or the latest under a directory)
-    #[arg(long)]
+    /// Continue an interrupted run exactly from a checkpoint (or the latest under a directory).
     pub resume: Option<PathBuf>,
-    #[arg(long, default_value_t = 4)]
     pub micro_batch: usize,
-    /// Sequences per optimizer step (gradient accumulation = batch / micro-batch)
-    #[arg(long, default_value_t = 128)]
+    /// Sequences per optimizer step (gradient accumulation = batch / micro_batch).
     pub batch: usize,
-    #[arg(long, default_value_t = 3)]
     pub epochs: usize,
-    #[arg(long)]
+    /// Optimizer steps in all (overrides `epochs`).
     pub max_steps: Option<u64>,
-    #[arg(long, default_value_t = 3e-4)]
     pub lr: f32,
-    #[arg(long, default_value_t = 0)]
     pub warmup_steps: u64,
-    #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f32,
-    #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,
-    #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    #[arg(long)]
-    pub no_shuffle: bool,
-    /// Recompute activations in the backward pass (less memory, ~1/3 more compute)
-    #[arg(long)]
+    pub shuffle: bool,
+    /// Recompute activations in the backward pass (less memory, ~1/3 more compute).
     pub gradient_checkpointing: bool,
-    /// Save a checkpoint every N steps (0: only at the end)
-    #[arg(long, default_value_t = 0)]
+    /// Save a checkpoint every N steps (0: only at the end).
     pub save_steps: u64,
-    /// Keep the last K checkpoints
-    #[arg(long, default_value_t = 2)]
+    /// Keep the last K checkpoints.
     pub save_total_limit: usize,
-    /// Eval loss every N steps (needs --val-size)
-    #[arg(long, default_value_t = 0)]
+    /// Eval loss every N steps (needs `val_size` or `val_data`).
     pub eval_steps: u64,
-    /// One JSON object per optimizer step and per eval
-    #[arg(long)]
+    /// One JSON object per optimizer step and per eval, appended to this file.
     pub log_json: Option<PathBuf>,
-    /// Also write the adapter as a llama.cpp GGUF LoRA
-    #[arg(long)]
+    /// Also write the adapter as a llama.cpp GGUF LoRA.
     pub gguf: Option<PathBuf>,
-    /// Stop after this many steps of this invocation (the run stays resumable; for tests)
-    #[arg(long, hide = true)]
+    /// Stop after this many steps of this invocation (the run stays resumable; for tests).
     pub stop_after: Option<u64>,
-    /// Publish the result to this registry server when done
-    #[arg(long)]
-    pub publish: Option<String>,
-    #[arg(long, env = "VICUGNA_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Registry name and version for --publish (default: the output directory's name, 0.1.0)
-    #[arg(long)]
-    pub publish_name: Option<String>,
-    #[arg(long, default_value = "0.1.0")]
-    pub publish_version: String,
-    /// Registry base model id for --publish (default: the model's file or directory name)
-    #[arg(long)]
+    /// The base model's registry id, recorded as base_model_name_or_path (default: the model's
+    /// file or directory name).
     pub base_name: Option<String>,
-    #[arg(long)]
     pub quiet: bool,
 }
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: PathBuf::new(),
+            tokenizer: None,
+            data: Vec::new(),
+            out: PathBuf::new(),
+            template: TrainTemplate::Instruct,
+            instruction: data::MEDICAL_INSTRUCTION.into(),
+            cutoff_len: 256,
+            train_on_inputs: false,
+            skip_bad_records: false,
+            val_size: 0,
+            val_data: Vec::new(),
+            base_type: None,
+            target_modules: vec!["q_proj".into(), "v_proj".into()],
+            lora_r: 8,
+            lora_alpha: 16.0,
+            lora_dropout: 0.05,
+            rslora: false,
+            init_adapter: None,
+            resume: None,
+            micro_batch: 4,
+            batch: 128,
+            epochs: 3,
+            max_steps: None,
+            lr: 3e-4,
+            warmup_steps: 0,
+            max_grad_norm: 1.0,
+            weight_decay: 0.0,
+            seed: 42,
+            shuffle: true,
+            gradient_checkpointing: false,
+            save_steps: 0,
+            save_total_limit: 2,
+            eval_steps: 0,
+            log_json: None,
+            gguf: None,
+            stop_after: None,
+            base_name: None,
+            quiet: false,
+        }
+    }
+}
+
+/// What a finished (or deliberately stopped) run leaves behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainedAdapter {
+    /// The PEFT directory (adapter_config.json + adapter_model.safetensors) or, for a run stopped
+    /// by `stop_after`, the directory holding its checkpoints.
+    pub dir: PathBuf,
+    /// False when `stop_after` ended the run early (resume it from `dir`).
+    pub finished: bool,
+    /// Optimizer steps done, of `total_steps`.
+    pub steps: u64,
+    pub total_steps: u64,
+    /// The base's name as recorded in adapter_config.json.
+    pub base_name: String,
+    pub template: TrainTemplate,
+}
+
+/// The frozen-base types training accepts for `TrainConfig::base_type`.
+pub const BASE_TYPES: [GgmlType; 4] = [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0];
 
 /// Everything that determines the numbers a run produces; a resume must match it exactly.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -214,7 +236,7 @@ fn weights_file(model: &Path) -> PathBuf {
 }
 
 fn adapter_config(
-    a: &TrainArgs,
+    a: &TrainConfig,
     s: &Settings,
     base_name: &str,
     fingerprint: &str,
@@ -248,7 +270,7 @@ fn adapter_config(
 }
 
 /// A fresh adapter: A ~ PEFT's kaiming-uniform(a=√5) bound 1/√in, B = 0 (the product starts at 0).
-fn fresh_adapter(cfg: &vicugna_core::Config, a: &TrainArgs, seed: u64) -> Result<LoraAdapter> {
+fn fresh_adapter(cfg: &vicugna_core::Config, a: &TrainConfig, seed: u64) -> Result<LoraAdapter> {
     let mut entries = Vec::new();
     let scale = if a.rslora { a.lora_alpha / (a.lora_r as f64).sqrt() } else { a.lora_alpha / a.lora_r as f64 } as f32;
     for layer in 0..cfg.num_layers {
@@ -299,24 +321,28 @@ fn settings_diff(old: &Settings, new: &Settings) -> Option<String> {
         .map(|(k, v)| format!("`{k}` was {v} in the checkpoint but is {} now", n[k]))
 }
 
-pub fn run(a: &TrainArgs, log: &mut dyn Write) -> Result<PathBuf> {
+pub fn run(a: &TrainConfig, log: &mut dyn Write) -> Result<TrainedAdapter> {
     let t_load = Instant::now();
     if a.micro_batch == 0 || a.batch == 0 || !a.batch.is_multiple_of(a.micro_batch) {
         bail!("--batch {} must be a positive multiple of --micro-batch {}", a.batch, a.micro_batch);
+    }
+    if a.val_size > 0 && !a.val_data.is_empty() {
+        bail!("--val-size and --val-data both given: hold out records from the data or give a file of them, not both");
     }
     if !(0.0..1.0).contains(&a.lora_dropout) {
         bail!("--lora-dropout {} must be in [0, 1)", a.lora_dropout);
     }
     // base model
     let mut w = ModelWeights::load(&a.model).with_context(|| format!("loading model {}", a.model.display()))?;
-    if let Some(t) = &a.base_type {
-        let ty =
-            GgmlType::parse(t).filter(|t| matches!(t, GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0));
-        let ty = ty.with_context(|| format!("--base-type `{t}` (f32, f16, q8_0, q4_0)"))?;
+    if let Some(ty) = a.base_type {
+        if !BASE_TYPES.contains(&ty) {
+            bail!("base type {ty:?}: training keeps the frozen base as f32, f16, q8_0 or q4_0");
+        }
         w = w.convert(ty).context("--base-type")?;
     }
     let base_type = format!("{:?}", w.layers.first().map(|l| l.proj[0].ty).unwrap_or(GgmlType::F32));
-    let tk = crate::commands::load_tokenizer(&a.model, a.tokenizer.as_deref())?;
+    let tk_path = a.tokenizer.as_deref().unwrap_or(&a.model);
+    let tk = Tokenizer::load(tk_path).with_context(|| format!("loading tokenizer from {}", tk_path.display()))?;
     let cfg = w.cfg.clone();
     let (bos, eos) = data::bos_eos(&cfg, &tk)?;
     let base_sha256 = vicugna_core::identity::sha256_file(&weights_file(&a.model))?;
@@ -368,7 +394,7 @@ pub fn run(a: &TrainArgs, log: &mut dyn Write) -> Result<PathBuf> {
         max_grad_norm: a.max_grad_norm,
         adamw: AdamW { weight_decay: a.weight_decay, ..AdamW::default() },
         seed: a.seed,
-        shuffle: !a.no_shuffle,
+        shuffle: a.shuffle,
     };
 
     let be = CpuTrain;
@@ -484,12 +510,19 @@ pub fn run(a: &TrainArgs, log: &mut dyn Write) -> Result<PathBuf> {
                 step - start_step,
                 a.out.display()
             )?;
-            return Ok(a.out.clone());
+            return Ok(TrainedAdapter {
+                dir: a.out.clone(),
+                finished: false,
+                steps: step,
+                total_steps: total,
+                base_name,
+                template: settings.templating.template,
+            });
         }
         let epoch = step / steps_per_epoch;
         let k = (step % steps_per_epoch) as usize;
         if order_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            order_cache = Some((epoch, epoch_order(train.len(), a.seed, epoch, !a.no_shuffle)));
+            order_cache = Some((epoch, epoch_order(train.len(), a.seed, epoch, a.shuffle)));
         }
         let order = &order_cache.as_ref().unwrap().1;
         let lo = k * accum * a.micro_batch;
@@ -557,27 +590,14 @@ pub fn run(a: &TrainArgs, log: &mut dyn Write) -> Result<PathBuf> {
         write_gguf_lora(g, &lora.to_entries(&be), &model.cfg, settings.lora_alpha, &base_name)?;
     }
     writeln!(log, "wrote PEFT adapter to {}", a.out.display())?;
-    if let Some(server) = &a.publish {
-        let token = a.token.as_deref().context("--publish needs --token (or VICUGNA_TOKEN)")?;
-        let name = a.publish_name.clone().unwrap_or_else(|| {
-            a.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "adapter".into())
-        });
-        let tmpl = format!("{:?}", settings.templating.template).to_lowercase();
-        crate::registry::publish(&crate::registry::PublishArgs {
-            server,
-            token,
-            name: &name,
-            version: &a.publish_version,
-            dir: &a.out,
-            base: Some(&base_name),
-            description: None,
-            template: Some(&tmpl),
-            license: None,
-            metrics: None,
-        })?;
-        writeln!(log, "published {name} {} to {server}", a.publish_version)?;
-    }
-    Ok(a.out.clone())
+    Ok(TrainedAdapter {
+        dir: a.out.clone(),
+        finished: true,
+        steps: step,
+        total_steps: total,
+        base_name,
+        template: settings.templating.template,
+    })
 }
 
 fn fmt_secs(s: f64) -> String {
@@ -601,7 +621,7 @@ pub fn eval_loss<B: TrainBackend>(model: &FrozenModel<B>, lora: &LoraParams<B>, 
 
 /// Read, template and tokenize every --data file; split off the validation records.
 fn load_examples(
-    a: &TrainArgs,
+    a: &TrainConfig,
     t: &Templating,
     tk: &Tokenizer,
     bos: u32,
@@ -686,7 +706,7 @@ pub fn write_gguf_lora(
 ) -> Result<()> {
     use vicugna_core::gguf::{GgufWriter, Value};
     let mut g = GgufWriter::new();
-    g.set("general.architecture", Value::String(cfg.arch.clone()));
+    g.set("general.architecture", Value::String(cfg.arch.name().into()));
     g.set("general.type", Value::String("adapter".into()));
     g.set("adapter.type", Value::String("lora".into()));
     g.set("adapter.lora.alpha", Value::F32(alpha as f32));
@@ -697,10 +717,10 @@ pub fn write_gguf_lora(
         let (o, i) = e.proj.shape(cfg);
         // llama.cpp's converter interleaves q/k rows of LLaMA models only; Gemma-3 keeps HF's layout
         let b = match e.proj {
-            Proj::Q if cfg.arch == "llama" => {
+            Proj::Q if cfg.arch.gguf_interleaves_rope() => {
                 vicugna_core::weights::permute_rope_rows(&e.b, e.r, cfg.num_heads, cfg.head_dim, true)
             }
-            Proj::K if cfg.arch == "llama" => {
+            Proj::K if cfg.arch.gguf_interleaves_rope() => {
                 vicugna_core::weights::permute_rope_rows(&e.b, e.r, cfg.num_kv_heads, cfg.head_dim, true)
             }
             _ => e.b.clone(),

@@ -55,16 +55,33 @@ pub enum TrainTemplate {
     None,
 }
 
+impl TrainTemplate {
+    /// Every template with its name (as in adapter_config.json's `vicugna.template`).
+    pub const ALL: [(TrainTemplate, &'static str); 5] = [
+        (TrainTemplate::Instruct, "instruct"),
+        (TrainTemplate::Alpaca, "alpaca"),
+        (TrainTemplate::Chat, "chat"),
+        (TrainTemplate::Fixed, "fixed"),
+        (TrainTemplate::None, "none"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(t, _)| *t == self).map(|(_, n)| *n).unwrap_or("none")
+    }
+}
+
+impl std::fmt::Display for TrainTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for TrainTemplate {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "instruct" => TrainTemplate::Instruct,
-            "alpaca" => TrainTemplate::Alpaca,
-            "chat" => TrainTemplate::Chat,
-            "fixed" => TrainTemplate::Fixed,
-            "none" => TrainTemplate::None,
-            o => return Err(format!("unknown template `{o}` (instruct, alpaca, chat, fixed, none)")),
+        Self::ALL.iter().find(|(_, n)| *n == s).map(|(t, _)| *t).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|(_, n)| *n).collect();
+            format!("unknown template `{s}` ({})", names.join(", "))
         })
     }
 }

@@ -209,7 +209,7 @@ fn dropout_is_keyed_scaled_and_its_own_backward() {
 }
 
 fn tiny(ty: vicugna_core::quant::GgmlType) -> FrozenModel<CpuTrain> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-llama");
+    let dir = vicugna_tests::fixture("tiny-llama");
     let w = vicugna_core::ModelWeights::load(&dir).unwrap().convert(ty).unwrap();
     FrozenModel::new(CpuTrain, &w).unwrap()
 }
@@ -218,7 +218,7 @@ fn tiny(ty: vicugna_core::quant::GgmlType) -> FrozenModel<CpuTrain> {
 /// the summed loss.
 fn model_gradients(ty: vicugna_core::quant::GgmlType, pass: Pass) {
     let m = tiny(ty);
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lora-a");
+    let dir = vicugna_tests::fixture("lora-a");
     let ad = vicugna_core::LoraAdapter::load(&dir).unwrap();
     let tokens: Vec<u32> = vec![1, 450, 7483, 310, 278, 15412, 29871, 30928, 30662, 29892, 2];
     let targets: Vec<i32> = vec![-1, -1, 310, 278, 15412, 29871, 30928, 30662, 29892, 2, 1];
@@ -283,7 +283,7 @@ fn model_lora_gradients_with_dropout_checkpointing_and_q4_0_base() {
 #[test]
 fn checkpointing_changes_nothing() {
     let m = tiny(vicugna_core::quant::GgmlType::F32);
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lora-a");
+    let dir = vicugna_tests::fixture("lora-a");
     let ad = vicugna_core::LoraAdapter::load(&dir).unwrap();
     let tokens: Vec<u32> = vec![1, 450, 7483, 310, 278, 15412, 29871];
     let targets: Vec<i32> = vec![-1, 7483, 310, 278, 15412, 29871, 2];
@@ -322,7 +322,7 @@ fn tiny_gemma() -> (FrozenModel<CpuTrain>, vicugna_core::LoraAdapter) {
         tie_embeddings: true,
         ..Config::llama_defaults()
     };
-    c.arch = "gemma3".into();
+    c.arch = vicugna_core::config::Arch::Gemma3;
     c.act = Activation::GeluTanh;
     c.qk_norm = true;
     c.post_norms = true;

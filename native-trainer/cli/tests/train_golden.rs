@@ -5,12 +5,13 @@
 
 use clap::Parser;
 use std::path::{Path, PathBuf};
+use vicugna_cli::cmd::train::TrainArgs;
 use vicugna_core::cpu::Cpu;
 use vicugna_core::{LoraAdapter, Model, ModelWeights};
 use vicugna_tests::{assert_close, fixture, safetensors, tensor};
-use vicugna_trainer::train::checkpoint::read_tensors;
-use vicugna_trainer::train::data::{self, Templating, TrainTemplate};
-use vicugna_trainer::train::run::{run, TrainArgs};
+use vicugna_train::checkpoint::read_tensors;
+use vicugna_train::data::{self, Templating, TrainTemplate};
+use vicugna_train::{run, TrainConfig};
 
 #[derive(Parser)]
 struct Cli {
@@ -51,8 +52,9 @@ fn argv(out: &Path, extra: &[&str]) -> Vec<String> {
     v
 }
 
-fn args(out: &Path, extra: &[&str]) -> TrainArgs {
-    Cli::parse_from(argv(out, extra)).a
+/// The run `vicugna train` makes of those arguments.
+fn args(out: &Path, extra: &[&str]) -> TrainConfig {
+    Cli::parse_from(argv(out, extra)).a.config()
 }
 
 fn log_lines(p: &Path) -> Vec<serde_json::Value> {

@@ -1,7 +1,10 @@
 //! `vicugna bench`: single-thread CPU decode speed on random-weight models of the TinyStories
-//! shapes, beside the machine's read bandwidth measured in the same run. Prints figures; asserts
-//! nothing.
+//! shapes, beside the machine's read bandwidth measured in the same run (or prefill and decode of
+//! a real model file), and `vicugna bench-train`: LoRA training throughput. Prints figures;
+//! asserts nothing.
 
+use crate::args::{BackendKind, BaseType};
+use std::path::PathBuf;
 use std::time::Instant;
 use vicugna_core::config::Config;
 use vicugna_core::cpu::Cpu;
@@ -9,6 +12,54 @@ use vicugna_core::quant::GgmlType;
 use vicugna_core::weights::{LayerWeights, Matrix, ModelWeights};
 use vicugna_core::Model;
 use vicugna_shaders::Wgpu;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Where the model runs
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    /// A few steps only (smoke test)
+    #[arg(long)]
+    pub quick: bool,
+    /// Measure this model file instead (prefill and decode tok/s)
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Decode steps with --model
+    #[arg(long, default_value_t = 32)]
+    pub steps: usize,
+}
+
+impl BenchArgs {
+    pub fn run(&self, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+        match (&self.model, self.backend) {
+            (Some(m), b) => run_model(out, m, b, self.steps),
+            (None, BackendKind::Cpu) => run(out, self.quick),
+            (None, BackendKind::Wgpu) => run_wgpu(out, self.quick),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchTrainArgs {
+    /// Model shape: stories15M or stories110M (random weights)
+    #[arg(long, default_value = "stories15M")]
+    pub shape: String,
+    /// Frozen base type
+    #[arg(long, value_enum, default_value_t = BaseType::F32)]
+    pub base: BaseType,
+    /// Tokens per sequence
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    /// Timed optimizer steps (after one warm-up step)
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+}
+
+impl BenchTrainArgs {
+    pub fn run(&self, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+        run_train(out, &self.shape, self.base, self.seq, self.steps)
+    }
+}
 
 pub struct Shape {
     pub name: &'static str,
@@ -170,7 +221,7 @@ pub fn run(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
 pub fn run_model(
     out: &mut dyn std::io::Write,
     path: &std::path::Path,
-    backend: &str,
+    backend: BackendKind,
     steps: usize,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
@@ -198,13 +249,13 @@ pub fn run_model(
         Ok((prefill, steps as f64 / t.elapsed().as_secs_f64()))
     };
     let (prefill, decode) = match backend {
-        "cpu" => {
+        BackendKind::Cpu => {
             let m = Model::new(Cpu, &w)?;
             writeln!(out, "load: {:.2} s", t.elapsed().as_secs_f64())?;
             let cache = std::cell::RefCell::new(m.new_cache(prompt.len() + steps + 1)?);
             measure(&|toks, pos| Ok(m.forward_greedy(toks, pos, &mut cache.borrow_mut())?))?
         }
-        "wgpu" => {
+        BackendKind::Wgpu => {
             let (device, queue, info) = Wgpu::default_device()?;
             writeln!(out, "adapter: {} ({:?})", info.name, info.backend)?;
             let m = Model::new(Wgpu::for_adapter(device, queue, &info), &w)?;
@@ -216,7 +267,6 @@ pub fn run_model(
             writeln!(out, "dispatches per decode step: {}", m.backend.dispatch_count() - d0)?;
             r
         }
-        other => anyhow::bail!("--backend `{other}` (cpu, wgpu)"),
     };
     writeln!(out, "prefill (64 tokens): {prefill:.1} tok/s; decode ({steps} steps): {decode:.2} tok/s")?;
     Ok(())
@@ -354,19 +404,19 @@ pub fn peak_rss_mib() -> f64 {
 pub fn run_train(
     out: &mut dyn std::io::Write,
     shape: &str,
-    base: &str,
+    base: BaseType,
     seq: usize,
     steps: usize,
 ) -> anyhow::Result<()> {
-    use crate::train::backend::{AdamW, TrainBackend};
-    use crate::train::cpu::CpuTrain;
-    use crate::train::model::{FrozenModel, LoraParams, Pass};
+    use vicugna_train::backend::{AdamW, TrainBackend};
+    use vicugna_train::cpu::CpuTrain;
+    use vicugna_train::model::{FrozenModel, LoraParams, Pass};
     let s = SHAPES
         .iter()
         .find(|s| s.name == shape)
         .ok_or_else(|| anyhow::anyhow!("--shape {shape}: stories15M or stories110M"))?;
-    let ty = GgmlType::parse(base).ok_or_else(|| anyhow::anyhow!("--base {base}: f32, f16, q8_0, q4_0"))?;
-    crate::train::cpu::keep_freed_memory();
+    let ty = GgmlType::from(base);
+    vicugna_train::cpu::keep_freed_memory();
     let w = random_model(s, ty, 7);
     let cfg = w.cfg.clone();
     let model = FrozenModel::new(CpuTrain, &w)?;
@@ -413,7 +463,7 @@ pub fn run_train(
     }
     let secs = t0.elapsed().as_secs_f64() / steps as f64;
     let j = serde_json::json!({
-        "impl": "vicugna", "shape": shape, "base": base, "seq": seq, "threads": 1,
+        "impl": "vicugna", "shape": shape, "base": format!("{ty:?}").to_lowercase(), "seq": seq, "threads": 1,
         "step_s": secs, "tokens_per_s": seq as f64 / secs, "peak_rss_mib": peak_rss_mib(),
         "base_mib": model.base_bytes() as f64 / 1048576.0, "loss": loss,
     });

@@ -11,9 +11,8 @@
 //!
 //! It does not judge facts: a report is read by a person, who says where the model is wrong.
 
-use crate::commands::{load_tokenizer, parse_lora, Sampling};
-use crate::train::data::{self, Example, Templating, TrainTemplate};
-use crate::train::model::{FrozenModel, LoraParams};
+use crate::args::{EarlyStoppingArg, Sampling, TrainTemplateArg};
+use crate::model::{load_tokenizer, parse_lora};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::{IsTerminal, Write};
@@ -25,6 +24,8 @@ use vicugna_core::lora::{LoraAdapter, LoraEntry};
 use vicugna_core::prompt::{self, Template, Turn};
 use vicugna_core::tokenizer::Tokenizer;
 use vicugna_core::{Config, Model, ModelWeights};
+use vicugna_train::data::{self, Example, Templating};
+use vicugna_train::model::{FrozenModel, LoraParams};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
@@ -43,11 +44,12 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data: Vec<PathBuf>,
     /// How --data records are templated: instruct, alpaca, chat, fixed or none
-    #[arg(long, default_value = "chat")]
-    pub template: TrainTemplate,
+    #[arg(long, value_enum, default_value_t = TrainTemplateArg::Chat)]
+    pub template: TrainTemplateArg,
     /// The `fixed` template's instruction
     #[arg(long, default_value = data::MEDICAL_INSTRUCTION)]
     pub instruction: String,
+    /// Tokens per record (prompt + response), as in training
     #[arg(long, default_value_t = 256)]
     pub cutoff_len: usize,
     /// Loss mode: print {"loss","ppl","tokens","records"} alone on the last line
@@ -59,17 +61,22 @@ pub struct EvalArgs {
     /// Suite mode: the Markdown report (its JSON twin is written beside it, .json)
     #[arg(long, requires = "suite")]
     pub out: Option<PathBuf>,
-    /// 0 = greedy
+    /// Suite mode: softmax temperature; 0 = greedy
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
+    /// Suite mode: nucleus sampling threshold
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
+    /// Suite mode: sample among the K most likely tokens only (0 = all)
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
+    /// Suite mode: repetition penalty (Chinese-Vicuna's 1.3 by default)
     #[arg(long, default_value_t = 1.3)]
     pub repetition_penalty: f32,
+    /// Suite mode: the most tokens per answer
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
+    /// Suite mode: sampling seed
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Context budget the chat history is fitted into
@@ -79,6 +86,7 @@ pub struct EvalArgs {
     /// the model, suite, data and sampling are the same (e.g. the base's answers, made once)
     #[arg(long, requires = "suite")]
     pub reuse: Option<PathBuf>,
+    /// No progress output
     #[arg(long)]
     pub quiet: bool,
 }
@@ -136,6 +144,19 @@ pub fn combine(adapters: &[(LoraAdapter, f32)], cfg: &Config) -> Result<LoraAdap
     })
 }
 
+/// The adapter's identity for --reuse (see `Run::adapter_sha256`).
+fn adapter_sha256(spec: &str) -> Result<String> {
+    use sha2::Digest;
+    let (p, _) = parse_lora(spec)?;
+    let files =
+        if p.is_dir() { vec![p.join("adapter_config.json"), p.join("adapter_model.safetensors")] } else { vec![p] };
+    let mut h = sha2::Sha256::new();
+    for f in files {
+        h.update(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 fn load_adapters(specs: &[String]) -> Result<Vec<(LoraAdapter, f32)>> {
     specs
         .iter()
@@ -180,7 +201,7 @@ impl Progress {
 
 /// Token-mean cross-entropy of examples under base + adapter (None: the base alone).
 fn loss_of(
-    model: &FrozenModel<crate::train::cpu::CpuTrain>,
+    model: &FrozenModel<vicugna_train::cpu::CpuTrain>,
     adapter: &LoraAdapter,
     examples: &[Example],
     label: &str,
@@ -202,7 +223,7 @@ fn loss_of(
 }
 
 struct LossEval {
-    model: FrozenModel<crate::train::cpu::CpuTrain>,
+    model: FrozenModel<vicugna_train::cpu::CpuTrain>,
     examples: Vec<Example>,
 }
 
@@ -210,16 +231,16 @@ fn loss_eval(a: &EvalArgs, w: &ModelWeights, tk: &Tokenizer) -> Result<LossEval>
     let cfg = &w.cfg;
     let (bos, eos) = data::bos_eos(cfg, tk)?;
     let t = Templating {
-        template: a.template,
+        template: a.template.into(),
         instruction: a.instruction.clone(),
         cutoff_len: a.cutoff_len,
         train_on_inputs: false,
     };
-    let examples = crate::train::run::examples_of(&a.data, false, &t, tk, bos, eos, &mut std::io::stderr())?;
+    let examples = vicugna_train::run::examples_of(&a.data, false, &t, tk, bos, eos, &mut std::io::stderr())?;
     if examples.is_empty() {
         bail!("--data: no records with response tokens");
     }
-    Ok(LossEval { model: FrozenModel::new(crate::train::cpu::CpuTrain, w)?, examples })
+    Ok(LossEval { model: FrozenModel::new(vicugna_train::cpu::CpuTrain, w)?, examples })
 }
 
 /// `vicugna eval`: loss mode or suite mode.
@@ -386,6 +407,10 @@ pub struct Answer {
 pub struct Run {
     /// "base", or the adapter as given (PATH[:WEIGHT]).
     pub name: String,
+    /// SHA-256 of the adapter's files (adapter_config.json then adapter_model.safetensors, or the
+    /// GGUF LoRA): --reuse takes a run only for the same adapter, not merely the same path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_sha256: Option<String>,
     pub loss: Option<Loss>,
     pub answers: Vec<Answer>,
     pub seconds: f64,
@@ -416,13 +441,13 @@ fn run_suite(
         min_new_tokens: 0,
         num_beams: 1,
         length_penalty: 1.0,
-        early_stopping: "false".into(),
+        early_stopping: EarlyStoppingArg::False,
         stop: vec![],
         seed: a.seed,
     };
     let mut model = Model::new(Cpu, w)?;
-    let base_cfg = sampling.config(tk, &model.cfg.eos_token_ids)?;
-    let chat_cfg = base_cfg.clone().with_chat_rules(tk)?;
+    let base_cfg = sampling.config(tk, &model.cfg.eos_token_ids, Template::None)?;
+    let chat_cfg = sampling.config(tk, &model.cfg.eos_token_ids, Template::Chat)?;
     let le = if a.data.is_empty() { None } else { Some(loss_eval(a, w, tk)?) };
     // f32 settings as written on the command line (1.3, not 1.2999999523162842)
     let short = |x: f32| x.to_string().parse::<f64>().unwrap_or(x as f64);
@@ -457,7 +482,10 @@ fn run_suite(
     let names: Vec<String> = std::iter::once("base".to_string()).chain(a.lora.iter().cloned()).collect();
     let n_turns: usize = items.iter().map(|i| i.turns.len()).sum();
     for (k, name) in names.iter().enumerate() {
-        if let Some(r) = reusable.iter().find(|r| &r.name == name && r.answers.len() == n_turns) {
+        let sha = if k == 0 { None } else { Some(adapter_sha256(name)?) };
+        if let Some(r) =
+            reusable.iter().find(|r| &r.name == name && r.adapter_sha256 == sha && r.answers.len() == n_turns)
+        {
             if !a.quiet {
                 eprintln!("suite ({name}): reused from {}", a.reuse.as_ref().expect("reusable").display());
             }
@@ -487,14 +515,8 @@ fn run_suite(
         for item in items {
             let mut history: Vec<Turn> = Vec::new();
             for (ti, turn) in item.turns.iter().enumerate() {
-                let (ids, cfg): (Vec<u32>, &GenerationConfig) = match item.template {
-                    Template::Chat => {
-                        (prompt::chat_prompt_ids(tk, &history, turn, a.max_context, a.max_new_tokens)?, &chat_cfg)
-                    }
-                    Template::Instruct => (tk.encode(&prompt::instruct(turn, None), true)?, &base_cfg),
-                    Template::Alpaca => (tk.encode(&prompt::alpaca(turn, None), true)?, &base_cfg),
-                    Template::None => (tk.encode(turn, true)?, &base_cfg),
-                };
+                let cfg: &GenerationConfig = if item.template == Template::Chat { &chat_cfg } else { &base_cfg };
+                let ids = prompt::prompt_ids(tk, item.template, &history, turn, None, a.max_context, a.max_new_tokens)?;
                 let g = generate(&model, tk, &ids, cfg, |_| true).with_context(|| format!("{}: {name}", item.id))?;
                 let text = g.text.trim().to_string();
                 let stats = answer_stats(&text, g.stop, g.ids.len());
@@ -503,7 +525,7 @@ fn run_suite(
                 p.tick(answers.len(), &item.id);
             }
         }
-        runs.push(Run { name: name.clone(), loss, answers, seconds: t0.elapsed().as_secs_f64() });
+        runs.push(Run { name: name.clone(), adapter_sha256: sha, loss, answers, seconds: t0.elapsed().as_secs_f64() });
     }
     report.runs = runs;
     Ok(report)

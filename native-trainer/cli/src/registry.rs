@@ -24,7 +24,7 @@ fn failure(what: &str, r: reqwest::blocking::Response) -> anyhow::Error {
     anyhow::anyhow!("{what}: {status}{}{msg}", if msg.is_empty() { "" } else { ": " })
 }
 
-pub struct PublishArgs<'a> {
+pub struct Publish<'a> {
     pub server: &'a str,
     pub token: &'a str,
     pub name: &'a str,
@@ -38,7 +38,7 @@ pub struct PublishArgs<'a> {
 }
 
 /// Publish a PEFT adapter directory; returns the registry's record of the new version.
-pub fn publish(a: &PublishArgs) -> Result<Value> {
+pub fn publish(a: &Publish) -> Result<Value> {
     let config = a.dir.join("adapter_config.json");
     let weights = a.dir.join("adapter_model.safetensors");
     // Refuse locally what the server would refuse, with the same messages.

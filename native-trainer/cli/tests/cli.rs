@@ -356,6 +356,17 @@ fn eval_loss_equals_pefts_and_the_suite_report_measures_each_model() {
     let after: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.with_extension("json")).unwrap()).unwrap();
     assert_eq!(after["runs"], j["runs"]);
+    assert_eq!(j["runs"][1]["adapter_sha256"].as_str().map(str::len), Some(64), "the adapter's identity is recorded");
+    // ... but not a run of another adapter at the same path (retrained since): that is run again
+    let mut stale = j.clone();
+    stale["runs"][1]["adapter_sha256"] = serde_json::json!("0".repeat(64));
+    stale["runs"][1]["answers"][0]["text"] = serde_json::json!("stale answer");
+    std::fs::write(&copy, serde_json::to_string(&stale).unwrap()).unwrap();
+    run(&["--reuse", copy.to_str().unwrap()]);
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(after["runs"][0], j["runs"][0], "the base's run is still reused");
+    assert_eq!(after["runs"][1]["answers"], j["runs"][1]["answers"], "the adapter's run is made again");
     // bad input names the file and line
     std::fs::write(&suite, "{\"id\":\"one\",\"prompt\":\"x\"}\n{\"id\":\"one\",\"prompt\":\"y\"}\n").unwrap();
     let (ok, _, err) = vicugna(&["eval", "--model", &f("tiny-llama"), "--suite", suite.to_str().unwrap()]);
