@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::gguf::{GgufFile, GgufWriter, Value};
 use crate::quant::GgmlType;
+use crate::tensors::Slot;
 use crate::weights::{permute_rope_rows, Matrix, ModelWeights, Proj};
 use crate::{Error, Result};
 use std::path::Path;
@@ -98,23 +99,23 @@ impl ModelWeights {
         let vecf = |g: &mut GgufWriter, name: &str, v: &[f32]| {
             g.add_tensor(name, vec![v.len() as u64], GgmlType::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
         };
-        mat(&mut g, "token_embd.weight", &w.embed)?;
+        mat(&mut g, &Slot::Embed.gguf_name(), &w.embed)?;
         if c.rope_scaling.is_some() || c.rope_freq_factors.is_some() {
             let plain = Config { rope_scaling: None, rope_freq_factors: None, ..c.clone() }.rope_inv_freq();
             let scaled = c.rope_inv_freq();
             let ff: Vec<f32> = plain.iter().zip(&scaled).map(|(p, s)| p / s).collect();
-            vecf(&mut g, "rope_freqs.weight", &ff)?;
+            vecf(&mut g, &Slot::RopeFreqs.gguf_name(), &ff)?;
         }
         for (i, l) in w.layers.iter().enumerate() {
-            vecf(&mut g, &format!("blk.{i}.attn_norm.weight"), &l.attn_norm)?;
-            vecf(&mut g, &format!("blk.{i}.ffn_norm.weight"), &l.ffn_norm)?;
+            vecf(&mut g, &Slot::AttnNorm(i).gguf_name(), &l.attn_norm)?;
+            vecf(&mut g, &Slot::FfnNorm(i).gguf_name(), &l.ffn_norm)?;
             for p in Proj::ALL {
-                mat(&mut g, &format!("blk.{i}.{}.weight", p.gguf()), l.get(p))?;
+                mat(&mut g, &Slot::Proj(i, p).gguf_name(), l.get(p))?;
             }
         }
-        vecf(&mut g, "output_norm.weight", &w.norm)?;
+        vecf(&mut g, &Slot::Norm.gguf_name(), &w.norm)?;
         if let Some(h) = &w.lm_head {
-            mat(&mut g, "output.weight", h)?;
+            mat(&mut g, &Slot::LmHead.gguf_name(), h)?;
         }
         Ok(g)
     }
@@ -157,18 +158,17 @@ impl ModelWeights {
             tensors.push((name, shape, data, dt));
         };
         let v1 = |v: &[f32]| Matrix::from_f32(1, v.len(), v.to_vec());
-        put("model.embed_tokens.weight".into(), &w.embed);
+        put(Slot::Embed.hf(), &w.embed);
         for (i, l) in w.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}.");
-            put(format!("{p}input_layernorm.weight"), &v1(&l.attn_norm));
-            put(format!("{p}post_attention_layernorm.weight"), &v1(&l.ffn_norm));
+            put(Slot::AttnNorm(i).hf(), &v1(&l.attn_norm));
+            put(Slot::FfnNorm(i).hf(), &v1(&l.ffn_norm));
             for pr in Proj::ALL {
-                put(format!("{p}{}.{}.weight", pr.hf_parent(), pr.hf()), l.get(pr));
+                put(Slot::Proj(i, pr).hf(), l.get(pr));
             }
         }
-        put("model.norm.weight".into(), &v1(&w.norm));
+        put(Slot::Norm.hf(), &v1(&w.norm));
         if let Some(h) = &w.lm_head {
-            put("lm_head.weight".into(), h);
+            put(Slot::LmHead.hf(), h);
         }
         let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
             .iter()

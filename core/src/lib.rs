@@ -29,6 +29,7 @@ pub mod prompt;
 pub mod quant;
 pub mod sample;
 pub mod stream;
+pub mod tensors;
 pub mod tokenizer;
 pub mod weights;
 

@@ -3,6 +3,7 @@
 use crate::backend::{Backend, LoraPair, Rope};
 use crate::config::{Activation, Config};
 use crate::lora::LoraAdapter;
+pub use crate::tensors::Slot;
 use crate::weights::{Matrix, ModelWeights, Proj};
 use crate::{Error, Result};
 
@@ -248,91 +249,6 @@ impl<B: Backend> Model<B> {
         let mut logits = be.act(rows, c.vocab_size);
         be.matmul(&mut logits, &xn, self.lm_head.as_ref().unwrap_or(&self.embed), &[]);
         Ok(logits)
-    }
-}
-
-/// Where one tensor goes in the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    Embed,
-    /// The untied classifier (`output.weight` / `lm_head.weight`).
-    LmHead,
-    Norm,
-    AttnNorm(usize),
-    FfnNorm(usize),
-    PostAttnNorm(usize),
-    PostFfnNorm(usize),
-    QNorm(usize),
-    KNorm(usize),
-    Proj(usize, Proj),
-    /// llama3 frequency divisors (GGUF `rope_freqs.weight`), folded into the config.
-    RopeFreqs,
-}
-
-impl Slot {
-    /// The slot of a GGUF tensor name; `None` for tensors the model does not use.
-    pub fn from_gguf(name: &str) -> Option<Slot> {
-        match name {
-            "token_embd.weight" => return Some(Slot::Embed),
-            "output.weight" => return Some(Slot::LmHead),
-            "output_norm.weight" => return Some(Slot::Norm),
-            "rope_freqs.weight" => return Some(Slot::RopeFreqs),
-            _ => {}
-        }
-        let rest = name.strip_prefix("blk.")?.strip_suffix(".weight")?;
-        let (l, what) = rest.split_once('.')?;
-        let l: usize = l.parse().ok()?;
-        match what {
-            "attn_norm" => Some(Slot::AttnNorm(l)),
-            "ffn_norm" => Some(Slot::FfnNorm(l)),
-            "post_attention_norm" => Some(Slot::PostAttnNorm(l)),
-            "post_ffw_norm" => Some(Slot::PostFfnNorm(l)),
-            "attn_q_norm" => Some(Slot::QNorm(l)),
-            "attn_k_norm" => Some(Slot::KNorm(l)),
-            p => Proj::from_gguf(p).map(|p| Slot::Proj(l, p)),
-        }
-    }
-
-    pub fn gguf_name(self) -> String {
-        match self {
-            Slot::Embed => "token_embd.weight".into(),
-            Slot::LmHead => "output.weight".into(),
-            Slot::Norm => "output_norm.weight".into(),
-            Slot::RopeFreqs => "rope_freqs.weight".into(),
-            Slot::AttnNorm(l) => format!("blk.{l}.attn_norm.weight"),
-            Slot::FfnNorm(l) => format!("blk.{l}.ffn_norm.weight"),
-            Slot::PostAttnNorm(l) => format!("blk.{l}.post_attention_norm.weight"),
-            Slot::PostFfnNorm(l) => format!("blk.{l}.post_ffw_norm.weight"),
-            Slot::QNorm(l) => format!("blk.{l}.attn_q_norm.weight"),
-            Slot::KNorm(l) => format!("blk.{l}.attn_k_norm.weight"),
-            Slot::Proj(l, p) => format!("blk.{l}.{}.weight", p.gguf()),
-        }
-    }
-
-    /// (rows, cols) the config implies; vectors are one row.
-    pub fn shape(self, c: &Config) -> (usize, usize) {
-        match self {
-            Slot::Embed | Slot::LmHead => (c.vocab_size, c.hidden_size),
-            Slot::Norm | Slot::AttnNorm(_) | Slot::FfnNorm(_) | Slot::PostAttnNorm(_) | Slot::PostFfnNorm(_) => {
-                (1, c.hidden_size)
-            }
-            Slot::QNorm(_) | Slot::KNorm(_) => (1, c.head_dim),
-            Slot::RopeFreqs => (1, c.head_dim / 2),
-            Slot::Proj(_, p) => p.shape(c),
-        }
-    }
-
-    fn layer(self) -> Option<usize> {
-        match self {
-            Slot::AttnNorm(l)
-            | Slot::FfnNorm(l)
-            | Slot::PostAttnNorm(l)
-            | Slot::PostFfnNorm(l)
-            | Slot::QNorm(l)
-            | Slot::KNorm(l)
-            | Slot::Proj(l, _) => Some(l),
-            _ => None,
-        }
     }
 }
 

@@ -6,6 +6,8 @@ use crate::bytes::{map_file, Bytes};
 use crate::config::Config;
 use crate::gguf::GgufFile;
 use crate::quant::{dequantize_row, quantize_row, GgmlType};
+pub use crate::tensors::Proj;
+use crate::tensors::Slot;
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -61,68 +63,6 @@ impl Matrix {
             out.extend_from_slice(&quantize_row(ty, &tmp));
         }
         Ok(Matrix { ty, rows: self.rows, cols: self.cols, data: Bytes::from_vec(out) })
-    }
-}
-
-/// The seven LoRA-able projections of a LLaMA block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proj {
-    Q,
-    K,
-    V,
-    O,
-    Gate,
-    Up,
-    Down,
-}
-
-impl Proj {
-    pub const ALL: [Proj; 7] = [Proj::Q, Proj::K, Proj::V, Proj::O, Proj::Gate, Proj::Up, Proj::Down];
-    /// HF module name, e.g. `q_proj`.
-    pub fn hf(self) -> &'static str {
-        match self {
-            Proj::Q => "q_proj",
-            Proj::K => "k_proj",
-            Proj::V => "v_proj",
-            Proj::O => "o_proj",
-            Proj::Gate => "gate_proj",
-            Proj::Up => "up_proj",
-            Proj::Down => "down_proj",
-        }
-    }
-    /// HF parent module (`self_attn` or `mlp`).
-    pub fn hf_parent(self) -> &'static str {
-        match self {
-            Proj::Q | Proj::K | Proj::V | Proj::O => "self_attn",
-            _ => "mlp",
-        }
-    }
-    pub fn gguf(self) -> &'static str {
-        match self {
-            Proj::Q => "attn_q",
-            Proj::K => "attn_k",
-            Proj::V => "attn_v",
-            Proj::O => "attn_output",
-            Proj::Gate => "ffn_gate",
-            Proj::Up => "ffn_up",
-            Proj::Down => "ffn_down",
-        }
-    }
-    pub fn from_hf(s: &str) -> Option<Proj> {
-        Proj::ALL.into_iter().find(|p| p.hf() == s)
-    }
-    pub fn from_gguf(s: &str) -> Option<Proj> {
-        Proj::ALL.into_iter().find(|p| p.gguf() == s)
-    }
-    /// (out, in) for a config.
-    pub fn shape(self, c: &Config) -> (usize, usize) {
-        match self {
-            Proj::Q => (c.q_dim(), c.hidden_size),
-            Proj::K | Proj::V => (c.kv_dim(), c.hidden_size),
-            Proj::O => (c.hidden_size, c.q_dim()),
-            Proj::Gate | Proj::Up => (c.intermediate_size, c.hidden_size),
-            Proj::Down => (c.hidden_size, c.intermediate_size),
-        }
     }
 }
 
@@ -337,18 +277,17 @@ impl ModelWeights {
         let file = parts.first().map(|p| p.1.clone()).unwrap_or_default();
         let c = &cfg;
         let h = c.hidden_size;
-        let embed = st_matrix(&map, "model.embed_tokens.weight", &[c.vocab_size, h], &file)?;
+        let embed = st_matrix(&map, &Slot::Embed.hf(), &[c.vocab_size, h], &file)?;
         let mut layers = Vec::new(); // the count comes from the file: no preallocation
         for i in 0..c.num_layers {
-            let p = format!("model.layers.{i}.");
             let proj = Proj::ALL.map(|pr| {
                 let (o, n) = pr.shape(c);
-                st_matrix(&map, &format!("{p}{}.{}.weight", pr.hf_parent(), pr.hf()), &[o, n], &file)
+                st_matrix(&map, &Slot::Proj(i, pr).hf(), &[o, n], &file)
             });
             let [q, k, v, o, g, u, d] = proj;
             layers.push(LayerWeights {
-                attn_norm: st_f32(&map, &format!("{p}input_layernorm.weight"), &[h], &file)?,
-                ffn_norm: st_f32(&map, &format!("{p}post_attention_layernorm.weight"), &[h], &file)?,
+                attn_norm: st_f32(&map, &Slot::AttnNorm(i).hf(), &[h], &file)?,
+                ffn_norm: st_f32(&map, &Slot::FfnNorm(i).hf(), &[h], &file)?,
                 post_attn_norm: None,
                 post_ffn_norm: None,
                 q_norm: None,
@@ -356,15 +295,15 @@ impl ModelWeights {
                 proj: [q?, k?, v?, o?, g?, u?, d?],
             });
         }
-        let lm_head = if c.tie_embeddings && !map.contains_key("lm_head.weight") {
+        let lm_head = if c.tie_embeddings && !map.contains_key(&Slot::LmHead.hf()) {
             None
         } else {
-            Some(st_matrix(&map, "lm_head.weight", &[c.vocab_size, h], &file)?)
+            Some(st_matrix(&map, &Slot::LmHead.hf(), &[c.vocab_size, h], &file)?)
         };
         Ok(ModelWeights {
             embed,
             layers,
-            norm: st_f32(&map, "model.norm.weight", &[h], &file)?,
+            norm: st_f32(&map, &Slot::Norm.hf(), &[h], &file)?,
             lm_head,
             cfg,
             source: source.to_string(),
@@ -397,31 +336,31 @@ impl ModelWeights {
         let vec = |t: &str, n: usize| -> Result<Vec<f32>> { Ok(mat(t, 1, n)?.to_f32()) };
         let c = cfg.clone();
         let h = c.hidden_size;
-        let embed = mat("token_embd.weight", c.vocab_size, h)?;
+        let embed = mat(&Slot::Embed.gguf_name(), c.vocab_size, h)?;
         let mut layers = Vec::new(); // the count comes from the file: no preallocation
         for i in 0..c.num_layers {
             let proj = Proj::ALL.map(|p| {
                 let (o, n) = p.shape(&c);
-                mat(&format!("blk.{i}.{}.weight", p.gguf()), o, n)
+                mat(&Slot::Proj(i, p).gguf_name(), o, n)
             });
             let [q, k, v, o, gt, u, d] = proj;
-            let opt = |on: bool, t: &str, n: usize| on.then(|| vec(&format!("blk.{i}.{t}.weight"), n)).transpose();
+            let opt = |on: bool, s: Slot, n: usize| on.then(|| vec(&s.gguf_name(), n)).transpose();
             layers.push(LayerWeights {
-                attn_norm: vec(&format!("blk.{i}.attn_norm.weight"), h)?,
-                ffn_norm: vec(&format!("blk.{i}.ffn_norm.weight"), h)?,
-                post_attn_norm: opt(c.post_norms, "post_attention_norm", h)?,
-                post_ffn_norm: opt(c.post_norms, "post_ffw_norm", h)?,
-                q_norm: opt(c.qk_norm, "attn_q_norm", c.head_dim)?,
-                k_norm: opt(c.qk_norm, "attn_k_norm", c.head_dim)?,
+                attn_norm: vec(&Slot::AttnNorm(i).gguf_name(), h)?,
+                ffn_norm: vec(&Slot::FfnNorm(i).gguf_name(), h)?,
+                post_attn_norm: opt(c.post_norms, Slot::PostAttnNorm(i), h)?,
+                post_ffn_norm: opt(c.post_norms, Slot::PostFfnNorm(i), h)?,
+                q_norm: opt(c.qk_norm, Slot::QNorm(i), c.head_dim)?,
+                k_norm: opt(c.qk_norm, Slot::KNorm(i), c.head_dim)?,
                 proj: [q?, k?, v?, o?, gt?, u?, d?],
             });
         }
-        if g.tensor("rope_freqs.weight").is_some() {
-            cfg.rope_freq_factors = Some(vec("rope_freqs.weight", c.head_dim / 2)?);
+        if g.tensor(&Slot::RopeFreqs.gguf_name()).is_some() {
+            cfg.rope_freq_factors = Some(vec(&Slot::RopeFreqs.gguf_name(), c.head_dim / 2)?);
         }
         Ok(ModelWeights {
-            lm_head: if c.tie_embeddings { None } else { Some(mat("output.weight", c.vocab_size, h)?) },
-            norm: vec("output_norm.weight", h)?,
+            lm_head: if c.tie_embeddings { None } else { Some(mat(&Slot::LmHead.gguf_name(), c.vocab_size, h)?) },
+            norm: vec(&Slot::Norm.gguf_name(), h)?,
             embed,
             layers,
             cfg,
