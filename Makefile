@@ -2,7 +2,7 @@
 CARGO ?= cargo
 FIXTURE_MODEL ?= tests/fixtures/tiny-llama-q4_0.gguf
 
-.PHONY: build web demo-model zh-data zh-adapter zh-report run chat test test-web test-postgres lint bench bench-train bench-server fixtures fuzz clean
+.PHONY: build web demo-model zh-data zh-adapter zh-sweep zh-report run chat test test-web test-postgres lint bench bench-train bench-server fixtures fuzz clean
 DEMO_ID ?= gemma-3-270m-q4_k_m
 DEMO_LICENSE ?= Gemma Terms of Use (https://ai.google.dev/gemma/terms): use under Google's Gemma terms and prohibited use policy
 
@@ -30,7 +30,7 @@ demo-model: build
 # The project's Chinese chat adapter for the demo model (eval/vicugna-zh-chat, made by `make
 # zh-adapter`, measured by `make zh-report`); `make run` seeds it into the registry (idempotent) and
 # the browser app turns it on by default.
-ZH_VERSION ?= 0.1.0
+ZH_VERSION ?= 0.2.0
 ZH_DESCRIPTION ?= Chinese chat (Chinese-Vicuna chat template) for Gemma-3 270M: LoRA r=8 on all seven projections, trained by vicugna train on alpaca_zh_demo + identity
 ZH_LICENSE ?= base: Gemma Terms of Use (https://ai.google.dev/gemma/terms); data: LLaMA-Factory alpaca_zh_demo (from alpaca-gpt4-zh, CC BY-NC 4.0, research use) and identity.json (Apache-2.0)
 
@@ -42,18 +42,23 @@ zh-data:
 	bash scripts/make-zh-data.sh $(ZH_DATA)
 
 # Retrain vicugna-zh-chat from scratch on the Gemma-3 270M Q4_K_M file as the frozen 4-bit base
-# (~1 h on one core; an interrupted run continues with `make zh-adapter ZH_RESUME=1`), then
+# (lr 1e-3 and 1 epoch chosen by held-out loss: `make zh-sweep`, BENCHMARKS.md; ~37 min on one core
+# of an Intel Xeon; an interrupted run continues with `make zh-adapter ZH_RESUME=1`), then
 # copy the adapter into eval/vicugna-zh-chat (what `make run` seeds) and plot the loss curve.
 ZH_TRAIN = ./target/release/vicugna train --model "$$(bash scripts/fetch-gemma.sh)" \
 	  --data $(ZH_DATA)/train.jsonl --val-data $(ZH_DATA)/heldout.jsonl --template chat \
 	  --target-modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj \
 	  --lora-r 8 --lora-alpha 16 --lora-dropout 0.05 --cutoff-len 256 \
-	  --lr 1e-3 --warmup-steps 10 --batch 8 --micro-batch 4 --epochs 2 \
+	  --lr 1e-3 --warmup-steps 10 --batch 8 --micro-batch 4 --epochs 1 \
 	  --eval-steps 62 --save-steps 10 --seed 42 \
 	  --out $(ZH_OUT) --log-json $(ZH_OUT)/log.jsonl --gguf $(ZH_OUT)/vicugna-zh-chat.gguf
 zh-adapter: build zh-data
 	@if [ -n "$(ZH_RESUME)" ]; then $(ZH_TRAIN) --resume $(ZH_OUT); else rm -rf $(ZH_OUT) && mkdir -p $(ZH_OUT) && $(ZH_TRAIN); fi
 	bash scripts/zh-adapter-finish.sh $(ZH_OUT)
+
+# The learning-rate sweep that chose zh-adapter's --lr (held-out loss after 24 steps per rate).
+zh-sweep: build zh-data
+	bash scripts/zh-lr-sweep.sh
 
 # eval/REPORT.md (+ REPORT.json, metrics.json): held-out loss and the prompt suite
 # (eval/prompts_zh.jsonl), base vs vicugna-zh-chat, greedy with repetition penalty 1.3. ZH_REUSE=1
