@@ -604,7 +604,8 @@ async fn fetch_adapters(app: &Shared, fingerprint: String) {
             cb.set_checked(true);
         }
         let t = v["template"].as_str().unwrap_or_default();
-        if ["chat", "instruct", "alpaca"].contains(&t) {
+        // the templates the page's selector offers: every one but `none`
+        if t.parse::<vicugna_core::prompt::Template>().is_ok_and(|t| t != vicugna_core::prompt::Template::None) {
             if let Some(sel) = a.doc.get_element_by_id("template").and_then(|e| e.dyn_into::<HtmlSelectElement>().ok())
             {
                 sel.set_value(t);
