@@ -15,14 +15,7 @@ pub struct LoraPair<'a> {
     pub b: &'a [f32],
 }
 
-/// RoPE parameters shared by every layer.
-#[derive(Clone, Debug)]
-pub struct Rope {
-    /// head_dim / 2 inverse frequencies (scaling already applied).
-    pub inv_freq: Vec<f32>,
-    /// Pairs (2i, 2i+1) instead of (i, i + d/2); see `Config::rope_interleaved`.
-    pub interleaved: bool,
-}
+pub use crate::layer::{Heads, Rope};
 
 pub trait Backend {
     /// A frozen weight matrix resident on the backend (any stored format).
@@ -93,8 +86,8 @@ pub trait Backend {
     /// Rotate each head of x in place; row t is at position pos0 + t.
     fn rope(&self, x: &mut Self::Act, n_heads: usize, head_dim: usize, pos0: usize, rope: &Rope);
     /// Append k, v (rows at positions pos0..) to the cache of `layer`, then causal attention of q
-    /// over positions 0..=pos0+t (only the last `cfg.window(layer)` of them in a sliding-window
-    /// layer) with grouped-query head sharing; scores are scaled by `cfg.query_scale()`.
+    /// over positions 0..=pos0+t (only the last `heads.window` of them in a sliding-window
+    /// layer) with grouped-query head sharing; scores are scaled by `heads.scale`.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -105,7 +98,7 @@ pub trait Backend {
         cache: &mut Self::Cache,
         layer: usize,
         pos0: usize,
-        cfg: &Config,
+        heads: &Heads,
     ) -> Result<()>;
     /// gate = silu(gate) * up.
     fn silu_mul(&self, gate: &mut Self::Act, up: &Self::Act);
@@ -194,9 +187,9 @@ impl<B: Backend> Backend for &B {
         cache: &mut Self::Cache,
         layer: usize,
         pos0: usize,
-        cfg: &Config,
+        heads: &Heads,
     ) -> Result<()> {
-        (**self).attention(out, q, k, v, cache, layer, pos0, cfg)
+        (**self).attention(out, q, k, v, cache, layer, pos0, heads)
     }
     fn silu_mul(&self, gate: &mut Self::Act, up: &Self::Act) {
         (**self).silu_mul(gate, up)

@@ -1,7 +1,7 @@
 //! The CPU reference backend: plain loops, one comment per step, single-threaded.
 //! This is the specification the GPU backends are tested against.
 
-use crate::backend::{Backend, LoraPair, Rope};
+use crate::backend::{Backend, Heads, LoraPair, Rope};
 use crate::config::Config;
 use crate::quant::{dot_f32, dot_row, GgmlType};
 use crate::weights::Matrix;
@@ -136,19 +136,10 @@ impl Backend for Cpu {
     }
 
     fn rope(&self, x: &mut CpuAct, n_heads: usize, hd: usize, pos0: usize, rope: &Rope) {
-        let half = hd / 2;
         for t in 0..x.rows {
-            let pos = (pos0 + t) as f32;
-            for h in 0..n_heads {
-                let v = &mut x.data[t * x.cols + h * hd..t * x.cols + (h + 1) * hd];
-                for i in 0..half {
-                    // angle in f32 as transformers computes it
-                    let (sin, cos) = (pos * rope.inv_freq[i]).sin_cos();
-                    let (a, b) = if rope.interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
-                    let (x0, x1) = (v[a], v[b]);
-                    v[a] = x0 * cos - x1 * sin;
-                    v[b] = x1 * cos + x0 * sin;
-                }
+            let row = &mut x.data[t * x.cols..t * x.cols + n_heads * hd];
+            for head in row.chunks_exact_mut(hd) {
+                rope_head(head, (pos0 + t) as f32, rope, false);
             }
         }
     }
@@ -162,9 +153,9 @@ impl Backend for Cpu {
         cache: &mut CpuCache,
         layer: usize,
         pos0: usize,
-        cfg: &Config,
+        heads: &Heads,
     ) -> Result<()> {
-        let (n, hd, kvd) = (q.rows, cfg.head_dim, cfg.kv_dim());
+        let (n, hd, kvd) = (q.rows, heads.head_dim, heads.kv_dim());
         if pos0 + n > cache.max_seq {
             return Err(Error::ContextOverflow { positions: pos0 + n, capacity: cache.max_seq });
         }
@@ -172,37 +163,26 @@ impl Backend for Cpu {
         cache.k[layer][pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&k.data);
         cache.v[layer][pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&v.data);
         let (kc, vc) = (&cache.k[layer], &cache.v[layer]);
-        let group = cfg.num_heads / cfg.num_kv_heads;
-        let scale = cfg.query_scale();
-        let window = cfg.window(layer);
+        let group = heads.n_heads / heads.n_kv_heads;
         let mut att = vec![0f32; pos0 + n];
         for t in 0..n {
-            let len = pos0 + t + 1; // causal: positions 0..=pos0+t
-                                    // a sliding-window layer sees only the last `w` of them
-            let first = window.map_or(0, |w| len.saturating_sub(w));
-            for h in 0..cfg.num_heads {
+            // causal: positions first..=pos0+t (a sliding-window layer sees only the last w)
+            let (first, len) = (heads.first_visible(pos0 + t), pos0 + t + 1);
+            for h in 0..heads.n_heads {
                 let kvh = h / group;
                 let qh = &q.data[t * q.cols + h * hd..t * q.cols + (h + 1) * hd];
-                // scores = q . k * scale, then softmax
-                let mut max = f32::NEG_INFINITY;
+                // p = softmax(q . k * scale)
                 for j in first..len {
-                    let s = dot_f32(qh, &kc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]) * scale;
-                    att[j] = s;
-                    max = max.max(s);
+                    att[j] = dot_f32(qh, &kc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]) * heads.scale;
                 }
-                let mut sum = 0f32;
-                for a in &mut att[first..len] {
-                    *a = (*a - max).exp();
-                    sum += *a;
-                }
+                softmax(&mut att[first..len]);
                 // out = sum_j p_j v_j
                 let o = &mut out.data[t * out.cols + h * hd..t * out.cols + (h + 1) * hd];
                 o.fill(0.0);
                 for j in first..len {
-                    let p = att[j] / sum;
                     let vj = &vc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
                     for d in 0..hd {
-                        o[d] += p * vj[d];
+                        o[d] += att[j] * vj[d];
                     }
                 }
             }
@@ -239,6 +219,31 @@ impl Backend for Cpu {
             head.copy_from_slice(&tmp);
         }
     }
+}
+
+/// Rotate one head at position `pos` (the angle in f32, as transformers computes it); `inverse`
+/// rotates back (the training backward pass).
+pub fn rope_head(head: &mut [f32], pos: f32, rope: &Rope, inverse: bool) {
+    let half = head.len() / 2;
+    for (i, f) in rope.inv_freq.iter().enumerate().take(half) {
+        let (sin, cos) = (pos * f).sin_cos();
+        let sin = if inverse { -sin } else { sin };
+        let (a, b) = if rope.interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+        let (x0, x1) = (head[a], head[b]);
+        head[a] = x0 * cos - x1 * sin;
+        head[b] = x1 * cos + x0 * sin;
+    }
+}
+
+/// Softmax in place: exp(x - max) / sum.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    x.iter_mut().for_each(|v| *v /= sum);
 }
 
 /// GELU, tanh approximation (`gelu_pytorch_tanh`; ggml's formula).

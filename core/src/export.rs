@@ -107,8 +107,9 @@ impl ModelWeights {
             vecf(&mut g, &Slot::RopeFreqs.gguf_name(), &ff)?;
         }
         for (i, l) in w.layers.iter().enumerate() {
-            vecf(&mut g, &Slot::AttnNorm(i).gguf_name(), &l.attn_norm)?;
-            vecf(&mut g, &Slot::FfnNorm(i).gguf_name(), &l.ffn_norm)?;
+            for (n, v) in l.norms() {
+                vecf(&mut g, &n.slot(i).gguf_name(), v)?;
+            }
             for p in Proj::ALL {
                 mat(&mut g, &Slot::Proj(i, p).gguf_name(), l.get(p))?;
             }
@@ -160,8 +161,9 @@ impl ModelWeights {
         let v1 = |v: &[f32]| Matrix::from_f32(1, v.len(), v.to_vec());
         put(Slot::Embed.hf(), &w.embed);
         for (i, l) in w.layers.iter().enumerate() {
-            put(Slot::AttnNorm(i).hf(), &v1(&l.attn_norm));
-            put(Slot::FfnNorm(i).hf(), &v1(&l.ffn_norm));
+            for (n, v) in l.norms() {
+                put(n.slot(i).hf(), &v1(v));
+            }
             for pr in Proj::ALL {
                 put(Slot::Proj(i, pr).hf(), l.get(pr));
             }

@@ -1,23 +1,17 @@
 //! The LLaMA-family transformer, written once over `Backend`.
 
-use crate::backend::{Backend, LoraPair, Rope};
+use crate::backend::{Backend, LoraPair};
 use crate::config::{Activation, Config};
+use crate::layer::{LayerSpec, LayerTensors, Norm};
 use crate::lora::LoraAdapter;
 pub use crate::tensors::Slot;
 use crate::weights::{Matrix, ModelWeights, Proj};
 use crate::{Error, Result};
 
+/// One layer on the backend: what it is and what it holds (both from `core::layer`).
 struct Layer<B: Backend> {
-    attn_norm: B::Vector,
-    ffn_norm: B::Vector,
-    proj: Vec<B::Weight>, // indexed by Proj
-    /// Gemma-3: norms of the attention / feed-forward outputs, per-head norms of q and k.
-    post_attn_norm: Option<B::Vector>,
-    post_ffn_norm: Option<B::Vector>,
-    q_norm: Option<B::Vector>,
-    k_norm: Option<B::Vector>,
-    /// RoPE of this layer (sliding-window layers may have their own base).
-    rope: usize,
+    spec: LayerSpec,
+    t: LayerTensors<B::Vector, B::Weight>,
 }
 
 struct Attached<B: Backend> {
@@ -34,8 +28,6 @@ pub struct Model<B: Backend> {
     lm_head: Option<B::Weight>,
     norm: B::Vector,
     layers: Vec<Layer<B>>,
-    /// The distinct RoPE tables, indexed by `Layer::rope`.
-    ropes: Vec<Rope>,
     adapters: Vec<Attached<B>>,
 }
 
@@ -47,19 +39,9 @@ impl<B: Backend> Model<B> {
             b.set(Slot::LmHead, h)?;
         }
         b.set(Slot::Norm, &Matrix::from_f32(1, w.norm.len(), w.norm.clone()))?;
-        let vector = |v: &Vec<f32>| Matrix::from_f32(1, v.len(), v.clone());
         for (i, l) in w.layers.iter().enumerate() {
-            b.set(Slot::AttnNorm(i), &vector(&l.attn_norm))?;
-            b.set(Slot::FfnNorm(i), &vector(&l.ffn_norm))?;
-            for (slot, v) in [
-                (Slot::PostAttnNorm(i), &l.post_attn_norm),
-                (Slot::PostFfnNorm(i), &l.post_ffn_norm),
-                (Slot::QNorm(i), &l.q_norm),
-                (Slot::KNorm(i), &l.k_norm),
-            ] {
-                if let Some(v) = v {
-                    b.set(slot, &vector(v))?;
-                }
+            for (n, v) in l.norms() {
+                b.set(n.slot(i), &Matrix::from_f32(1, v.len(), v.clone()))?;
             }
             for p in Proj::ALL {
                 b.set(Slot::Proj(i, p), l.get(p))?;
@@ -215,31 +197,30 @@ impl<B: Backend> Model<B> {
         let mut att = be.act(n, qd);
         let mut o = be.act(n, h);
         let (mut g, mut u) = (be.act(n, ff), be.act(n, ff));
-        for (li, l) in self.layers.iter().enumerate() {
+        for (li, Layer { spec, t: l }) in self.layers.iter().enumerate() {
             // attention block: x += [post-norm] Wo · attn(rope([qk-norm] Wq xn), rope([qk-norm] Wk xn), Wv xn)
             be.rmsnorm(&mut xn, &x, &l.attn_norm, c.rms_eps);
-            be.matmul(&mut q, &xn, &l.proj[Proj::Q as usize], &self.loras(li, Proj::Q));
-            be.matmul(&mut k, &xn, &l.proj[Proj::K as usize], &self.loras(li, Proj::K));
-            be.matmul(&mut v, &xn, &l.proj[Proj::V as usize], &self.loras(li, Proj::V));
+            be.matmul(&mut q, &xn, l.get(Proj::Q), &self.loras(li, Proj::Q));
+            be.matmul(&mut k, &xn, l.get(Proj::K), &self.loras(li, Proj::K));
+            be.matmul(&mut v, &xn, l.get(Proj::V), &self.loras(li, Proj::V));
             if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
                 be.rmsnorm_heads(&mut q, qn, c.head_dim, c.rms_eps);
                 be.rmsnorm_heads(&mut k, kn, c.head_dim, c.rms_eps);
             }
-            let rope = &self.ropes[l.rope];
-            be.rope(&mut q, c.num_heads, c.head_dim, pos0, rope);
-            be.rope(&mut k, c.num_kv_heads, c.head_dim, pos0, rope);
-            be.attention(&mut att, &q, &k, &v, cache, li, pos0, c)?;
-            be.matmul(&mut o, &att, &l.proj[Proj::O as usize], &self.loras(li, Proj::O));
+            be.rope(&mut q, c.num_heads, c.head_dim, pos0, &spec.rope);
+            be.rope(&mut k, c.num_kv_heads, c.head_dim, pos0, &spec.rope);
+            be.attention(&mut att, &q, &k, &v, cache, li, pos0, &spec.heads)?;
+            be.matmul(&mut o, &att, l.get(Proj::O), &self.loras(li, Proj::O));
             self.residual(&mut x, &o, &mut xn, l.post_attn_norm.as_ref());
             // feed-forward block: x += [post-norm] Wdown (act(Wgate xn) * Wup xn)
             be.rmsnorm(&mut xn, &x, &l.ffn_norm, c.rms_eps);
-            be.matmul(&mut g, &xn, &l.proj[Proj::Gate as usize], &self.loras(li, Proj::Gate));
-            be.matmul(&mut u, &xn, &l.proj[Proj::Up as usize], &self.loras(li, Proj::Up));
-            match c.act {
+            be.matmul(&mut g, &xn, l.get(Proj::Gate), &self.loras(li, Proj::Gate));
+            be.matmul(&mut u, &xn, l.get(Proj::Up), &self.loras(li, Proj::Up));
+            match spec.act {
                 Activation::Silu => be.silu_mul(&mut g, &u),
                 Activation::GeluTanh => be.gelu_mul(&mut g, &u),
             }
-            be.matmul(&mut o, &g, &l.proj[Proj::Down as usize], &self.loras(li, Proj::Down));
+            be.matmul(&mut o, &g, l.get(Proj::Down), &self.loras(li, Proj::Down));
             self.residual(&mut x, &o, &mut xn, l.post_ffn_norm.as_ref());
         }
         let x = if all_logits { x } else { be.last_row(&x) };
@@ -252,11 +233,9 @@ impl<B: Backend> Model<B> {
     }
 }
 
+/// A layer's tensors as they arrive, indexed by `Norm` and `Proj`.
 struct LayerSlots<B: Backend> {
-    attn_norm: Option<B::Vector>,
-    ffn_norm: Option<B::Vector>,
-    /// post-attention, post-feed-forward, q, k norms (Gemma-3)
-    extra: [Option<B::Vector>; 4],
+    norms: [Option<B::Vector>; 6],
     proj: [Option<B::Weight>; 7],
 }
 
@@ -311,12 +290,7 @@ impl<B: Backend> ModelBuilder<B> {
                 return Err(err(format!("layer {l} is beyond the config's {} layers", self.cfg.num_layers)));
             }
             while self.layers.len() <= l {
-                self.layers.push(LayerSlots {
-                    attn_norm: None,
-                    ffn_norm: None,
-                    extra: Default::default(),
-                    proj: Default::default(),
-                });
+                self.layers.push(LayerSlots { norms: Default::default(), proj: Default::default() });
             }
         }
         let vector = |m: &Matrix| self.backend.load_vector(&m.to_f32());
@@ -325,12 +299,12 @@ impl<B: Backend> ModelBuilder<B> {
             Slot::LmHead => self.lm_head = Some(self.backend.load_matrix(m)?),
             Slot::Norm => self.norm = Some(vector(m)?),
             Slot::RopeFreqs => self.cfg.rope_freq_factors = Some(m.to_f32()),
-            Slot::AttnNorm(l) => self.layers[l].attn_norm = Some(vector(m)?),
-            Slot::FfnNorm(l) => self.layers[l].ffn_norm = Some(vector(m)?),
-            Slot::PostAttnNorm(l) => self.layers[l].extra[0] = Some(vector(m)?),
-            Slot::PostFfnNorm(l) => self.layers[l].extra[1] = Some(vector(m)?),
-            Slot::QNorm(l) => self.layers[l].extra[2] = Some(vector(m)?),
-            Slot::KNorm(l) => self.layers[l].extra[3] = Some(vector(m)?),
+            Slot::AttnNorm(l) => self.layers[l].norms[Norm::Attn as usize] = Some(vector(m)?),
+            Slot::FfnNorm(l) => self.layers[l].norms[Norm::Ffn as usize] = Some(vector(m)?),
+            Slot::PostAttnNorm(l) => self.layers[l].norms[Norm::PostAttn as usize] = Some(vector(m)?),
+            Slot::PostFfnNorm(l) => self.layers[l].norms[Norm::PostFfn as usize] = Some(vector(m)?),
+            Slot::QNorm(l) => self.layers[l].norms[Norm::Q as usize] = Some(vector(m)?),
+            Slot::KNorm(l) => self.layers[l].norms[Norm::K as usize] = Some(vector(m)?),
             Slot::Proj(l, p) => self.layers[l].proj[p as usize] = Some(self.backend.load_matrix(m)?),
         }
         Ok(())
@@ -345,43 +319,20 @@ impl<B: Backend> ModelBuilder<B> {
         }
         let norm = self.norm.ok_or_else(|| missing(Slot::Norm))?;
         let c = &self.cfg;
-        // one RoPE table per distinct frequency set (Gemma-3: local and global layers)
-        let mut ropes: Vec<Rope> = Vec::new();
         let mut layers = Vec::with_capacity(self.layers.len());
         let mut slots = self.layers.into_iter();
         for i in 0..c.num_layers {
-            let l = slots.next().ok_or_else(|| missing(Slot::AttnNorm(i)))?;
-            let proj =
-                l.proj.into_iter().enumerate().map(|(pi, w)| w.ok_or_else(|| missing(Slot::Proj(i, Proj::ALL[pi]))));
-            let [pa, pf, qn, kn] = l.extra;
-            let need = |on: bool, v: Option<B::Vector>, slot: Slot| -> Result<Option<B::Vector>> {
-                if on {
-                    v.map(Some).ok_or_else(|| missing(slot))
-                } else {
-                    Ok(None)
-                }
-            };
-            let inv_freq = c.rope_inv_freq_for(i);
-            let rope = match ropes.iter().position(|r| r.inv_freq == inv_freq) {
-                Some(r) => r,
-                None => {
-                    ropes.push(Rope { inv_freq, interleaved: c.rope_interleaved });
-                    ropes.len() - 1
-                }
-            };
-            layers.push(Layer {
-                attn_norm: l.attn_norm.ok_or_else(|| missing(Slot::AttnNorm(i)))?,
-                ffn_norm: l.ffn_norm.ok_or_else(|| missing(Slot::FfnNorm(i)))?,
-                proj: proj.collect::<Result<_>>()?,
-                post_attn_norm: need(c.post_norms, pa, Slot::PostAttnNorm(i))?,
-                post_ffn_norm: need(c.post_norms, pf, Slot::PostFfnNorm(i))?,
-                q_norm: need(c.qk_norm, qn, Slot::QNorm(i))?,
-                k_norm: need(c.qk_norm, kn, Slot::KNorm(i))?,
-                rope,
-            });
+            let mut l = slots.next().ok_or_else(|| missing(Slot::AttnNorm(i)))?;
+            let t = LayerTensors::assemble(
+                c,
+                i,
+                |n| Ok(l.norms[n as usize].take()),
+                |p| Ok(l.proj[p as usize].take()),
+                missing,
+            )?;
+            layers.push(Layer { spec: LayerSpec::of(c, i), t });
         }
         Ok(Model {
-            ropes,
             cfg: self.cfg,
             embed,
             lm_head: self.lm_head,

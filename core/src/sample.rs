@@ -1,23 +1,10 @@
 //! Sampling on the host: transformers' logits processors and warpers (repetition penalty, bad
 //! words, temperature, top-k, top-p), the draw from the resulting distribution, and the seedable
-//! generator. A leaf module: it depends on nothing else in the crate, so the backends (whose
+//! generator. A leaf module: it depends on nothing else in the crate but `random`, so the backends (whose
 //! `sample` must agree with [`sample_host`]) and `generate` both use it without a cycle.
 
-/// SplitMix64: small, seedable, identical on every platform (wasm included).
-pub struct Rng(u64);
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
+/// The seedable generator of the sampler (SplitMix64; small, identical on every platform).
+pub use crate::random::Rng;
 
 /// RepetitionPenaltyLogitsProcessor: every token already in `history` is penalised once.
 pub fn repetition_penalty(scores: &mut [f32], history: &[u32], penalty: f32) {
@@ -141,7 +128,11 @@ mod tests {
         assert!(!backend.contains(concat!("generate", "::")), "backend.rs names something from generate");
         let this = code(include_str!("sample.rs"));
         let this = &this[..this.find(concat!("#[cfg(", "test)]")).unwrap_or(this.len())];
-        assert!(!this.contains(concat!("crate", "::")), "sample.rs depends on another module of the crate");
+        // only the generator, itself a leaf
+        let other = this.matches(concat!("crate", "::")).count() - this.matches(concat!("crate", "::random::")).count();
+        assert_eq!(other, 0, "sample.rs depends on another module of the crate");
+        let random = code(include_str!("random.rs"));
+        assert!(!random.contains(concat!("crate", "::")), "random.rs depends on another module of the crate");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::bytes::{map_file, Bytes};
 use crate::config::Config;
 use crate::gguf::GgufFile;
+use crate::layer::{LayerTensors, Norm};
 use crate::quant::{dequantize_row, quantize_row, GgmlType};
 pub use crate::tensors::Proj;
 use crate::tensors::Slot;
@@ -66,25 +67,8 @@ impl Matrix {
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct LayerWeights {
-    pub attn_norm: Vec<f32>,
-    pub ffn_norm: Vec<f32>,
-    /// Gemma-3 (`Config::post_norms`): norms of the attention and feed-forward outputs.
-    pub post_attn_norm: Option<Vec<f32>>,
-    pub post_ffn_norm: Option<Vec<f32>>,
-    /// Gemma-3 (`Config::qk_norm`): per-head norms of q and k, head_dim wide.
-    pub q_norm: Option<Vec<f32>>,
-    pub k_norm: Option<Vec<f32>>,
-    /// Indexed by `Proj as usize`.
-    pub proj: [Matrix; 7],
-}
-
-impl LayerWeights {
-    pub fn get(&self, p: Proj) -> &Matrix {
-        &self.proj[p as usize]
-    }
-}
+/// One layer's tensors on the host as the file stores them.
+pub type LayerWeights = LayerTensors<Vec<f32>, Matrix>;
 
 #[derive(Clone, Debug)]
 pub struct ModelWeights {
@@ -280,20 +264,22 @@ impl ModelWeights {
         let embed = st_matrix(&map, &Slot::Embed.hf(), &[c.vocab_size, h], &file)?;
         let mut layers = Vec::new(); // the count comes from the file: no preallocation
         for i in 0..c.num_layers {
-            let proj = Proj::ALL.map(|pr| {
-                let (o, n) = pr.shape(c);
-                st_matrix(&map, &Slot::Proj(i, pr).hf(), &[o, n], &file)
-            });
-            let [q, k, v, o, g, u, d] = proj;
-            layers.push(LayerWeights {
-                attn_norm: st_f32(&map, &Slot::AttnNorm(i).hf(), &[h], &file)?,
-                ffn_norm: st_f32(&map, &Slot::FfnNorm(i).hf(), &[h], &file)?,
-                post_attn_norm: None,
-                post_ffn_norm: None,
-                q_norm: None,
-                k_norm: None,
-                proj: [q?, k?, v?, o?, g?, u?, d?],
-            });
+            // HF checkpoints of the LLaMA layout name no extra norms: an architecture that has
+            // them reports the first as missing
+            let missing = |slot: Slot| Error::tensor(&file, slot.hf(), "missing");
+            layers.push(LayerTensors::assemble(
+                c,
+                i,
+                |n: Norm| match n.slot(i).hf_name() {
+                    Some(name) => st_f32(&map, &name, &[n.len(c)], &file).map(Some),
+                    None => Ok(None),
+                },
+                |p| {
+                    let (o, n) = p.shape(c);
+                    st_matrix(&map, &Slot::Proj(i, p).hf(), &[o, n], &file).map(Some)
+                },
+                missing,
+            )?);
         }
         let lm_head = if c.tie_embeddings && !map.contains_key(&Slot::LmHead.hf()) {
             None
@@ -339,21 +325,16 @@ impl ModelWeights {
         let embed = mat(&Slot::Embed.gguf_name(), c.vocab_size, h)?;
         let mut layers = Vec::new(); // the count comes from the file: no preallocation
         for i in 0..c.num_layers {
-            let proj = Proj::ALL.map(|p| {
-                let (o, n) = p.shape(&c);
-                mat(&Slot::Proj(i, p).gguf_name(), o, n)
-            });
-            let [q, k, v, o, gt, u, d] = proj;
-            let opt = |on: bool, s: Slot, n: usize| on.then(|| vec(&s.gguf_name(), n)).transpose();
-            layers.push(LayerWeights {
-                attn_norm: vec(&Slot::AttnNorm(i).gguf_name(), h)?,
-                ffn_norm: vec(&Slot::FfnNorm(i).gguf_name(), h)?,
-                post_attn_norm: opt(c.post_norms, Slot::PostAttnNorm(i), h)?,
-                post_ffn_norm: opt(c.post_norms, Slot::PostFfnNorm(i), h)?,
-                q_norm: opt(c.qk_norm, Slot::QNorm(i), c.head_dim)?,
-                k_norm: opt(c.qk_norm, Slot::KNorm(i), c.head_dim)?,
-                proj: [q?, k?, v?, o?, gt?, u?, d?],
-            });
+            layers.push(LayerTensors::assemble(
+                &c,
+                i,
+                |n| vec(&n.slot(i).gguf_name(), n.len(&c)).map(Some),
+                |p| {
+                    let (o, n) = p.shape(&c);
+                    mat(&Slot::Proj(i, p).gguf_name(), o, n).map(Some)
+                },
+                |slot| Error::tensor(name, slot.gguf_name(), "missing"),
+            )?);
         }
         if g.tensor(&Slot::RopeFreqs.gguf_name()).is_some() {
             cfg.rope_freq_factors = Some(vec(&Slot::RopeFreqs.gguf_name(), c.head_dim / 2)?);

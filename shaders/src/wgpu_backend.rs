@@ -9,7 +9,7 @@ use crate::kernels::{kernel, preprocess, Params};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use vicugna_core::backend::{Backend, LoraPair, Rope};
+use vicugna_core::backend::{Backend, Heads, LoraPair, Rope};
 use vicugna_core::config::Config;
 use vicugna_core::quant::{unpack_row, GgmlType};
 use vicugna_core::weights::Matrix;
@@ -796,13 +796,13 @@ impl Backend for Wgpu {
         cache: &mut GpuCache,
         layer: usize,
         pos0: usize,
-        cfg: &Config,
+        heads: &Heads,
     ) -> Result<()> {
         let n = q.rows;
         if pos0 + n > cache.max_seq {
             return Err(Error::ContextOverflow { positions: pos0 + n, capacity: cache.max_seq });
         }
-        let kvb = (cfg.kv_dim() * 4) as u64;
+        let kvb = (heads.kv_dim() * 4) as u64;
         self.with_encoder(|enc| {
             enc.copy_buffer_to_buffer(&k.buf, 0, &cache.k[layer], pos0 as u64 * kvb, n as u64 * kvb);
             enc.copy_buffer_to_buffer(&v.buf, 0, &cache.v[layer], pos0 as u64 * kvb, n as u64 * kvb);
@@ -810,42 +810,42 @@ impl Backend for Wgpu {
         let p = Params {
             n: n as u32,
             rows: (pos0 + n) as u32,
-            a: cfg.num_heads as u32,
-            b: cfg.head_dim as u32,
+            a: heads.n_heads as u32,
+            b: heads.head_dim as u32,
             c: pos0 as u32,
-            d: cfg.num_kv_heads as u32,
-            cols: cfg.window(layer).unwrap_or(0) as u32,
-            f0: cfg.query_scale(),
+            d: heads.n_kv_heads as u32,
+            cols: heads.window.unwrap_or(0) as u32,
+            f0: heads.scale,
             ..Default::default()
         };
         let len = pos0 + n;
         if len <= self.attn_chunk {
-            let scratch = self.take(n * cfg.num_heads * len * 4);
+            let scratch = self.take(n * heads.n_heads * len * 4);
             self.dispatch(
                 "attention",
                 "main",
                 &[],
                 p,
                 &[(1, &q.buf), (2, &cache.k[layer]), (3, &cache.v[layer]), (4, &out.buf), (5, &scratch)],
-                (cfg.num_heads as u32, n as u32),
+                (heads.n_heads as u32, n as u32),
             );
             self.give(scratch);
             return Ok(());
         }
         // long context: chunks of positions in parallel, then a combine pass
         let chunks = len.div_ceil(self.attn_chunk);
-        let scratch = self.take(n * cfg.num_heads * chunks * self.attn_chunk * 4);
-        let parts = self.take(n * cfg.num_heads * chunks * (2 + cfg.head_dim) * 4);
+        let scratch = self.take(n * heads.n_heads * chunks * self.attn_chunk * 4);
+        let parts = self.take(n * heads.n_heads * chunks * (2 + heads.head_dim) * 4);
         let p = Params { rows: chunks as u32, f1: self.attn_chunk as f32, ..p };
         let bufs = [(1, &q.buf), (2, &cache.k[layer]), (3, &cache.v[layer]), (5, &scratch), (6, &parts)];
-        self.dispatch3("attention", "partial", &[], p, &bufs, (cfg.num_heads as u32, chunks as u32, n as u32));
+        self.dispatch3("attention", "partial", &[], p, &bufs, (heads.n_heads as u32, chunks as u32, n as u32));
         self.dispatch3(
             "attention",
             "combine",
             &[],
             p,
             &[(4, &out.buf), (6, &parts)],
-            (cfg.num_heads as u32, 1, n as u32),
+            (heads.n_heads as u32, 1, n as u32),
         );
         Ok(())
     }

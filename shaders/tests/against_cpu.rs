@@ -6,6 +6,9 @@ use vicugna_core::backend::{Backend, LoraPair, Rope};
 use vicugna_core::cpu::Cpu;
 use vicugna_core::generate::{generate, GenerationConfig};
 use vicugna_core::quant::GgmlType;
+use vicugna_core::random::Rng;
+use vicugna_core::synthetic::{random_matrix, random_weights};
+use vicugna_core::tensors::Slot;
 use vicugna_core::tokenizer::Tokenizer;
 use vicugna_core::{Config, LoraAdapter, Matrix, Model, ModelWeights};
 use vicugna_shaders::Wgpu;
@@ -25,22 +28,6 @@ fn gpu() -> Option<Wgpu> {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn byte(&mut self) -> u8 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) as u8
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
-            })
-            .collect()
-    }
-}
-
 /// Every stored type the GPU keeps quantised (Q5_0 as Q8_0, Q4_1 and Q4_K as Q4M, Q6_K as
 /// Q8S16) and two it dequantises to F32 (Q5_1, Q5_K).
 const TYPES: [GgmlType; 11] = [
@@ -56,22 +43,6 @@ const TYPES: [GgmlType; 11] = [
     GgmlType::Q6_K,
     GgmlType::BF16,
 ];
-
-/// A (rows, cols) matrix of `ty`: quantised from random values where we have a quantiser, random
-/// blocks with small f16 scales for the K-quants (whose every bit pattern is a valid block).
-fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Matrix {
-    if ty.can_quantize() {
-        return Matrix::from_f32(rows, cols, rng.vec(rows * cols, 0.5)).convert(ty).unwrap();
-    }
-    let mut data: Vec<u8> = (0..ty.row_bytes(cols) * rows).map(|_| rng.byte()).collect();
-    for blk in data.chunks_exact_mut(ty.block_bytes()) {
-        let scales: &[usize] = if ty == GgmlType::Q6_K { &[208] } else { &[0, 2] };
-        for &i in scales {
-            blk[i + 1] &= 0x23; // |scale| < 2^-5
-        }
-    }
-    Matrix { ty, rows, cols, data: vicugna_core::Bytes::from_vec(data) }
-}
 
 fn cfg(heads: usize, kv: usize, hd: usize) -> Config {
     Config::from_hf_json(
@@ -91,7 +62,7 @@ fn matmul_with_and_without_lora_matches_cpu_for_every_format() {
 }
 
 fn matmul_cases(g: &Wgpu) {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     for &(rows, cols) in &[(1usize, 32usize), (5, 64), (67, 96), (130, 256)] {
         for &n in &[1usize, 3, 11] {
             let x = rng.vec(n * cols, 1.0);
@@ -103,8 +74,11 @@ fn matmul_cases(g: &Wgpu) {
                 if !cols.is_multiple_of(ty.block_size()) {
                     continue;
                 }
-                let m =
-                    if ty.can_quantize() { base.convert(ty).unwrap() } else { random_matrix(&mut rng, ty, rows, cols) };
+                let m = if ty.can_quantize() {
+                    base.convert(ty).unwrap()
+                } else {
+                    random_matrix(&mut rng, ty, rows, cols, 0.5)
+                };
                 let run = |be: &dyn Fn() -> Vec<f32>| be();
                 let cpu = run(&|| {
                     let (w, l1, l2) = (
@@ -142,7 +116,7 @@ fn matmul_cases(g: &Wgpu) {
 #[test]
 fn embed_norm_rope_attention_elementwise_match_cpu() {
     let Some(g) = gpu() else { return };
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     let c = cfg(4, 2, 16);
     let (n, h) = (5usize, c.hidden_size);
     // embedding rows from every format
@@ -150,7 +124,8 @@ fn embed_norm_rope_attention_elementwise_match_cpu() {
     let toks = [3u32, 0, 63, 7, 7];
     for ty in TYPES {
         // the K-quants need 256-wide rows
-        let t = if ty.block_size() <= h { table.convert(ty).unwrap() } else { random_matrix(&mut rng, ty, 64, 256) };
+        let t =
+            if ty.block_size() <= h { table.convert(ty).unwrap() } else { random_matrix(&mut rng, ty, 64, 256, 0.5) };
         let mut oc = Cpu.act(n, t.cols);
         Cpu.embed(&mut oc, &Cpu.load_matrix(&t).unwrap(), &toks);
         let mut og = g.act(n, t.cols);
@@ -251,34 +226,24 @@ fn gemma_like(rng: &mut Rng) -> ModelWeights {
         GgmlType::Q5_0,
         GgmlType::Q6_K,
     ];
-    let norm = |rng: &mut Rng, n: usize| rng.vec(n, 0.5).iter().map(|v| 1.0 + v).collect::<Vec<f32>>();
-    let layers = (0..c.num_layers)
-        .map(|_| vicugna_core::weights::LayerWeights {
-            attn_norm: norm(rng, 256),
-            ffn_norm: norm(rng, 256),
-            post_attn_norm: Some(norm(rng, 256)),
-            post_ffn_norm: Some(norm(rng, 256)),
-            q_norm: Some(norm(rng, 64)),
-            k_norm: Some(norm(rng, 64)),
-            proj: vicugna_core::Proj::ALL.map(|p| {
-                let (o, i) = p.shape(&c);
-                random_matrix(rng, types[p as usize], o, i)
-            }),
-        })
-        .collect();
-    ModelWeights {
-        embed: random_matrix(rng, GgmlType::Q8_0, c.vocab_size, c.hidden_size),
-        layers,
-        norm: norm(rng, 256),
-        lm_head: None,
-        cfg: c,
-        source: "gemma-like".into(),
-    }
+    random_weights(
+        &c,
+        rng,
+        0.5,
+        |rng, slot, rows, cols| {
+            let ty = match slot {
+                Slot::Proj(_, p) => types[p as usize],
+                _ => GgmlType::Q8_0,
+            };
+            random_matrix(rng, ty, rows, cols, 0.5)
+        },
+        "gemma-like",
+    )
 }
 
 #[test]
 fn gemma_shaped_model_matches_cpu_across_the_sliding_window() {
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let w = gemma_like(&mut rng);
     let tokens: Vec<u32> = (0..12).map(|i| (i * 37 % 320) as u32).collect();
     let cpu = logits(Cpu, &w, &[], &tokens);
@@ -320,7 +285,7 @@ fn attend<B: Backend>(
         be.act_from_host(rows, kvd, &sl(qkv.2, kvd)),
     );
     let mut o = be.act(rows, h);
-    be.attention(&mut o, &q, &k, &v, cache, 0, pos0, c).unwrap();
+    be.attention(&mut o, &q, &k, &v, cache, 0, pos0, &vicugna_core::layer::LayerSpec::of(c, 0).heads).unwrap();
     be.to_host(&o).unwrap()
 }
 
@@ -432,7 +397,7 @@ fn weights_larger_than_a_binding_are_split_by_rows() {
 #[test]
 fn gpu_argmax_matches_cpu_including_ties() {
     let Some(g) = gpu() else { return };
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     for n in [1usize, 63, 64, 65, 32000] {
         let mut v = rng.vec(n, 5.0);
         if n > 10 {
@@ -450,7 +415,7 @@ fn chunked_attention_for_long_contexts_matches_cpu() {
     let Some(mut g) = gpu() else { return };
     let c = cfg(4, 2, 16);
     let (h, kvd) = (c.hidden_size, c.kv_dim());
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     // chunks of 7 positions: partial chunks, chunks past a row's causal end, many chunks
     for chunk in [7usize, 256] {
         g.attn_chunk = chunk;

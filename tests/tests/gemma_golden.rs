@@ -15,7 +15,7 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
-use vicugna_core::backend::{Backend, LoraPair, Rope};
+use vicugna_core::backend::{Backend, Heads, LoraPair, Rope};
 use vicugna_core::config::Config;
 use vicugna_core::cpu::{Cpu, CpuAct, CpuCache, CpuLora};
 use vicugna_core::generate::{generate, GenerationConfig};
@@ -305,9 +305,9 @@ impl Backend for GgmlGelu {
         cache: &mut CpuCache,
         layer: usize,
         pos0: usize,
-        cfg: &Config,
+        heads: &Heads,
     ) -> Result<()> {
-        Cpu.attention(out, q, k, v, cache, layer, pos0, cfg)
+        Cpu.attention(out, q, k, v, cache, layer, pos0, heads)
     }
     fn silu_mul(&self, gate: &mut CpuAct, up: &CpuAct) {
         Cpu.silu_mul(gate, up)

@@ -9,24 +9,7 @@
 use vicugna_core::weights::Matrix;
 use vicugna_core::Result;
 
-/// Attention geometry of one layer.
-#[derive(Clone, Copy, Debug)]
-pub struct Heads {
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
-    /// Scores are q·k times this (1/sqrt(head_dim) for LLaMA).
-    pub scale: f32,
-    /// Sliding window: row i attends to rows i-window+1..=i (0: all earlier rows).
-    pub window: usize,
-}
-
-impl Heads {
-    /// LLaMA's attention: 1/sqrt(head_dim), no window.
-    pub fn plain(n_heads: usize, n_kv_heads: usize, head_dim: usize) -> Self {
-        Heads { n_heads, n_kv_heads, head_dim, scale: 1.0 / (head_dim as f32).sqrt(), window: 0 }
-    }
-}
+pub use vicugna_core::layer::{Heads, Rope};
 
 pub trait TrainBackend {
     /// An f32 buffer resident on the backend.
@@ -78,15 +61,7 @@ pub trait TrainBackend {
     fn rmsnorm_back(&self, dx: &mut Self::Buf, dy: &Self::Buf, x: &Self::Buf, w: &Self::Buf, eps: f32);
     /// Rotate each head of every row in place (row t at position t); `inverse` rotates by the
     /// negative angle, which is the backward pass of a rotation.
-    fn rope(
-        &self,
-        x: &mut Self::Buf,
-        width: usize,
-        head_dim: usize,
-        inv_freq: &[f32],
-        interleaved: bool,
-        inverse: bool,
-    );
+    fn rope(&self, x: &mut Self::Buf, width: usize, head_dim: usize, rope: &Rope, inverse: bool);
     /// Causal grouped-query attention of n rows (within `h.window` when set, scores scaled by
     /// `h.scale`): out (n, heads·hd); `probs` (heads, n, n) keeps the softmax (zero outside each
     /// row's window) for the backward pass.

@@ -1,7 +1,8 @@
 //! The CPU reference training backend: f32 GEMMs through the `gemm` crate (single-threaded),
 //! frozen quantised weights dequantised a block of rows at a time, everything else plain loops.
 
-use super::backend::{AdamW, Heads, TrainBackend};
+use super::backend::{AdamW, Heads, Rope, TrainBackend};
+use vicugna_core::cpu::{rope_head, softmax};
 use vicugna_core::quant::{dot_f32, GgmlType};
 use vicugna_core::weights::Matrix;
 use vicugna_core::Result;
@@ -105,18 +106,8 @@ pub fn keep_freed_memory() {
     }
 }
 
-/// SplitMix64: the counter-based generator behind dropout masks.
-pub fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Uniform [0, 1) from the i-th draw of stream `key`.
-pub fn uniform(key: u64, i: u64) -> f32 {
-    (splitmix(key ^ splitmix(i)) >> 40) as f32 / (1u64 << 24) as f32
-}
+/// The counter-based generator behind dropout masks (core's, shared with every test).
+pub use vicugna_core::random::{splitmix, uniform};
 
 impl TrainBackend for CpuTrain {
     type Buf = Vec<f32>;
@@ -253,18 +244,10 @@ impl TrainBackend for CpuTrain {
         }
     }
 
-    fn rope(&self, x: &mut Vec<f32>, width: usize, hd: usize, inv_freq: &[f32], interleaved: bool, inverse: bool) {
-        let half = hd / 2;
+    fn rope(&self, x: &mut Vec<f32>, width: usize, hd: usize, rope: &Rope, inverse: bool) {
         for (t, row) in x.chunks_exact_mut(width).enumerate() {
             for head in row.chunks_exact_mut(hd) {
-                for (i, f) in inv_freq.iter().enumerate().take(half) {
-                    let (sin, cos) = (t as f32 * f).sin_cos();
-                    let sin = if inverse { -sin } else { sin };
-                    let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
-                    let (x0, x1) = (head[a], head[b]);
-                    head[a] = x0 * cos - x1 * sin;
-                    head[b] = x1 * cos + x0 * sin;
-                }
+                rope_head(head, t as f32, rope, inverse);
             }
         }
     }
@@ -290,14 +273,8 @@ impl TrainBackend for CpuTrain {
             sgemm(n, hd, n, scale, &q[hh * hd..], (qw_, 1), &k[kvh * hd..], (1, kw_), 0.0, p, (n as isize, 1));
             for (i, row) in p.chunks_exact_mut(n).enumerate() {
                 // row i sees rows lo..=i (a sliding window keeps only the last `window`)
-                let lo = if h.window > 0 { (i + 1).saturating_sub(h.window) } else { 0 };
-                let max = row[lo..=i].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                let mut sum = 0f32;
-                for x in &mut row[lo..=i] {
-                    *x = (*x - max).exp();
-                    sum += *x;
-                }
-                row[lo..=i].iter_mut().for_each(|x| *x /= sum);
+                let lo = h.first_visible(i);
+                softmax(&mut row[lo..=i]);
                 row[..lo].fill(0.0);
                 row[i + 1..].fill(0.0);
             }

@@ -3,26 +3,19 @@
 //! once over `TrainBackend`. One call handles one sequence; micro-batches and gradient accumulation
 //! are loops around it (sequences are never padded, so padding costs nothing and changes nothing).
 
-use super::backend::{Heads, TrainBackend};
+use super::backend::TrainBackend;
 use super::cpu::splitmix;
 use vicugna_core::config::{Activation, Config};
+use vicugna_core::layer::{LayerSpec, LayerTensors};
 use vicugna_core::lora::{LoraAdapter, LoraEntry};
 use vicugna_core::weights::{ModelWeights, Proj};
 use vicugna_core::{Error, Result};
 
-pub const PROJS: [Proj; 7] = [Proj::Q, Proj::K, Proj::V, Proj::O, Proj::Gate, Proj::Up, Proj::Down];
-
+/// One frozen layer: what it is and what it holds (both from `vicugna_core::layer`, which the
+/// inference model reads too).
 struct FrozenLayer<B: TrainBackend> {
-    attn_norm: B::Buf,
-    ffn_norm: B::Buf,
-    proj: Vec<B::Frozen>, // indexed by Proj
-    /// Gemma-3: norms of the attention / feed-forward outputs, per-head norms of q and k.
-    post_attn_norm: Option<B::Buf>,
-    post_ffn_norm: Option<B::Buf>,
-    q_norm: Option<B::Buf>,
-    k_norm: Option<B::Buf>,
-    /// RoPE frequencies of this layer (Gemma-3's sliding-window layers have their own base).
-    inv_freq: Vec<f32>,
+    spec: LayerSpec,
+    t: LayerTensors<B::Buf, B::Frozen>,
 }
 
 /// The frozen base on the backend.
@@ -162,26 +155,17 @@ impl<B: TrainBackend> FrozenModel<B> {
     pub fn new(be: B, w: &ModelWeights) -> Result<Self> {
         // training runs in the HF RoPE layout, which is PEFT's
         let w = w.with_rope_layout(false);
-        let mut layers = Vec::with_capacity(w.layers.len());
         let c = &w.cfg;
+        let mut layers = Vec::with_capacity(w.layers.len());
         for (li, l) in w.layers.iter().enumerate() {
-            let opt = |on: bool, v: &Option<Vec<f32>>, what: &str| -> Result<Option<B::Buf>> {
-                match (on, v) {
-                    (false, _) => Ok(None),
-                    (true, Some(v)) => Ok(Some(be.upload(v))),
-                    (true, None) => Err(Error::tensor(&w.source, format!("layer {li} {what}"), "missing")),
-                }
-            };
-            layers.push(FrozenLayer {
-                attn_norm: be.upload(&l.attn_norm),
-                ffn_norm: be.upload(&l.ffn_norm),
-                proj: l.proj.iter().map(|m| be.frozen(m)).collect::<Result<_>>()?,
-                post_attn_norm: opt(c.post_norms, &l.post_attn_norm, "post-attention norm")?,
-                post_ffn_norm: opt(c.post_norms, &l.post_ffn_norm, "post-feed-forward norm")?,
-                q_norm: opt(c.qk_norm, &l.q_norm, "q norm")?,
-                k_norm: opt(c.qk_norm, &l.k_norm, "k norm")?,
-                inv_freq: c.rope_inv_freq_for(li),
-            });
+            let t = l.convert(
+                c,
+                li,
+                |v| Ok(be.upload(v)),
+                |m| be.frozen(m),
+                |slot| Error::tensor(&w.source, slot.gguf_name(), "missing"),
+            )?;
+            layers.push(FrozenLayer { spec: LayerSpec::of(c, li), t });
         }
         Ok(FrozenModel {
             cfg: w.cfg.clone(),
@@ -198,20 +182,9 @@ impl<B: TrainBackend> FrozenModel<B> {
         let be = &self.be;
         let mut n = be.frozen_bytes(&self.embed) + self.lm_head.as_ref().map_or(0, |w| be.frozen_bytes(w));
         for l in &self.layers {
-            n += l.proj.iter().map(|w| be.frozen_bytes(w)).sum::<usize>();
+            n += l.t.proj.iter().map(|w| be.frozen_bytes(w)).sum::<usize>();
         }
         n
-    }
-
-    fn heads(&self, layer: usize) -> Heads {
-        let c = &self.cfg;
-        Heads {
-            n_heads: c.num_heads,
-            n_kv_heads: c.num_kv_heads,
-            head_dim: c.head_dim,
-            scale: c.query_scale(),
-            window: c.window(layer).unwrap_or(0),
-        }
     }
 
     /// y = rmsnorm(x) with a fresh output buffer.
@@ -241,7 +214,7 @@ impl<B: TrainBackend> FrozenModel<B> {
         pass: &Pass,
     ) -> ProjSaved<B> {
         let be = &self.be;
-        let w = &self.layers[li].proj[p as usize];
+        let w = self.layers[li].t.get(p);
         be.linear(out, x, w, n);
         let Some(lp) = lora.get(li, p) else {
             return ProjSaved { xd: None, ax: None };
@@ -275,7 +248,7 @@ impl<B: TrainBackend> FrozenModel<B> {
     ) {
         let be = &self.be;
         if need_dx {
-            be.linear_back(dx, dy, &self.layers[li].proj[p as usize], n);
+            be.linear_back(dx, dy, self.layers[li].t.get(p), n);
         }
         let Some(idx) = lora.index[li * 7 + p as usize] else {
             return;
@@ -304,7 +277,8 @@ impl<B: TrainBackend> FrozenModel<B> {
     }
 
     fn layer_fwd(&self, x: &mut B::Buf, li: usize, lora: &LoraParams<B>, n: usize, pass: &Pass) -> Saved<B> {
-        let (be, c, l) = (&self.be, &self.cfg, &self.layers[li]);
+        let (be, c) = (&self.be, &self.cfg);
+        let FrozenLayer { spec, t: l } = &self.layers[li];
         let (hd, qd, kvd, ff) = (c.head_dim, c.q_dim(), c.kv_dim(), c.intermediate_size);
         let hs = c.hidden_size;
         let mut xn = be.zeros(n * hs);
@@ -320,11 +294,11 @@ impl<B: TrainBackend> FrozenModel<B> {
             q_pre = Some(std::mem::replace(&mut q, nq));
             k_pre = Some(std::mem::replace(&mut k, nk));
         }
-        be.rope(&mut q, qd, hd, &l.inv_freq, c.rope_interleaved, false);
-        be.rope(&mut k, kvd, hd, &l.inv_freq, c.rope_interleaved, false);
+        be.rope(&mut q, qd, hd, &spec.rope, false);
+        be.rope(&mut k, kvd, hd, &spec.rope, false);
         let mut att = be.zeros(n * qd);
         let mut probs = be.zeros(c.num_heads * n * n);
-        be.attention(&mut att, &mut probs, &q, &k, &v, n, self.heads(li));
+        be.attention(&mut att, &mut probs, &q, &k, &v, n, spec.heads);
         let mut o = be.zeros(n * hs);
         let so = self.proj_fwd(&mut o, &att, li, Proj::O, lora, n, pass);
         let o_att = l.post_attn_norm.as_ref().map(|w| {
@@ -340,7 +314,7 @@ impl<B: TrainBackend> FrozenModel<B> {
         let sg = self.proj_fwd(&mut g, &xn2, li, Proj::Gate, lora, n, pass);
         let su = self.proj_fwd(&mut u, &xn2, li, Proj::Up, lora, n, pass);
         let mut h = be.zeros(n * ff);
-        match c.act {
+        match spec.act {
             Activation::Silu => be.silu_mul(&mut h, &g, &u),
             Activation::GeluTanh => be.gelu_mul(&mut h, &g, &u),
         }
@@ -385,7 +359,8 @@ impl<B: TrainBackend> FrozenModel<B> {
         pass: &Pass,
         need_dx: bool,
     ) {
-        let (be, c, l) = (&self.be, &self.cfg, &self.layers[li]);
+        let (be, c) = (&self.be, &self.cfg);
+        let FrozenLayer { spec, t: l } = &self.layers[li];
         let (hd, qd, kvd, ff, hs) = (c.head_dim, c.q_dim(), c.kv_dim(), c.intermediate_size, c.hidden_size);
         let sp = |p: Proj| &s.proj[p as usize];
         // feed-forward block (x2 = x1 + [post-norm] down(act(gate) · up)); dx holds dx2 = the
@@ -408,7 +383,7 @@ impl<B: TrainBackend> FrozenModel<B> {
             true,
         );
         let (mut dg, mut du) = (be.zeros(n * ff), be.zeros(n * ff));
-        match c.act {
+        match spec.act {
             Activation::Silu => be.silu_mul_back(&mut dg, &mut du, &dh, &s.g, &s.u),
             Activation::GeluTanh => be.gelu_mul_back(&mut dg, &mut du, &dh, &s.g, &s.u),
         }
@@ -424,9 +399,9 @@ impl<B: TrainBackend> FrozenModel<B> {
         let mut datt = be.zeros(n * qd);
         self.proj_back(&mut datt, d_att.as_ref().unwrap_or(dx), &s.att, sp(Proj::O), li, Proj::O, lora, n, pass, true);
         let (mut dq, mut dk, mut dv) = (be.zeros(n * qd), be.zeros(n * kvd), be.zeros(n * kvd));
-        be.attention_back(&mut dq, &mut dk, &mut dv, &datt, &s.probs, &s.q, &s.k, &s.v, n, self.heads(li));
-        be.rope(&mut dq, qd, hd, &l.inv_freq, c.rope_interleaved, true);
-        be.rope(&mut dk, kvd, hd, &l.inv_freq, c.rope_interleaved, true);
+        be.attention_back(&mut dq, &mut dk, &mut dv, &datt, &s.probs, &s.q, &s.k, &s.v, n, spec.heads);
+        be.rope(&mut dq, qd, hd, &spec.rope, true);
+        be.rope(&mut dk, kvd, hd, &spec.rope, true);
         if let (Some(qn), Some(kn), Some(qp), Some(kp)) = (&l.q_norm, &l.k_norm, &s.q_pre, &s.k_pre) {
             dq = self.normed_back(&dq, qp, qn, n * qd);
             dk = self.normed_back(&dk, kp, kn, n * kvd);

@@ -2,7 +2,7 @@
 //! whole model's LoRA gradients (with and without dropout and gradient checkpointing, on F32
 //! and Q4_0 bases).
 
-use super::backend::{Heads, TrainBackend};
+use super::backend::{Heads, Rope, TrainBackend};
 use super::cpu::{uniform, CpuTrain};
 use super::model::{FrozenModel, LoraParams, Pass};
 use vicugna_core::weights::Matrix;
@@ -95,17 +95,18 @@ fn rmsnorm_back_matches_finite_differences() {
 #[test]
 fn rope_inverse_is_the_backward_pass() {
     let (n, hd, heads) = (5, 16, 2);
-    let inv: Vec<f32> = (0..hd / 2).map(|i| 10000f32.powf(-2.0 * i as f32 / hd as f32)).collect();
+    let inv_freq: Vec<f32> = (0..hd / 2).map(|i| 10000f32.powf(-2.0 * i as f32 / hd as f32)).collect();
     for inter in [false, true] {
+        let rope = Rope { inv_freq: inv_freq.clone(), interleaved: inter };
         let x = rand(n * hd * heads, 9, 1.0);
         let c = rand(n * hd * heads, 10, 1.0);
         let f = |x: &[f32]| {
             let mut y = x.to_vec();
-            BE.rope(&mut y, hd * heads, hd, &inv, inter, false);
+            BE.rope(&mut y, hd * heads, hd, &rope, false);
             proj(&y, &c)
         };
         let mut g = c.clone();
-        BE.rope(&mut g, hd * heads, hd, &inv, inter, true);
+        BE.rope(&mut g, hd * heads, hd, &rope, true);
         check(&format!("rope interleaved={inter}"), &x, &g, 1e-2, &f);
     }
 }
@@ -115,7 +116,7 @@ fn attention_back_matches_finite_differences_with_gqa() {
     for h in [
         Heads::plain(4, 2, 8),
         // Gemma-3's local layers: their own query scale and a sliding window shorter than the rows
-        Heads { n_heads: 4, n_kv_heads: 2, head_dim: 8, scale: 0.3, window: 3 },
+        Heads { n_heads: 4, n_kv_heads: 2, head_dim: 8, scale: 0.3, window: Some(3) },
     ] {
         attention_case(h);
     }
@@ -137,7 +138,7 @@ fn attention_case(h: Heads) {
     let (_, probs) = run(&q, &k, &v);
     let (mut dq, mut dk, mut dv) = (vec![0f32; n * qw], vec![0f32; n * kw], vec![0f32; n * kw]);
     BE.attention_back(&mut dq, &mut dk, &mut dv, &c, &probs, &q, &k, &v, n, h);
-    if h.window > 0 {
+    if h.window.is_some() {
         // row 4 sees rows 2..=4 only
         assert!(probs[4 * n..4 * n + 2].iter().all(|&p| p == 0.0), "outside the window");
         assert!((probs[4 * n + 2..5 * n].iter().sum::<f32>() - 1.0).abs() < 1e-5);
@@ -310,7 +311,10 @@ fn checkpointing_changes_nothing() {
 fn tiny_gemma() -> (FrozenModel<CpuTrain>, vicugna_core::LoraAdapter) {
     use vicugna_core::config::{Activation, Config};
     use vicugna_core::lora::{LoraAdapter, LoraEntry};
-    use vicugna_core::weights::{LayerWeights, ModelWeights, Proj};
+    use vicugna_core::random::Rng;
+    use vicugna_core::synthetic::random_weights;
+    use vicugna_core::tensors::Slot;
+    use vicugna_core::weights::Proj;
     let mut c = Config {
         vocab_size: 64,
         hidden_size: 32,
@@ -337,29 +341,17 @@ fn tiny_gemma() -> (FrozenModel<CpuTrain>, vicugna_core::LoraAdapter) {
         key += 1;
         rand(n, key, s)
     };
-    let norm = |v: Vec<f32>| v.iter().map(|x| 1.0 + x).collect::<Vec<f32>>();
-    let layers = (0..2)
-        .map(|_| LayerWeights {
-            attn_norm: norm(r(32, 0.3)),
-            ffn_norm: norm(r(32, 0.3)),
-            post_attn_norm: Some(norm(r(32, 0.3))),
-            post_ffn_norm: Some(norm(r(32, 0.3))),
-            q_norm: Some(norm(r(16, 0.3))),
-            k_norm: Some(norm(r(16, 0.3))),
-            proj: Proj::ALL.map(|p| {
-                let (o, i) = p.shape(&c);
-                Matrix::from_f32(o, i, r(o * i, 0.3))
-            }),
-        })
-        .collect();
-    let w = ModelWeights {
-        embed: Matrix::from_f32(64, 32, r(64 * 32, 0.2)),
-        layers,
-        norm: norm(r(32, 0.3)),
-        lm_head: None,
-        cfg: c.clone(),
-        source: "tiny-gemma".into(),
-    };
+    let mut rng = Rng::new(41);
+    let w = random_weights(
+        &c,
+        &mut rng,
+        0.3,
+        |rng, slot, rows, cols| {
+            let scale = if slot == Slot::Embed { 0.2 } else { 0.3 };
+            Matrix::from_f32(rows, cols, rng.vec(rows * cols, scale))
+        },
+        "tiny-gemma",
+    );
     let entries = (0..2)
         .flat_map(|layer| Proj::ALL.map(|proj| (layer, proj)))
         .map(|(layer, proj)| {

@@ -9,7 +9,9 @@ use std::time::Instant;
 use vicugna_core::config::Config;
 use vicugna_core::cpu::Cpu;
 use vicugna_core::quant::GgmlType;
-use vicugna_core::weights::{LayerWeights, Matrix, ModelWeights};
+use vicugna_core::random::Rng;
+use vicugna_core::synthetic::{random_blocks, random_matrix, random_weights};
+use vicugna_core::weights::{Matrix, ModelWeights};
 use vicugna_core::Model;
 use vicugna_shaders::Wgpu;
 
@@ -101,42 +103,9 @@ pub const SHAPES: [Shape; 2] = [
     Shape { name: "stories110M", dim: 768, hidden: 2048, layers: 12, heads: 12, vocab: 32000, tied: true },
 ];
 
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
-    }
-}
-
+/// Random weights of a benchmark shape in `ty` (values ±0.05, unit norms).
 pub fn random_model(s: &Shape, ty: GgmlType, seed: u64) -> ModelWeights {
-    let cfg = s.config();
-    let mut rng = Lcg(seed);
-    let mut mat = |r: usize, c: usize| {
-        let m = Matrix::from_f32(r, c, (0..r * c).map(|_| rng.next()).collect());
-        m.convert(ty).expect("shapes divisible by 32")
-    };
-    let embed = mat(s.vocab, s.dim);
-    let layers = (0..s.layers)
-        .map(|_| LayerWeights {
-            attn_norm: vec![1.0; s.dim],
-            ffn_norm: vec![1.0; s.dim],
-            post_attn_norm: None,
-            post_ffn_norm: None,
-            q_norm: None,
-            k_norm: None,
-            proj: [
-                mat(s.dim, s.dim),
-                mat(s.dim, s.dim),
-                mat(s.dim, s.dim),
-                mat(s.dim, s.dim),
-                mat(s.hidden, s.dim),
-                mat(s.hidden, s.dim),
-                mat(s.dim, s.hidden),
-            ],
-        })
-        .collect();
-    ModelWeights { cfg, embed, layers, norm: vec![1.0; s.dim], lm_head: None, source: s.name.into() }
+    random_weights(&s.config(), &mut Rng::new(seed), 0.0, |rng, _, r, c| random_matrix(rng, ty, r, c, 0.05), s.name)
 }
 
 /// Bytes of weights one decode step reads (every matrix once; the embedding row is negligible
@@ -272,49 +241,9 @@ pub fn run_model(
     Ok(())
 }
 
-/// Random Q4_0 weights straight in the block format (a 7B model never exists as f32 here).
-pub fn random_q4_0(rows: usize, cols: usize, seed: u64) -> Matrix {
-    let mut s = seed | 1;
-    let nb = rows * cols / 32;
-    let mut data = Vec::with_capacity(nb * 18);
-    for _ in 0..nb {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        let d = half::f16::from_f32(0.002 + (s & 0xff) as f32 * 1e-5);
-        data.extend_from_slice(&d.to_bits().to_le_bytes());
-        for k in 0..2 {
-            data.extend_from_slice(&(s.rotate_left(17 * k + 5)).to_le_bytes());
-        }
-    }
-    Matrix { ty: GgmlType::Q4_0, rows, cols, data: vicugna_core::Bytes::from_vec(data) }
-}
-
+/// Random Q4_0 blocks (a 7B model never exists as f32 here).
 pub fn random_q4_model(s: &Shape) -> ModelWeights {
-    let mut seed = 11u64;
-    let mut m = |r, c| {
-        seed += 1;
-        random_q4_0(r, c, seed)
-    };
-    let (d, h) = (s.dim, s.hidden);
-    ModelWeights {
-        cfg: s.config(),
-        embed: m(s.vocab, d),
-        layers: (0..s.layers)
-            .map(|_| LayerWeights {
-                attn_norm: vec![1.0; d],
-                ffn_norm: vec![1.0; d],
-                post_attn_norm: None,
-                post_ffn_norm: None,
-                q_norm: None,
-                k_norm: None,
-                proj: [m(d, d), m(d, d), m(d, d), m(d, d), m(h, d), m(h, d), m(d, h)],
-            })
-            .collect(),
-        norm: vec![1.0; d],
-        lm_head: if s.tied { None } else { Some(m(s.vocab, d)) },
-        source: s.name.into(),
-    }
+    random_weights(&s.config(), &mut Rng::new(11), 0.0, |rng, _, r, c| random_blocks(rng, GgmlType::Q4_0, r, c), s.name)
 }
 
 pub fn run_wgpu(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
@@ -330,7 +259,7 @@ pub fn run_wgpu(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()>
     writeln!(out, "copy kernel: {copy_gbs:.1} GB/s (read + write, 64 MiB)")?;
     writeln!(out, "{:<26} {:>10} {:>10} {:>12}", "Q4_0 matvec (rows x cols)", "ms", "GB/s", "of copy")?;
     for (rows, cols) in [(4096, 4096), (11008, 4096), (4096, 11008)] {
-        let m = random_q4_0(rows, cols, rows as u64 ^ cols as u64);
+        let m = random_blocks(&mut Rng::new(rows as u64 ^ cols as u64), GgmlType::Q4_0, rows, cols);
         let w = g.load_matrix(&m)?;
         let x = g.act_from_host(1, cols, &vec![0.5; cols]);
         let mut y = g.act(1, rows);
