@@ -75,7 +75,7 @@ zh-report: build zh-data
 # the bundled fixture when offline) and the browser chat app at http://127.0.0.1:8080 (open it in a
 # WebGPU browser and chat).
 run: build web demo-model
-	./target/release/vicugna-server --web-dir web/dist
+	./target/release/vicugna-server --web-dir web/dist --seed-model $(FIXTURE_MODEL)
 
 # Chat in the terminal with what the browser offers first: Gemma-3 270M + vicugna-zh-chat, Chinese-Vicuna's
 # chat template and its sampling (the random-weight fixture, which babbles, when the model cannot be fetched).

@@ -36,10 +36,10 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::error::ApiError;
 
-/// The model seeded into an empty registry: the foundation's random-weight fixture (it babbles) until
-/// the real demo model arrives.
+/// The id a seed model (`Settings::seed_model`) is registered under: `make run` seeds the
+/// random-weight test fixture (it babbles) when the demo model could not be fetched. The binary
+/// embeds no model.
 pub const DEMO_MODEL_ID: &str = "tiny-llama-q4_0";
-static DEMO_MODEL: &[u8] = include_bytes!("../../tests/fixtures/tiny-llama-q4_0.gguf");
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -54,8 +54,8 @@ pub struct Settings {
     pub max_model_bytes: usize,
     pub request_timeout: Duration,
     pub upload_timeout: Duration,
-    /// Register the bundled demo model when the registry has no model.
-    pub seed_demo: bool,
+    /// A GGUF file registered as `DEMO_MODEL_ID` when the registry has no model.
+    pub seed_model: Option<PathBuf>,
 }
 
 impl Settings {
@@ -69,7 +69,7 @@ impl Settings {
             max_model_bytes: 64 << 30,
             request_timeout: Duration::from_secs(30),
             upload_timeout: Duration::from_secs(3600),
-            seed_demo: true,
+            seed_model: None,
         }
     }
 
@@ -89,7 +89,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Open the database and blob store, sweep what a killed process left, seed the demo model.
+    /// Open the database and blob store, sweep what a killed process left, seed the seed model.
     pub async fn open(settings: Settings) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&settings.data_dir)
             .map_err(|e| anyhow::anyhow!("creating data directory {}: {e}", settings.data_dir.display()))?;
@@ -107,20 +107,22 @@ impl AppState {
         if staged + orphans > 0 {
             tracing::warn!("start-up sweep removed {staged} partial upload(s) and {orphans} unreferenced blob(s)");
         }
-        if state.settings.seed_demo && state.db.models().await.map_err(|e| anyhow::anyhow!("{e}"))?.is_empty() {
-            let staged = state.blobs.stage_bytes(DEMO_MODEL).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            let files = [("model.gguf".to_string(), staged)].into_iter().collect();
-            state
-                .register_model(
-                    DEMO_MODEL_ID,
-                    files,
-                    "Bundled demo: a 2-layer LLaMA with random weights from the test fixtures. It produces \
-                     gibberish; it exists so everything runs with nothing downloaded."
-                        .into(),
-                    "Apache-2.0".into(),
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("seeding the demo model: {e}"))?;
+        if let Some(path) = &state.settings.seed_model {
+            if state.db.models().await.map_err(|e| anyhow::anyhow!("{e}"))?.is_empty() {
+                let staged = state.stage_file(path).await.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let files = [("model.gguf".to_string(), staged)].into_iter().collect();
+                state
+                    .register_model(
+                        DEMO_MODEL_ID,
+                        files,
+                        "Seed model: a 2-layer LLaMA with random weights from the test fixtures. It produces \
+                         gibberish; it exists so everything runs with nothing downloaded."
+                            .into(),
+                        "Apache-2.0".into(),
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("seeding {}: {e}", path.display()))?;
+            }
         }
         Ok(state)
     }

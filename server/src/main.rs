@@ -52,9 +52,11 @@ struct ServeArgs {
     /// Time limit for a whole upload (seconds).
     #[arg(long, default_value_t = 3600)]
     upload_timeout: u64,
-    /// Do not register the bundled demo model in an empty registry.
-    #[arg(long)]
-    no_seed: bool,
+    /// A GGUF model to register (as `tiny-llama-q4_0`) when the registry has no model, so the chat
+    /// has something to run on a fresh data directory (`make run` passes the random-weight test
+    /// fixture; nothing is seeded without it).
+    #[arg(long, env = "VICUGNA_SEED_MODEL")]
+    seed_model: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -204,7 +206,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Model { action }) => {
-            settings.seed_demo = false;
             let state = AppState::open(settings).await?;
             match action {
                 ModelAction::Add { id, description, license, file } => {
@@ -230,7 +231,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Adapter { action }) => {
-            settings.seed_demo = false;
             let state = AppState::open(settings).await?;
             let e = |e: vicugna_server::error::ApiError| anyhow::anyhow!("{e}");
             match action {
@@ -291,7 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             settings.max_model_bytes = a.max_model_bytes;
             settings.request_timeout = Duration::from_secs(a.request_timeout);
             settings.upload_timeout = Duration::from_secs(a.upload_timeout);
-            settings.seed_demo = !a.no_seed;
+            settings.seed_model = a.seed_model;
             let state = AppState::open(settings).await?;
             let listener =
                 tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("listening on {}", a.listen))?;

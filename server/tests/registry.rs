@@ -38,6 +38,8 @@ async fn start_with(f: impl FnOnce(&mut Settings)) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::new(dir.path().join("data"));
     settings.database_url = test_db_url().await;
+    settings.seed_model =
+        Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-llama-q4_0.gguf"));
     f(&mut settings);
     let state = AppState::open(settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -543,6 +545,7 @@ fn killed_mid_upload_restarts_clean() {
         let mut child = cmd
             .args(["--listen", "127.0.0.1:0"])
             .env("VICUGNA_DATA_DIR", &data)
+            .env("VICUGNA_SEED_MODEL", fixture("tiny-llama-q4_0.gguf"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -736,7 +739,6 @@ fn adapter_add_seeds_idempotently_with_its_licence() {
     rt.block_on(async {
         let mut settings = Settings::new(&data);
         settings.database_url = db_url.clone();
-        settings.seed_demo = false;
         let state = AppState::open(settings).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

@@ -1,4 +1,6 @@
-//! Kernel sources, their define combinations, and the parameter block they share.
+//! Kernel sources (`Family`), their entry points (`Entry`), the define combinations they are
+//! compiled with (`Variant`, including the one format → defines table), and the parameter block
+//! they share.
 
 /// Mirrors `struct Params` in `wgsl/common.wgsl`.
 #[repr(C)]
@@ -21,70 +23,228 @@ const _: () = assert!(std::mem::size_of::<Params>() == 48);
 
 pub const COMMON: &str = include_str!("../wgsl/common.wgsl");
 
-/// A kernel family: its file, entry points and every define combination the backend uses.
-pub struct Kernel {
-    pub name: &'static str,
-    pub source: &'static str,
-    pub entries: &'static [&'static str],
-    pub define_sets: &'static [&'static [&'static str]],
+/// How a weight matrix is laid out on the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    F32,
+    F16,
+    /// int8 quants with one f32 scale per 32 (Q8_0, and Q5_0 losslessly).
+    Q8_0,
+    /// Q4_0's nibbles (q - 8) with one f32 scale per 32.
+    Q4_0,
+    /// Nibbles 0..15 with an f32 (scale, min) per 32: Q4_K and Q4_1, losslessly.
+    Q4M,
+    /// int8 quants with one f32 scale per 16: Q6_K, losslessly.
+    Q8S16,
 }
 
-const FORMATS: &[&[&str]] =
-    &[&["F32"], &["F16"], &["Q8_0", "QUANT"], &["Q4_0", "QUANT"], &["Q4_M", "QUANT"], &["Q8_S16", "QUANT"]];
+impl Format {
+    pub const ALL: [Format; 6] = [Format::F32, Format::F16, Format::Q8_0, Format::Q4_0, Format::Q4M, Format::Q8S16];
 
-pub const KERNELS: &[Kernel] = &[
-    Kernel {
-        name: "matmul",
-        source: include_str!("../wgsl/matmul.wgsl"),
-        entries: &["main", "rowwise"],
-        define_sets: &[
-            &["F32"],
-            &["F16"],
-            &["Q8_0", "QUANT"],
-            &["Q4_0", "QUANT"],
-            &["Q4_M", "QUANT"],
-            &["Q8_S16", "QUANT"],
-            &["F32", "LORA"],
-            &["F16", "LORA"],
-            &["Q8_0", "QUANT", "LORA"],
-            &["Q4_0", "QUANT", "LORA"],
-            &["Q4_M", "QUANT", "LORA"],
-            &["Q8_S16", "QUANT", "LORA"],
-        ],
-    },
-    Kernel { name: "embed", source: include_str!("../wgsl/embed.wgsl"), entries: &["main"], define_sets: FORMATS },
-    Kernel {
-        name: "lora",
-        source: include_str!("../wgsl/lora.wgsl"),
-        entries: &["lora_a", "lora_b_add"],
-        define_sets: &[&[]],
-    },
-    Kernel {
-        name: "norm",
-        source: include_str!("../wgsl/norm.wgsl"),
-        entries: &["rmsnorm", "rmsnorm_inplace"],
-        define_sets: &[&[]],
-    },
-    Kernel { name: "rope", source: include_str!("../wgsl/rope.wgsl"), entries: &["main"], define_sets: &[&[]] },
-    Kernel {
-        name: "attention",
-        source: include_str!("../wgsl/attention.wgsl"),
-        entries: &["main"],
-        define_sets: &[&[]],
-    },
-    Kernel { name: "copy", source: include_str!("../wgsl/copy.wgsl"), entries: &["main"], define_sets: &[&[]] },
-    Kernel { name: "sample", source: include_str!("../wgsl/sample.wgsl"), entries: &["main"], define_sets: &[&[]] },
-    Kernel { name: "argmax", source: include_str!("../wgsl/argmax.wgsl"), entries: &["main"], define_sets: &[&[]] },
-    Kernel {
-        name: "elementwise",
-        source: include_str!("../wgsl/elementwise.wgsl"),
-        entries: &["silu_mul", "add", "gelu_mul", "scale"],
-        define_sets: &[&[]],
-    },
-];
+    /// The WGSL defines that select this format's loads (`#if Q4_0` …): the one table.
+    pub fn defines(self) -> &'static [&'static str] {
+        match self {
+            Format::F32 => &["F32"],
+            Format::F16 => &["F16"],
+            Format::Q8_0 => &["Q8_0", "QUANT"],
+            Format::Q4_0 => &["Q4_0", "QUANT"],
+            Format::Q4M => &["Q4_M", "QUANT"],
+            Format::Q8S16 => &["Q8_S16", "QUANT"],
+        }
+    }
+}
 
-pub fn kernel(name: &str) -> &'static Kernel {
-    KERNELS.iter().find(|k| k.name == name).expect("known kernel")
+/// Which define combinations a kernel family is compiled with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variants {
+    /// One, no defines.
+    Plain,
+    /// One per weight format.
+    Formats,
+    /// One per weight format, with and without `LORA`.
+    FormatsLora,
+}
+
+/// One compilation of a kernel family: the defines it is specialised by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    Plain,
+    Format(Format),
+    /// The projection kernel with the unmerged LoRA branch fused in.
+    FormatLora(Format),
+}
+
+impl Variant {
+    pub fn defines(self) -> Vec<&'static str> {
+        match self {
+            Variant::Plain => Vec::new(),
+            Variant::Format(f) => f.defines().to_vec(),
+            Variant::FormatLora(f) => [f.defines(), &["LORA"]].concat(),
+        }
+    }
+}
+
+/// A kernel family: one `.wgsl` file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Matmul,
+    Embed,
+    Lora,
+    Norm,
+    Rope,
+    Attention,
+    Copy,
+    Sample,
+    Argmax,
+    Elementwise,
+}
+
+impl Family {
+    pub const ALL: [Family; 10] = [
+        Family::Matmul,
+        Family::Embed,
+        Family::Lora,
+        Family::Norm,
+        Family::Rope,
+        Family::Attention,
+        Family::Copy,
+        Family::Sample,
+        Family::Argmax,
+        Family::Elementwise,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Matmul => "matmul",
+            Family::Embed => "embed",
+            Family::Lora => "lora",
+            Family::Norm => "norm",
+            Family::Rope => "rope",
+            Family::Attention => "attention",
+            Family::Copy => "copy",
+            Family::Sample => "sample",
+            Family::Argmax => "argmax",
+            Family::Elementwise => "elementwise",
+        }
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Family::Matmul => include_str!("../wgsl/matmul.wgsl"),
+            Family::Embed => include_str!("../wgsl/embed.wgsl"),
+            Family::Lora => include_str!("../wgsl/lora.wgsl"),
+            Family::Norm => include_str!("../wgsl/norm.wgsl"),
+            Family::Rope => include_str!("../wgsl/rope.wgsl"),
+            Family::Attention => include_str!("../wgsl/attention.wgsl"),
+            Family::Copy => include_str!("../wgsl/copy.wgsl"),
+            Family::Sample => include_str!("../wgsl/sample.wgsl"),
+            Family::Argmax => include_str!("../wgsl/argmax.wgsl"),
+            Family::Elementwise => include_str!("../wgsl/elementwise.wgsl"),
+        }
+    }
+
+    pub fn variants(self) -> Variants {
+        match self {
+            Family::Matmul => Variants::FormatsLora,
+            Family::Embed => Variants::Formats,
+            _ => Variants::Plain,
+        }
+    }
+
+    /// Every compilation the backend may ask for.
+    pub fn all_variants(self) -> Vec<Variant> {
+        let formats = Format::ALL.into_iter();
+        match self.variants() {
+            Variants::Plain => vec![Variant::Plain],
+            Variants::Formats => formats.map(Variant::Format).collect(),
+            Variants::FormatsLora => {
+                formats.clone().map(Variant::Format).chain(formats.map(Variant::FormatLora)).collect()
+            }
+        }
+    }
+
+    pub fn entries(self) -> impl Iterator<Item = Entry> {
+        Entry::ALL.into_iter().filter(move |e| e.family() == self)
+    }
+}
+
+/// A WGSL entry point: the pipeline key with a `Variant` (no strings built per dispatch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Entry {
+    Matmul,
+    MatmulRowwise,
+    Embed,
+    LoraA,
+    LoraBAdd,
+    RmsNorm,
+    RmsNormInplace,
+    Rope,
+    Attention,
+    AttentionPartial,
+    AttentionCombine,
+    Copy,
+    Sample,
+    Argmax,
+    SiluMul,
+    Add,
+    GeluMul,
+    Scale,
+}
+
+impl Entry {
+    pub const ALL: [Entry; 18] = [
+        Entry::Matmul,
+        Entry::MatmulRowwise,
+        Entry::Embed,
+        Entry::LoraA,
+        Entry::LoraBAdd,
+        Entry::RmsNorm,
+        Entry::RmsNormInplace,
+        Entry::Rope,
+        Entry::Attention,
+        Entry::AttentionPartial,
+        Entry::AttentionCombine,
+        Entry::Copy,
+        Entry::Sample,
+        Entry::Argmax,
+        Entry::SiluMul,
+        Entry::Add,
+        Entry::GeluMul,
+        Entry::Scale,
+    ];
+
+    /// (family, WGSL function name).
+    pub fn def(self) -> (Family, &'static str) {
+        use Family as F;
+        match self {
+            Entry::Matmul => (F::Matmul, "main"),
+            Entry::MatmulRowwise => (F::Matmul, "rowwise"),
+            Entry::Embed => (F::Embed, "main"),
+            Entry::LoraA => (F::Lora, "lora_a"),
+            Entry::LoraBAdd => (F::Lora, "lora_b_add"),
+            Entry::RmsNorm => (F::Norm, "rmsnorm"),
+            Entry::RmsNormInplace => (F::Norm, "rmsnorm_inplace"),
+            Entry::Rope => (F::Rope, "main"),
+            Entry::Attention => (F::Attention, "main"),
+            Entry::AttentionPartial => (F::Attention, "partial"),
+            Entry::AttentionCombine => (F::Attention, "combine"),
+            Entry::Copy => (F::Copy, "main"),
+            Entry::Sample => (F::Sample, "main"),
+            Entry::Argmax => (F::Argmax, "main"),
+            Entry::SiluMul => (F::Elementwise, "silu_mul"),
+            Entry::Add => (F::Elementwise, "add"),
+            Entry::GeluMul => (F::Elementwise, "gelu_mul"),
+            Entry::Scale => (F::Elementwise, "scale"),
+        }
+    }
+
+    pub fn family(self) -> Family {
+        self.def().0
+    }
+
+    pub fn name(self) -> &'static str {
+        self.def().1
+    }
 }
 
 /// `common.wgsl` + the kernel with `#if NAME` / `#else` / `#endif` blocks resolved (nesting

@@ -5,7 +5,7 @@
 //! submission. Device acquisition is separate (`Wgpu::new(device, queue)`) so tests and the
 //! browser inject their own.
 
-use crate::kernels::{kernel, preprocess, Params};
+use crate::kernels::{preprocess, Entry, Params, Variant};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -19,38 +19,12 @@ use wgpu::util::DeviceExt;
 const WG: u32 = 64;
 const MAX_GRID: u32 = 65535;
 
-/// How a weight matrix is laid out on the GPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    F32,
-    F16,
-    /// int8 quants with one f32 scale per 32 (Q8_0, and Q5_0 losslessly).
-    Q8_0,
-    /// Q4_0's nibbles (q - 8) with one f32 scale per 32.
-    Q4_0,
-    /// Nibbles 0..15 with an f32 (scale, min) per 32: Q4_K and Q4_1, losslessly.
-    Q4M,
-    /// int8 quants with one f32 scale per 16: Q6_K, losslessly.
-    Q8S16,
-}
+pub use crate::kernels::Format;
 
 impl GpuWeight {
     /// How many row ranges the matrix was split into to fit the device's storage bindings.
     pub fn n_parts(&self) -> usize {
         self.parts.len()
-    }
-}
-
-impl Format {
-    fn defines(self) -> &'static [&'static str] {
-        match self {
-            Format::F32 => &["F32"],
-            Format::F16 => &["F16"],
-            Format::Q8_0 => &["Q8_0", "QUANT"],
-            Format::Q4_0 => &["Q4_0", "QUANT"],
-            Format::Q4M => &["Q4_M", "QUANT"],
-            Format::Q8S16 => &["Q8_S16", "QUANT"],
-        }
     }
 }
 
@@ -107,7 +81,7 @@ pub struct GpuCache {
 pub struct Wgpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
-    pipelines: RefCell<HashMap<String, Rc<wgpu::ComputePipeline>>>,
+    pipelines: RefCell<HashMap<(Entry, Variant), Rc<wgpu::ComputePipeline>>>,
     encoder: RefCell<Option<wgpu::CommandEncoder>>,
     dispatches: std::cell::Cell<u64>,
     pool: Pool,
@@ -162,49 +136,61 @@ impl Wgpu {
     pub fn device_with_limits(
         adjust: impl FnOnce(&mut wgpu::Limits),
     ) -> Result<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)> {
-        pollster::block_on(async {
-            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-            let adapter = instance
-                .request_adapter(&wgpu::RequestAdapterOptions {
-                    power_preference: wgpu::PowerPreference::HighPerformance,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| Error::Device(format!("no GPU adapter: {e}")))?;
-            let info = adapter.get_info();
-            let mut limits = adapter.limits();
-            adjust(&mut limits);
-            let (device, queue) = adapter
-                .request_device(&wgpu::DeviceDescriptor {
-                    label: Some("vicugna"),
-                    required_limits: limits,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| Error::Device(format!("requesting a device from {}: {e}", info.name)))?;
-            Ok((device, queue, info))
-        })
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        pollster::block_on(Self::request_device(&instance, adjust))
     }
 
-    fn pipeline(&self, name: &str, entry: &str, defines: &[&str]) -> Rc<wgpu::ComputePipeline> {
-        let key = format!("{name}|{entry}|{}", defines.join(","));
-        if let Some(p) = self.pipelines.borrow().get(&key) {
+    /// The one way a device is acquired, natively and in the browser (which awaits it): the
+    /// instance's first high-performance adapter with its own limits (larger storage bindings than
+    /// WebGPU's defaults), adjusted by `adjust`. The kernels are f32 only, so no optional feature
+    /// is needed; shader-f16 is taken where offered only so the adapter report can show it.
+    pub async fn request_device(
+        instance: &wgpu::Instance,
+        adjust: impl FnOnce(&mut wgpu::Limits),
+    ) -> Result<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)> {
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Device(format!("no GPU adapter: {e}")))?;
+        let info = adapter.get_info();
+        let mut limits = adapter.limits();
+        adjust(&mut limits);
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("vicugna"),
+                required_features: adapter.features() & wgpu::Features::SHADER_F16,
+                required_limits: limits,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Device(format!("requesting a device from {}: {e}", info.name)))?;
+        Ok((device, queue, info))
+    }
+
+    fn pipeline(&self, entry: Entry, variant: Variant) -> Rc<wgpu::ComputePipeline> {
+        if let Some(p) = self.pipelines.borrow().get(&(entry, variant)) {
             return p.clone();
         }
-        let src = preprocess(kernel(name).source, defines);
+        // first use: compile (the label is built once per pipeline, not per dispatch)
+        let defines = variant.defines();
+        let label = format!("{}::{} {defines:?}", entry.family().name(), entry.name());
+        let src = preprocess(entry.family().source(), &defines);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&key),
+            label: Some(&label),
             source: wgpu::ShaderSource::Wgsl(src.into()),
         });
         let p = Rc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&key),
+            label: Some(&label),
             layout: None,
             module: &module,
-            entry_point: Some(entry),
+            entry_point: Some(entry.name()),
             compilation_options: Default::default(),
             cache: None,
         }));
-        self.pipelines.borrow_mut().insert(key, p.clone());
+        self.pipelines.borrow_mut().insert((entry, variant), p.clone());
         p
     }
 
@@ -259,9 +245,8 @@ impl Wgpu {
     /// Record one dispatch: `params` at binding 0, then each (binding, buffer) the entry point uses.
     fn dispatch(
         &self,
-        name: &str,
-        entry: &str,
-        defines: &[&str],
+        entry: Entry,
+        variant: Variant,
         mut params: Params,
         bufs: &[(u32, &wgpu::Buffer)],
         groups: (u32, u32),
@@ -270,20 +255,19 @@ impl Wgpu {
         // fold a long x dimension into (x, y) so no dimension exceeds the WebGPU limit
         let (x, y) = if gx > MAX_GRID { (32768, gx.div_ceil(32768)) } else { (gx.max(1), 1) };
         params.grid_x = x;
-        self.dispatch3(name, entry, defines, params, bufs, (x, y, gz.max(1)));
+        self.dispatch3(entry, variant, params, bufs, (x, y, gz.max(1)));
     }
 
     /// A launch whose three grid dimensions are used as given (each within the WebGPU limit).
     fn dispatch3(
         &self,
-        name: &str,
-        entry: &str,
-        defines: &[&str],
+        entry: Entry,
+        variant: Variant,
         params: Params,
         bufs: &[(u32, &wgpu::Buffer)],
         groups: (u32, u32, u32),
     ) {
-        let pipe = self.pipeline(name, entry, defines);
+        let pipe = self.pipeline(entry, variant);
         self.dispatches.set(self.dispatches.get() + 1);
         let ub = {
             let mut u = self.uniforms.borrow_mut();
@@ -306,13 +290,13 @@ impl Wgpu {
             entries.push(wgpu::BindGroupEntry { binding: *i, resource: b.as_entire_binding() });
         }
         let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(name),
+            label: Some(entry.name()),
             layout: &pipe.get_bind_group_layout(0),
             entries: &entries,
         });
         self.with_encoder(|enc| {
-            let mut pass =
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes: None });
+            let mut pass = enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry.name()), timestamp_writes: None });
             pass.set_pipeline(&pipe);
             pass.set_bind_group(0, &bg, &[]);
             pass.dispatch_workgroups(groups.0, groups.1, groups.2);
@@ -320,10 +304,10 @@ impl Wgpu {
     }
 
     /// `a = entry(a, b)` over every element (elementwise.wgsl).
-    fn elementwise(&self, entry: &str, a: &mut GpuAct, b: &GpuAct) {
+    fn elementwise(&self, entry: Entry, a: &mut GpuAct, b: &GpuAct) {
         let n = a.rows * a.cols;
         let p = Params { n: n as u32, ..Default::default() };
-        self.dispatch("elementwise", entry, &[], p, &[(1, &a.buf), (2, &b.buf)], Self::elems(n));
+        self.dispatch(entry, Variant::Plain, p, &[(1, &a.buf), (2, &b.buf)], Self::elems(n));
     }
 
     /// Elementwise launches: one invocation per element.
@@ -427,7 +411,7 @@ impl Wgpu {
     fn record_argmax(&self, x: &GpuAct) -> wgpu::Buffer {
         let out = self.take(4);
         let p = Params { n: (x.rows * x.cols) as u32, ..Default::default() };
-        self.dispatch("argmax", "main", &[], p, &[(1, &x.buf), (2, &out)], (1, 1));
+        self.dispatch(Entry::Argmax, Variant::Plain, p, &[(1, &x.buf), (2, &out)], (1, 1));
         out
     }
 
@@ -440,7 +424,7 @@ impl Wgpu {
         }
         let (work, out) = (self.take(n * 4), self.take(4));
         let p = Params { n: n as u32, a: top_k as u32, f0: temperature, f1: top_p, f2: u, ..Default::default() };
-        self.dispatch("sample", "main", &[], p, &[(1, &x.buf), (2, &work), (3, &out)], (1, 1));
+        self.dispatch(Entry::Sample, Variant::Plain, p, &[(1, &x.buf), (2, &work), (3, &out)], (1, 1));
         self.give(work);
         Some(out)
     }
@@ -471,11 +455,11 @@ impl Wgpu {
         let (src, dst) = (self.zeroed("copy-src", bytes), self.zeroed("copy-dst", bytes));
         let n = bytes / 16;
         let p = Params { n: n as u32, ..Default::default() };
-        self.dispatch("copy", "main", &[], p, &[(1, &src), (2, &dst)], Self::elems(n));
+        self.dispatch(Entry::Copy, Variant::Plain, p, &[(1, &src), (2, &dst)], Self::elems(n));
         self.finish()?;
         let t = std::time::Instant::now();
         for _ in 0..iters {
-            self.dispatch("copy", "main", &[], p, &[(1, &src), (2, &dst)], Self::elems(n));
+            self.dispatch(Entry::Copy, Variant::Plain, p, &[(1, &src), (2, &dst)], Self::elems(n));
         }
         self.finish()?;
         Ok(t.elapsed().as_secs_f64() / iters as f64)
@@ -712,13 +696,19 @@ impl Backend for Wgpu {
             };
             let mut b = vec![(1, &tb), (2, &out.buf), (3, &part.w)];
             b.extend(part.sc.as_ref().map(|sc| (4, sc)));
-            self.dispatch("embed", "main", table.format.defines(), p, &b, Self::elems(tokens.len() * table.cols));
+            self.dispatch(Entry::Embed, Variant::Format(table.format), p, &b, Self::elems(tokens.len() * table.cols));
         }
     }
 
     fn rmsnorm(&self, out: &mut GpuAct, x: &GpuAct, w: &GpuVector, eps: f32) {
         let p = Params { n: x.rows as u32, cols: x.cols as u32, f0: eps, ..Default::default() };
-        self.dispatch("norm", "rmsnorm", &[], p, &[(1, &x.buf), (2, &out.buf), (3, &w.buf)], (x.rows as u32, 1));
+        self.dispatch(
+            Entry::RmsNorm,
+            Variant::Plain,
+            p,
+            &[(1, &x.buf), (2, &out.buf), (3, &w.buf)],
+            (x.rows as u32, 1),
+        );
     }
 
     fn matmul(&self, out: &mut GpuAct, x: &GpuAct, w: &GpuWeight, loras: &[(&GpuLora, f32)]) {
@@ -729,14 +719,17 @@ impl Backend for Wgpu {
             .map(|(l, _)| {
                 let ax = self.take(n * l.r * 4);
                 let pa = Params { n: n as u32, cols: w.cols as u32, b: l.r as u32, ..Default::default() };
-                self.dispatch("lora", "lora_a", &[], pa, &[(1, &x.buf), (2, &ax), (3, &l.a)], (l.r as u32, n as u32));
+                self.dispatch(
+                    Entry::LoraA,
+                    Variant::Plain,
+                    pa,
+                    &[(1, &x.buf), (2, &ax), (3, &l.a)],
+                    (l.r as u32, n as u32),
+                );
                 ax
             })
             .collect();
-        let mut defs: Vec<&str> = w.format.defines().to_vec();
-        if !loras.is_empty() {
-            defs.push("LORA");
-        }
+        let variant = if loras.is_empty() { Variant::Format(w.format) } else { Variant::FormatLora(w.format) };
         for part in &w.parts {
             let mut p = Params {
                 n: n as u32,
@@ -755,14 +748,20 @@ impl Backend for Wgpu {
                 bufs.extend([(5, &axs[0]), (6, &l.b)]);
             }
             if self.rowwise {
-                self.dispatch("matmul", "rowwise", &defs, p, &bufs, ((part.rows as u32).div_ceil(WG), n as u32));
+                self.dispatch(Entry::MatmulRowwise, variant, p, &bufs, ((part.rows as u32).div_ceil(WG), n as u32));
             } else {
-                self.dispatch("matmul", "main", &defs, p, &bufs, (part.rows as u32, n as u32));
+                self.dispatch(Entry::Matmul, variant, p, &bufs, (part.rows as u32, n as u32));
             }
         }
         for ((l, s), ax) in loras.iter().zip(&axs).skip(1) {
             let pb = Params { n: n as u32, rows: w.rows as u32, b: l.r as u32, f0: *s, ..Default::default() };
-            self.dispatch("lora", "lora_b_add", &[], pb, &[(2, &out.buf), (3, &l.b), (4, ax)], Self::elems(n * w.rows));
+            self.dispatch(
+                Entry::LoraBAdd,
+                Variant::Plain,
+                pb,
+                &[(2, &out.buf), (3, &l.b), (4, ax)],
+                Self::elems(n * w.rows),
+            );
         }
         axs.into_iter().for_each(|b| self.give(b));
     }
@@ -778,9 +777,8 @@ impl Backend for Wgpu {
             ..Default::default()
         };
         self.dispatch(
-            "rope",
-            "main",
-            &[],
+            Entry::Rope,
+            Variant::Plain,
             p,
             &[(1, &x.buf), (2, &table)],
             Self::elems(x.rows * n_heads * head_dim / 2),
@@ -822,9 +820,8 @@ impl Backend for Wgpu {
         if len <= self.attn_chunk {
             let scratch = self.take(n * heads.n_heads * len * 4);
             self.dispatch(
-                "attention",
-                "main",
-                &[],
+                Entry::Attention,
+                Variant::Plain,
                 p,
                 &[(1, &q.buf), (2, &cache.k[layer]), (3, &cache.v[layer]), (4, &out.buf), (5, &scratch)],
                 (heads.n_heads as u32, n as u32),
@@ -838,11 +835,16 @@ impl Backend for Wgpu {
         let parts = self.take(n * heads.n_heads * chunks * (2 + heads.head_dim) * 4);
         let p = Params { rows: chunks as u32, f1: self.attn_chunk as f32, ..p };
         let bufs = [(1, &q.buf), (2, &cache.k[layer]), (3, &cache.v[layer]), (5, &scratch), (6, &parts)];
-        self.dispatch3("attention", "partial", &[], p, &bufs, (heads.n_heads as u32, chunks as u32, n as u32));
         self.dispatch3(
-            "attention",
-            "combine",
-            &[],
+            Entry::AttentionPartial,
+            Variant::Plain,
+            p,
+            &bufs,
+            (heads.n_heads as u32, chunks as u32, n as u32),
+        );
+        self.dispatch3(
+            Entry::AttentionCombine,
+            Variant::Plain,
             p,
             &[(4, &out.buf), (6, &parts)],
             (heads.n_heads as u32, 1, n as u32),
@@ -851,26 +853,26 @@ impl Backend for Wgpu {
     }
 
     fn silu_mul(&self, gate: &mut GpuAct, up: &GpuAct) {
-        self.elementwise("silu_mul", gate, up);
+        self.elementwise(Entry::SiluMul, gate, up);
     }
 
     fn add(&self, x: &mut GpuAct, y: &GpuAct) {
-        self.elementwise("add", x, y);
+        self.elementwise(Entry::Add, x, y);
     }
 
     fn gelu_mul(&self, gate: &mut GpuAct, up: &GpuAct) {
-        self.elementwise("gelu_mul", gate, up);
+        self.elementwise(Entry::GeluMul, gate, up);
     }
 
     fn scale(&self, x: &mut GpuAct, s: f32) {
         let n = x.rows * x.cols;
         let p = Params { n: n as u32, f0: s, ..Default::default() };
-        self.dispatch("elementwise", "scale", &[], p, &[(1, &x.buf)], Self::elems(n));
+        self.dispatch(Entry::Scale, Variant::Plain, p, &[(1, &x.buf)], Self::elems(n));
     }
 
     fn rmsnorm_heads(&self, x: &mut GpuAct, w: &GpuVector, head_dim: usize, eps: f32) {
         let rows = x.rows * x.cols / head_dim;
         let p = Params { n: rows as u32, cols: head_dim as u32, f0: eps, ..Default::default() };
-        self.dispatch("norm", "rmsnorm_inplace", &[], p, &[(2, &x.buf), (3, &w.buf)], (rows as u32, 1));
+        self.dispatch(Entry::RmsNormInplace, Variant::Plain, p, &[(2, &x.buf), (3, &w.buf)], (rows as u32, 1));
     }
 }

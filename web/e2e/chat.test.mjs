@@ -38,7 +38,8 @@ function freePort() {
 
 async function startServer(dataDir, port) {
   const proc = spawn(join(bin, 'vicugna-server'),
-    ['--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--web-dir', join(root, 'web/dist')],
+    ['--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--web-dir', join(root, 'web/dist'),
+      '--seed-model', join(root, 'tests/fixtures/tiny-llama-q4_0.gguf')],
     { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   proc.stdout.on('data', d => { log += d; });

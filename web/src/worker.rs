@@ -197,10 +197,12 @@ impl Worker {
             backends: wgpu::Backends::BROWSER_WEBGPU,
             ..wgpu::InstanceDescriptor::new_without_display_handle()
         });
-        let adapter = instance.request_adapter(&wgpu::RequestAdapterOptions::default()).await.map_err(|e| {
-            Fail(ErrorKind::NoWebGpu, format!("WebGPU is present but offers no adapter ({e}): is the GPU blocklisted?"))
+        let (device, queue, mut info) = Wgpu::request_device(&instance, |_| {}).await.map_err(|e| {
+            Fail(
+                ErrorKind::NoWebGpu,
+                format!("WebGPU is present but gave no usable device ({e}): is the GPU blocklisted?"),
+            )
         })?;
-        let mut info = adapter.get_info();
         let software = info.device_type == wgpu::DeviceType::Cpu
             || js_info.as_ref().is_some_and(|(_, arch)| arch.contains("swiftshader"));
         if info.name.is_empty() {
@@ -208,21 +210,6 @@ impl Worker {
                 info.name = format!("{vendor} {arch}").trim().to_string();
             }
         }
-        // the adapter's own limits (bigger storage bindings than WebGPU's defaults); f32 kernels
-        // only, so no optional features are needed — shader-f16 is taken only to report it
-        let mut features = wgpu::Features::empty();
-        if adapter.features().contains(wgpu::Features::SHADER_F16) {
-            features |= wgpu::Features::SHADER_F16;
-        }
-        let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
-                label: Some("vicugna"),
-                required_features: features,
-                required_limits: adapter.limits(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Fail(ErrorKind::NoWebGpu, format!("requesting a WebGPU device: {e}")))?;
         device.set_device_lost_callback(|reason, message| {
             if reason == wgpu::DeviceLostReason::Destroyed {
                 return;

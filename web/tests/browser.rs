@@ -34,16 +34,7 @@ async fn device() -> (wgpu::Device, wgpu::Queue, wgpu::AdapterInfo) {
         backends: wgpu::Backends::BROWSER_WEBGPU,
         ..wgpu::InstanceDescriptor::new_without_display_handle()
     });
-    let adapter = instance
-        .request_adapter(&wgpu::RequestAdapterOptions::default())
-        .await
-        .expect("WebGPU adapter (Chromium needs --enable-unsafe-webgpu)");
-    let info = adapter.get_info();
-    let (device, queue) = adapter
-        .request_device(&wgpu::DeviceDescriptor { required_limits: adapter.limits(), ..Default::default() })
-        .await
-        .expect("WebGPU device");
-    (device, queue, info)
+    Wgpu::request_device(&instance, |_| {}).await.expect("WebGPU device (Chromium needs --enable-unsafe-webgpu)")
 }
 
 fn lora(name: &str, cfg: &str, bytes: &[u8]) -> LoraAdapter {

@@ -6,4 +6,5 @@
 pub mod args;
 pub mod cmd;
 pub mod model;
+pub mod progress;
 pub mod registry;

@@ -23,7 +23,9 @@ fn vicugna(args: &[&str]) -> (bool, String, String) {
 fn registry(dir: &std::path::Path) -> (tokio::runtime::Runtime, String, String) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (url, token) = rt.block_on(async {
-        let state = AppState::open(Settings::new(dir.join("data"))).await.unwrap();
+        let mut settings = Settings::new(dir.join("data"));
+        settings.seed_model = Some(fixture("tiny-llama-q4_0.gguf"));
+        let state = AppState::open(settings).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let token = create_token(&state.db, "cli", Scope::Publish).await.unwrap();

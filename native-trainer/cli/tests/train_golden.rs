@@ -11,7 +11,7 @@ use vicugna_core::{LoraAdapter, Model, ModelWeights};
 use vicugna_tests::{assert_close, fixture, safetensors, tensor};
 use vicugna_train::checkpoint::read_tensors;
 use vicugna_train::data::{self, Templating, TrainTemplate};
-use vicugna_train::{run, TrainConfig};
+use vicugna_train::{run, Silent, TrainConfig};
 
 #[derive(Parser)]
 struct Cli {
@@ -89,8 +89,12 @@ fn training_matches_peft_step_by_step() {
     let out = dir.path().join("out");
     let log = dir.path().join("log.jsonl");
     let gguf = dir.path().join("out.gguf");
-    run(&args(&out, &["--log-json", log.to_str().unwrap(), "--gguf", gguf.to_str().unwrap()]), &mut std::io::sink())
-        .unwrap();
+    run(
+        &args(&out, &["--log-json", log.to_str().unwrap(), "--gguf", gguf.to_str().unwrap()]),
+        &mut std::io::sink(),
+        &mut Silent,
+    )
+    .unwrap();
     let ours = log_lines(&log);
     let theirs = reference()["steps"].as_array().unwrap().clone();
     assert_eq!(ours.len(), theirs.len(), "optimizer steps");
@@ -161,24 +165,24 @@ fn resume_is_exact_and_refuses_changed_settings() {
     let dir = tempfile::tempdir().unwrap();
     let (full, part) = (dir.path().join("full"), dir.path().join("part"));
     let extra = ["--epochs", "3", "--lora-dropout", "0.05", "--save-steps", "1"];
-    run(&args(&full, &extra), &mut std::io::sink()).unwrap();
+    run(&args(&full, &extra), &mut std::io::sink(), &mut Silent).unwrap();
     let mut stop = extra.to_vec();
     stop.extend(["--stop-after", "2"]);
-    run(&args(&part, &stop), &mut std::io::sink()).unwrap();
+    run(&args(&part, &stop), &mut std::io::sink(), &mut Silent).unwrap();
     assert!(!part.join("adapter_model.safetensors").exists(), "stopped early: no final adapter yet");
     let before = snapshot(&part);
     // a changed batch geometry or learning rate is refused, and nothing on disk changes
     for (flag, val, field) in [("--micro-batch", "1", "micro_batch"), ("--lr", "0.002", "lr")] {
         let mut cli: Vec<&str> = extra.to_vec();
         cli.extend([flag, val, "--resume", part.to_str().unwrap()]);
-        let e = run(&args(&part, &cli), &mut std::io::sink()).unwrap_err().to_string();
+        let e = run(&args(&part, &cli), &mut std::io::sink(), &mut Silent).unwrap_err().to_string();
         assert!(e.contains(&format!("`{field}` was")) && e.contains("checkpoint-2"), "{e}");
         assert_eq!(snapshot(&part), before, "a refused resume touches nothing");
     }
     let mut res = extra.to_vec();
     let p = part.to_str().unwrap();
     res.extend(["--resume", p]);
-    run(&args(&part, &res), &mut std::io::sink()).unwrap();
+    run(&args(&part, &res), &mut std::io::sink(), &mut Silent).unwrap();
     assert_eq!(
         bytes(&part.join("adapter_model.safetensors")),
         bytes(&full.join("adapter_model.safetensors")),
@@ -192,7 +196,7 @@ fn sigkilled_run_resumes_to_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let (full, killed) = (dir.path().join("full"), dir.path().join("killed"));
     let extra = ["--epochs", "40", "--lora-dropout", "0.05", "--save-steps", "3", "--save-total-limit", "2"];
-    run(&args(&full, &extra), &mut std::io::sink()).unwrap();
+    run(&args(&full, &extra), &mut std::io::sink(), &mut Silent).unwrap();
     let cli = |out: &Path, more: &[&str]| {
         let mut all = extra.to_vec();
         all.extend(more);
@@ -227,12 +231,12 @@ fn bad_input_is_refused_clearly() {
     let out = dir.path().join("out");
     let mut a = args(&out, &[]);
     a.data = vec![bad.clone()];
-    let e = format!("{:#}", run(&a, &mut std::io::sink()).unwrap_err());
+    let e = format!("{:#}", run(&a, &mut std::io::sink(), &mut Silent).unwrap_err());
     assert!(e.contains(&format!("{}:3", bad.display())) && e.contains("missing `output`"), "{e}");
     a.skip_bad_records = true;
     a.val_size = 0;
     let mut log = Vec::new();
-    run(&a, &mut log).unwrap();
+    run(&a, &mut log, &mut Silent).unwrap();
     let log = String::from_utf8(log).unwrap();
     assert!(log.contains("skipped 2 bad records"), "{log}");
     // a JSON array names the line of the bad element
@@ -241,13 +245,13 @@ fn bad_input_is_refused_clearly() {
         .unwrap();
     a.data = vec![arr.clone()];
     a.skip_bad_records = false;
-    let e = format!("{:#}", run(&a, &mut std::io::sink()).unwrap_err());
+    let e = format!("{:#}", run(&a, &mut std::io::sink(), &mut Silent).unwrap_err());
     assert!(e.contains(&format!("{}:3", arr.display())) && e.contains("`instruction` must be a string"), "{e}");
     // an adapter made for another base
     let mut a = args(&dir.path().join("o2"), &[]);
     a.model = fixture("tiny-llama3-tied");
     a.tokenizer = Some(fixture("tiny-llama/tokenizer.json"));
-    let e = format!("{:#}", run(&a, &mut std::io::sink()).unwrap_err());
+    let e = format!("{:#}", run(&a, &mut std::io::sink(), &mut Silent).unwrap_err());
     assert!(e.contains("--init-adapter") && e.contains("different base"), "{e}");
 }
 
@@ -257,7 +261,7 @@ fn eval_loss_is_logged_on_held_out_records() {
     let log = dir.path().join("log.jsonl");
     let a =
         args(&dir.path().join("out"), &["--val-size", "2", "--eval-steps", "1", "--log-json", log.to_str().unwrap()]);
-    run(&a, &mut std::io::sink()).unwrap();
+    run(&a, &mut std::io::sink(), &mut Silent).unwrap();
     let lines = log_lines(&log);
     let evals: Vec<f64> = lines.iter().filter_map(|l| l["eval_loss"].as_f64()).collect();
     let steps = lines.iter().filter(|l| l.get("loss").is_some()).count();

@@ -13,7 +13,7 @@ pub mod data;
 pub mod model;
 pub mod run;
 
-pub use run::{run, TrainConfig, TrainedAdapter};
+pub use run::{run, Lines, Progress, Silent, StepReport, TrainConfig, TrainedAdapter};
 
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use super::data::{self, Example, Templating, TrainTemplate};
 use super::model::{FrozenModel, LoraParams, Pass};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vicugna_core::lora::{LoraAdapter, LoraEntry};
@@ -321,7 +321,63 @@ fn settings_diff(old: &Settings, new: &Settings) -> Option<String> {
         .map(|(k, v)| format!("`{k}` was {v} in the checkpoint but is {} now", n[k]))
 }
 
-pub fn run(a: &TrainConfig, log: &mut dyn Write) -> Result<TrainedAdapter> {
+/// One optimiser step, as the loop reports it.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    pub step: u64,
+    pub total: u64,
+    pub loss: f64,
+    pub lr: f32,
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+    /// Estimated seconds to the last step, from this run's pace.
+    pub secs_left: f64,
+}
+
+/// How the loop shows its progress: the CLI draws a bar (indicatif), [`Lines`] writes one line a
+/// step, and a caller that does not care passes [`Silent`]. Messages (the banner, checkpoints) go
+/// to `run`'s `log` instead.
+pub trait Progress {
+    /// Before the first step of this run (`step` > 0 when resuming).
+    fn start(&mut self, _step: u64, _total: u64) {}
+    fn step(&mut self, _r: &StepReport) {}
+    fn eval(&mut self, _step: u64, _loss: f64) {}
+    /// After the last step of this run.
+    fn finish(&mut self) {}
+}
+
+/// No progress shown.
+pub struct Silent;
+impl Progress for Silent {}
+
+/// One line per step and per evaluation, for logs and pipes.
+pub struct Lines<W: Write>(pub W);
+
+impl StepReport {
+    pub fn line(&self) -> String {
+        format!(
+            "step {}/{} loss {:.4} lr {:.3e} {:.0} tok/s, {} left",
+            self.step,
+            self.total,
+            self.loss,
+            self.lr,
+            self.tokens_per_s,
+            fmt_secs(self.secs_left)
+        )
+    }
+}
+
+impl<W: Write> Progress for Lines<W> {
+    fn step(&mut self, r: &StepReport) {
+        let _ = writeln!(self.0, "{}", r.line());
+    }
+    fn eval(&mut self, step: u64, loss: f64) {
+        let _ = writeln!(self.0, "eval loss {loss:.4} at step {step}");
+    }
+}
+
+/// Train as `a` says: messages on `log`, progress through `progress`.
+pub fn run(a: &TrainConfig, log: &mut dyn Write, progress: &mut dyn Progress) -> Result<TrainedAdapter> {
     let t_load = Instant::now();
     if a.micro_batch == 0 || a.batch == 0 || !a.batch.is_multiple_of(a.micro_batch) {
         bail!("--batch {} must be a positive multiple of --micro-batch {}", a.batch, a.micro_batch);
@@ -500,10 +556,15 @@ pub fn run(a: &TrainConfig, log: &mut dyn Write) -> Result<TrainedAdapter> {
 
     let t0 = Instant::now();
     let (mut tokens_done, start_step) = (0usize, step);
-    let tty = std::io::stderr().is_terminal() && !a.quiet;
+    if !a.quiet {
+        progress.start(step, total);
+    }
     let mut order_cache: Option<(u64, Vec<usize>)> = None;
     while step < total {
         if a.stop_after.is_some_and(|s| step - start_step >= s) {
+            if !a.quiet {
+                progress.finish();
+            }
             writeln!(
                 log,
                 "stopping after {} steps as asked (resume with --resume {})",
@@ -557,17 +618,8 @@ pub fn run(a: &TrainConfig, log: &mut dyn Write) -> Result<TrainedAdapter> {
             writeln!(f, "{j}")?;
         }
         if !a.quiet {
-            let left = el / (step - start_step) as f64 * (total - step) as f64;
-            let bar: String = (0..24u64).map(|i| if i * total < 24 * step { '=' } else { ' ' }).collect();
-            let line = format!(
-                "step {step}/{total} [{bar}] loss {loss:.4} lr {lr:.3e} {tps:.0} tok/s, {} left",
-                fmt_secs(left)
-            );
-            if tty {
-                write!(log, "\r{line}")?;
-            } else {
-                writeln!(log, "{line}")?;
-            }
+            let secs_left = el / (step - start_step) as f64 * (total - step) as f64;
+            progress.step(&StepReport { step, total, loss, lr, grad_norm: norm, tokens_per_s: tps, secs_left });
         }
         if a.eval_steps > 0 && !val.is_empty() && (step.is_multiple_of(a.eval_steps) || step == total) {
             let el = eval_loss(&model, &lora, &val)?;
@@ -575,15 +627,15 @@ pub fn run(a: &TrainConfig, log: &mut dyn Write) -> Result<TrainedAdapter> {
                 writeln!(f, "{}", serde_json::json!({"step": step, "eval_loss": el}))?;
             }
             if !a.quiet {
-                writeln!(log, "{}eval loss {el:.4} at step {step}", if tty { "\n" } else { "" })?;
+                progress.eval(step, el);
             }
         }
         if (a.save_steps > 0 && step.is_multiple_of(a.save_steps)) || step == total {
             save(&lora, step)?;
         }
     }
-    if tty {
-        writeln!(log)?;
+    if !a.quiet {
+        progress.finish();
     }
     checkpoint::save_peft(&a.out, &lora.to_entries(&be), &config_json)?;
     if let Some(g) = &a.gguf {

@@ -131,7 +131,9 @@ async fn main() -> Result<()> {
     };
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
     let data = tempfile::tempdir()?;
-    let state = AppState::open(Settings::new(data.path().join("data"))).await?;
+    let mut settings = Settings::new(data.path().join("data"));
+    settings.seed_model = Some(fixtures.join("tiny-llama-q4_0.gguf"));
+    let state = AppState::open(settings).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let ours = format!("http://{}", listener.local_addr()?);
     let admin = create_token(&state.db, "bench", Scope::Admin).await.map_err(|e| anyhow::anyhow!("{e}"))?;

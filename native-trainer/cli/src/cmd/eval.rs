@@ -15,7 +15,7 @@ use crate::args::{EarlyStoppingArg, Sampling, TrainTemplateArg};
 use crate::model::{load_tokenizer, parse_lora};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vicugna_core::cpu::Cpu;
@@ -168,33 +168,32 @@ fn load_adapters(specs: &[String]) -> Result<Vec<(LoraAdapter, f32)>> {
         .collect()
 }
 
-/// A one-line progress display on stderr (redrawn in place on a terminal).
+/// Progress on stderr: an indicatif bar on a terminal, a line every 10 items (and the last) otherwise.
 struct Progress {
     what: String,
     total: usize,
-    tty: bool,
     quiet: bool,
-    t0: Instant,
+    bar: indicatif::ProgressBar,
 }
 
 impl Progress {
     fn new(what: &str, total: usize, quiet: bool) -> Self {
-        Progress { what: what.into(), total, tty: std::io::stderr().is_terminal(), quiet, t0: Instant::now() }
+        let bar = if quiet { indicatif::ProgressBar::hidden() } else { crate::progress::bar(total as u64, what) };
+        Progress { what: what.into(), total, quiet, bar }
     }
     fn tick(&self, done: usize, extra: &str) {
-        if self.quiet || (!self.tty && done != self.total && !done.is_multiple_of(10)) {
+        if self.quiet {
             return;
         }
-        let bar: String = (0..24).map(|i| if i * self.total < 24 * done { '=' } else { ' ' }).collect();
-        let line =
-            format!("{} {done}/{} [{bar}] {extra} {:.0}s", self.what, self.total, self.t0.elapsed().as_secs_f64());
-        if self.tty {
-            eprint!("\r{line}");
+        if !self.bar.is_hidden() {
+            self.bar.set_position(done as u64);
+            self.bar.set_message(extra.to_string());
             if done == self.total {
-                eprintln!();
+                self.bar.finish();
             }
-        } else {
-            eprintln!("{line}");
+        } else if done == self.total || done.is_multiple_of(10) {
+            let secs = self.bar.elapsed().as_secs_f64();
+            eprintln!("{} {done}/{} {extra} {secs:.0}s", self.what, self.total);
         }
     }
 }

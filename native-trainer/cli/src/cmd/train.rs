@@ -190,9 +190,10 @@ impl TrainArgs {
         }
     }
 
-    /// Train (progress on `log`), then publish when asked.
+    /// Train (a progress bar and messages on stderr), then publish when asked (reported on `log`).
     pub fn run(&self, log: &mut dyn Write) -> Result<TrainedAdapter> {
-        let done = vicugna_train::run(&self.config(), log)?;
+        let mut bar = crate::progress::TrainBar::default();
+        let done = vicugna_train::run(&self.config(), &mut bar.log(), &mut bar)?;
         if !done.finished {
             return Ok(done);
         }
