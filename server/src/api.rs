@@ -17,9 +17,9 @@ use serde_json::{json, Value};
 
 use crate::auth::{self, Scope};
 use crate::blobs::Staged;
-use crate::db::{now_ms, FileRow, ModelRow, VersionRow};
+use crate::db::{FileRow, ModelRow, VersionRow};
 use crate::error::{ApiError, ApiResult};
-use crate::inspect;
+use crate::registry::{ADAPTER_FIELDS, ADAPTER_FILES};
 use crate::validate::{check_name, check_version, truncate};
 use crate::AppState;
 
@@ -35,6 +35,14 @@ struct Parts {
 
 const MAX_TEXT_FIELD: usize = 64 << 10;
 
+/// A body that broke off or ran over the limit while a file part was being staged.
+fn upload_error(e: axum::extract::multipart::MultipartError) -> crate::registry::Error {
+    match ApiError::from(e) {
+        ApiError::PayloadTooLarge(m) => crate::registry::Error::TooLarge(m),
+        other => crate::registry::Error::Rejected(other.to_string()),
+    }
+}
+
 async fn read_parts(s: &AppState, mp: &mut Multipart, file_parts: &[&str], text_parts: &[&str]) -> ApiResult<Parts> {
     let mut parts = Parts { files: HashMap::new(), fields: HashMap::new() };
     while let Some(field) = mp.next_field().await? {
@@ -43,7 +51,7 @@ async fn read_parts(s: &AppState, mp: &mut Multipart, file_parts: &[&str], text_
             return Err(ApiError::Unprocessable(format!("part `{}` appears twice", truncate(&name))));
         }
         if file_parts.contains(&name.as_str()) {
-            let staged = s.blobs.stage(field).await?;
+            let staged = s.blobs.stage(field.map(|c| c.map_err(upload_error))).await?;
             s.metrics.bytes_received.fetch_add(staged.size, Ordering::Relaxed);
             parts.files.insert(name, staged);
         } else if text_parts.contains(&name.as_str()) {
@@ -107,123 +115,6 @@ async fn with_upload<T>(
     r
 }
 
-/// Run blocking file inspection off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
-}
-
-impl AppState {
-    /// Put staged files into the blob store and run `insert`; on failure remove the blobs nothing
-    /// references. Serialised with deletions so a blob is never collected while a commit needs it.
-    async fn commit(
-        &self,
-        staged: &[&Staged],
-        insert: impl std::future::Future<Output = ApiResult<()>>,
-    ) -> ApiResult<()> {
-        let _guard = self.commit_lock.lock().await;
-        let mut result = Ok(());
-        for f in staged {
-            if let Err(e) = self.blobs.commit(f).await {
-                result = Err(e);
-                break;
-            }
-        }
-        if result.is_ok() {
-            result = insert.await;
-        }
-        if result.is_err() {
-            let shas: Vec<String> = staged.iter().map(|f| f.sha256.clone()).collect();
-            if let Err(e) = self.collect(&shas).await {
-                tracing::warn!("collecting blobs after a failed commit: {e}");
-            }
-        }
-        result
-    }
-
-    /// Delete those of `shas` that no live row references. Caller holds `commit_lock`.
-    async fn collect(&self, shas: &[String]) -> ApiResult<()> {
-        for sha in shas {
-            if !self.db.blob_referenced(sha).await? {
-                self.cache.forget_blob(sha);
-                self.blobs.delete(sha).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Start-up sweep: staged uploads of a killed process and blobs that no row references (a process
-    /// killed between putting the blob and committing its row). Returns (staged, blobs) removed.
-    pub async fn sweep(&self) -> ApiResult<(usize, usize)> {
-        let _guard = self.commit_lock.lock().await;
-        let staged = self.blobs.sweep_tmp()?;
-        let mut orphans = 0;
-        for sha in self.blobs.list().await? {
-            if !self.db.blob_referenced(&sha).await? {
-                self.blobs.delete(&sha).await?;
-                orphans += 1;
-            }
-        }
-        Ok((staged, orphans))
-    }
-
-    /// Register a base model from staged files (the PUT handler and the bundled demo model).
-    pub async fn register_model(
-        &self,
-        id: &str,
-        mut files: HashMap<String, Staged>,
-        description: String,
-        license: String,
-    ) -> ApiResult<ModelRow> {
-        check_name(id, "model id")?;
-        let gguf = files.remove("model.gguf");
-        let cfg = files.remove("config.json");
-        let st = files.remove("model.safetensors");
-        let tok = files.remove("tokenizer.json");
-        let (info, staged) = match (gguf, cfg, st, tok) {
-            (Some(g), None, None, None) => {
-                let (path, sha) = (g.path.clone(), g.sha256.clone());
-                let info = blocking(move || inspect::gguf_model(&path, &sha)).await?;
-                (info, vec![("model.gguf", g)])
-            }
-            (None, Some(c), Some(w), t) => {
-                let (cp, wp, sha) = (c.path.clone(), w.path.clone(), w.sha256.clone());
-                let tp = t.as_ref().map(|t| t.path.clone());
-                let info = blocking(move || inspect::hf_model(&cp, &wp, &sha, tp.as_deref())).await?;
-                let mut v = vec![("config.json", c), ("model.safetensors", w)];
-                if let Some(t) = t {
-                    v.push(("tokenizer.json", t));
-                }
-                (info, v)
-            }
-            _ => {
-                return Err(ApiError::Unprocessable(
-                    "a base model is either `model.gguf` alone or `config.json` + `model.safetensors` \
-                     (+ `tokenizer.json`)"
-                        .into(),
-                ))
-            }
-        };
-        let row = ModelRow {
-            id: id.to_string(),
-            fingerprint: info.fingerprint,
-            format: info.format.to_string(),
-            architecture: info.architecture,
-            config: serde_json::to_string(&info.config).map_err(ApiError::internal)?,
-            tokenizer: info.tokenizer,
-            description,
-            license,
-            created_at: now_ms(),
-            files: staged
-                .iter()
-                .map(|(n, f)| FileRow { file: n.to_string(), sha256: f.sha256.clone(), size: f.size as i64 })
-                .collect(),
-        };
-        let refs: Vec<&Staged> = staged.iter().map(|(_, f)| f).collect();
-        self.commit(&refs, self.db.insert_model(&row)).await?;
-        Ok(row)
-    }
-}
-
 // ---------- models ----------
 
 fn model_json(m: &ModelRow) -> Value {
@@ -235,19 +126,6 @@ fn model_json(m: &ModelRow) -> Value {
 pub async fn list_models(State(s): St) -> ApiResult<Json<Value>> {
     let models = s.db.models().await?;
     Ok(Json(json!({ "models": models.iter().map(model_json).collect::<Vec<_>>() })))
-}
-
-impl AppState {
-    /// A registered model (cached: models are immutable).
-    async fn model(&self, id: &str) -> ApiResult<ModelRow> {
-        check_name(id, "model id")?;
-        if let Some(m) = self.cache.model(id) {
-            return Ok(m);
-        }
-        let m = self.db.model(id).await?.ok_or_else(|| ApiError::NotFound(format!("no model `{id}`")))?;
-        self.cache.put_model(&m);
-        Ok(m)
-    }
 }
 
 pub async fn get_model(State(s): St, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -275,7 +153,7 @@ pub async fn put_model(
         .await?;
         let description = parts.fields.remove("description").unwrap_or_default();
         let license = parts.fields.remove("license").unwrap_or_default();
-        s.register_model(&id, parts.files, description, license).await
+        Ok(s.register_model(&id, parts.files, description, license).await?)
     })
     .await;
     s.metrics.upload("model", outcome(&result));
@@ -376,24 +254,8 @@ pub async fn get_adapter(State(s): St, Path(name): Path<String>) -> ApiResult<Re
     Ok(json_response(b))
 }
 
-async fn live_version(s: &AppState, name: &str, version: &str) -> ApiResult<VersionRow> {
-    check_name(name, "adapter name")?;
-    check_version(version)?;
-    if let Some(v) = s.cache.version(name, version) {
-        return Ok(v);
-    }
-    let generation = s.cache.generation();
-    match s.db.version(name, version).await? {
-        Some(v) if v.deleted_at.is_none() => {
-            s.cache.put_version(generation, &v);
-            Ok(v)
-        }
-        _ => Err(ApiError::NotFound(format!("no adapter `{name}` version {version}"))),
-    }
-}
-
 pub async fn get_version(State(s): St, Path((name, version)): Path<(String, String)>) -> ApiResult<Json<Value>> {
-    Ok(Json(version_json(&live_version(&s, &name, &version).await?)))
+    Ok(Json(version_json(&s.live_version(&name, &version).await?)))
 }
 
 pub async fn put_adapter(
@@ -414,106 +276,11 @@ pub async fn put_adapter(
     Ok((StatusCode::CREATED, Json(version_json(&row))))
 }
 
-/// The adapter version's file parts and text fields, as `PUT /api/adapters/{name}/{version}` takes them.
-pub const ADAPTER_FILES: [&str; 3] = ["adapter_config.json", "adapter_model.safetensors", "README.md"];
-pub const ADAPTER_FIELDS: [&str; 5] = ["base", "description", "template", "metrics", "license"];
-
 async fn publish(s: &AppState, caller: &str, name: &str, version: &str, mp: &mut Multipart) -> ApiResult<VersionRow> {
     // Refuse before reading the body when the answer is already known.
     s.refuse_existing(name, version).await?;
     let parts = read_parts(s, mp, &ADAPTER_FILES, &ADAPTER_FIELDS).await?;
-    s.register_adapter(caller, name, version, parts.files, parts.fields).await
-}
-
-impl AppState {
-    async fn refuse_existing(&self, name: &str, version: &str) -> ApiResult<()> {
-        match self.db.version(name, version).await? {
-            None => Ok(()),
-            Some(v) => Err(ApiError::Conflict(if v.deleted_at.is_some() {
-                format!("{name} {version} was deleted; a version is never reused, publish a new one")
-            } else {
-                format!("{name} {version} already exists; published versions are immutable")
-            })),
-        }
-    }
-
-    /// Validate and commit an adapter version from staged files and text fields (the PUT
-    /// handler, and `vicugna-server adapter add` for the bundled default adapter).
-    pub async fn register_adapter(
-        &self,
-        caller: &str,
-        name: &str,
-        version: &str,
-        mut files: HashMap<String, Staged>,
-        mut fields: HashMap<String, String>,
-    ) -> ApiResult<VersionRow> {
-        check_name(name, "adapter name")?;
-        check_version(version)?;
-        self.refuse_existing(name, version).await?;
-        let missing = |p: &str| ApiError::Unprocessable(format!("part `{p}` is required"));
-        let config = files.remove("adapter_config.json").ok_or_else(|| missing("adapter_config.json"))?;
-        let weights = files.remove("adapter_model.safetensors").ok_or_else(|| missing("adapter_model.safetensors"))?;
-        let readme = files.remove("README.md");
-        let (cp, wp) = (config.path.clone(), weights.path.clone());
-        let (info, lora) = blocking(move || inspect::peft_adapter(&cp, &wp)).await?;
-
-        let base_id = fields.remove("base").filter(|b| !b.is_empty()).or(info.base_model.clone()).ok_or_else(|| {
-            ApiError::Unprocessable(
-                "the adapter does not name its base: give a `base` part or `base_model_name_or_path` in \
-             adapter_config.json (a registered model id)"
-                    .into(),
-            )
-        })?;
-        let base = match check_name(&base_id, "base model id") {
-            Ok(()) => self.db.model(&base_id).await?,
-            Err(_) => None,
-        }
-        .ok_or_else(|| {
-            ApiError::Unprocessable(format!(
-                "unknown base model {:?}: it must be a registered model id",
-                truncate(&base_id)
-            ))
-        })?;
-        let base_config: vicugna_core::Config = serde_json::from_str(&base.config).map_err(ApiError::internal)?;
-        lora.check_fits(&base_config)
-            .map_err(|e| ApiError::Unprocessable(format!("the adapter does not fit base model `{}`: {e}", base.id)))?;
-
-        let metrics = match fields.remove("metrics") {
-            None => json!({}),
-            Some(t) => match serde_json::from_str::<Value>(&t) {
-                Ok(v @ Value::Object(_)) => v,
-                _ => return Err(ApiError::Unprocessable("part `metrics` must be a JSON object".into())),
-            },
-        };
-        let mut staged = vec![("adapter_config.json", &config), ("adapter_model.safetensors", &weights)];
-        if let Some(r) = &readme {
-            staged.push(("README.md", r));
-        }
-        let row = VersionRow {
-            name: name.to_string(),
-            version: version.to_string(),
-            base_model: base.id.clone(),
-            base_fingerprint: base.fingerprint.clone(),
-            r: info.r,
-            alpha: info.alpha,
-            target_modules: info.target_modules,
-            template: fields.remove("template").unwrap_or_default(),
-            description: fields.remove("description").unwrap_or_default(),
-            metrics,
-            license: fields.remove("license").unwrap_or_default(),
-            published_by: caller.to_string(),
-            created_at: now_ms(),
-            deleted_at: None,
-            files: staged
-                .iter()
-                .map(|(n, f)| FileRow { file: n.to_string(), sha256: f.sha256.clone(), size: f.size as i64 })
-                .collect(),
-        };
-        let refs: Vec<&Staged> = staged.iter().map(|(_, f)| *f).collect();
-        self.commit(&refs, self.db.insert_version(&row)).await?;
-        self.cache.invalidate_adapter(name, version);
-        Ok(row)
-    }
+    Ok(s.register_adapter(caller, name, version, parts.files, parts.fields).await?)
 }
 
 pub async fn delete_adapter(
@@ -522,20 +289,13 @@ pub async fn delete_adapter(
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
     let caller = auth::require(&s.db, &headers, Scope::Publish).await?;
-    let v = live_version(&s, &name, &version).await?;
+    let v = s.live_version(&name, &version).await?;
     if caller.scope != Scope::Admin && v.published_by != caller.name {
         return Err(ApiError::Forbidden(format!(
             "{name} {version} was published by another token; an admin token can delete it"
         )));
     }
-    let _guard = s.commit_lock.lock().await;
-    let deleted = s.db.delete_version(&name, &version).await?;
-    s.cache.invalidate_adapter(&name, &version);
-    if !deleted {
-        return Err(ApiError::NotFound(format!("no adapter `{name}` version {version}")));
-    }
-    let shas: Vec<String> = v.files.iter().map(|f| f.sha256.clone()).collect();
-    s.collect(&shas).await?;
+    s.delete_version(&name, &version, &v).await?;
     tracing::info!("deleted {name} {version} by {}", caller.name);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -545,7 +305,7 @@ pub async fn adapter_file(
     Path((name, version, file)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let v = live_version(&s, &name, &version).await?;
+    let v = s.live_version(&name, &version).await?;
     let f = v
         .files
         .iter()

@@ -14,7 +14,7 @@ use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectSt
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::error::{ApiError, ApiResult};
+use crate::registry::{Error, Result};
 
 /// Files up to this size go to the store in one request; larger ones as a multipart upload.
 const SINGLE_PUT_MAX: u64 = 8 << 20;
@@ -89,10 +89,10 @@ impl Blobs {
     }
 
     /// Stream `chunks` into a new staged file, hashing as it goes; fsync before returning.
-    pub async fn stage<S, E>(&self, chunks: S) -> ApiResult<Staged>
+    pub async fn stage<S, E>(&self, chunks: S) -> Result<Staged>
     where
-        S: Stream<Item = Result<Bytes, E>>,
-        ApiError: From<E>,
+        S: Stream<Item = std::result::Result<Bytes, E>>,
+        Error: From<E>,
     {
         let mut chunks = std::pin::pin!(chunks);
         let name = format!("upload-{}-{:016x}", std::process::id(), rand::random::<u64>());
@@ -112,14 +112,8 @@ impl Blobs {
         Ok(staged)
     }
 
-    /// Stage bytes already in memory (the bundled demo model).
-    pub async fn stage_bytes(&self, bytes: &'static [u8]) -> ApiResult<Staged> {
-        self.stage(futures::stream::iter(bytes.chunks(1 << 20).map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c)))))
-            .await
-    }
-
     /// Copy a staged file into the store (skipped when the content is already there).
-    pub async fn commit(&self, staged: &Staged) -> ApiResult<()> {
+    pub async fn commit(&self, staged: &Staged) -> Result<()> {
         let k = key(&staged.sha256);
         if self.store.head(&k).await.is_ok() {
             return Ok(());
@@ -146,10 +140,10 @@ impl Blobs {
     }
 
     /// The bytes `range` of a blob (all of it when `None`).
-    pub async fn get(&self, sha: &str, range: Option<Range<u64>>) -> ApiResult<BodyStream> {
+    pub async fn get(&self, sha: &str, range: Option<Range<u64>>) -> Result<BodyStream> {
         let opts = GetOptions { range: range.clone().map(GetRange::Bounded), ..Default::default() };
         let r = self.store.get_opts(&key(sha), opts).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => ApiError::Internal(format!("blob {sha} is missing from the store")),
+            object_store::Error::NotFound { .. } => Error::Storage(format!("blob {sha} is missing from the store")),
             e => e.into(),
         })?;
         let range = r.range.clone();
@@ -160,7 +154,7 @@ impl Blobs {
                 // SAFETY: the file is a committed blob: never written again, never truncated.
                 let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }?;
                 if (map.len() as u64) < range.end {
-                    return Err(ApiError::Internal(format!("blob {sha} is shorter than its record")));
+                    return Err(Error::Storage(format!("blob {sha} is shorter than its record")));
                 }
                 let all = Bytes::from_owner(map);
                 let (start, end) = (range.start as usize, range.end as usize);
@@ -172,7 +166,7 @@ impl Blobs {
         })
     }
 
-    pub async fn delete(&self, sha: &str) -> ApiResult<()> {
+    pub async fn delete(&self, sha: &str) -> Result<()> {
         match self.store.delete(&key(sha)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
@@ -180,7 +174,7 @@ impl Blobs {
     }
 
     /// Every blob's SHA-256.
-    pub async fn list(&self) -> ApiResult<Vec<String>> {
+    pub async fn list(&self) -> Result<Vec<String>> {
         let metas: Vec<_> = self.store.list(Some(&StorePath::from("sha256"))).try_collect().await?;
         Ok(metas.into_iter().filter_map(|m| m.location.filename().filter(|f| is_sha256(f)).map(String::from)).collect())
     }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, AssertSqlSafe};
 
-use crate::error::{ApiError, ApiResult};
+use crate::registry::{Error, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -102,10 +102,10 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-/// A duplicate key becomes `Conflict` with `msg`; any other database error stays internal.
-fn conflict_or(e: sqlx::Error, msg: impl FnOnce() -> String) -> ApiError {
+/// A duplicate key becomes `Exists` with `msg`; any other database error is a storage failure.
+fn conflict_or(e: sqlx::Error, msg: impl FnOnce() -> String) -> Error {
     if is_unique_violation(&e) {
-        ApiError::Conflict(msg())
+        Error::Exists(msg())
     } else {
         e.into()
     }
@@ -148,7 +148,7 @@ impl Db {
 
     // ---- models ----
 
-    pub async fn model(&self, id: &str) -> ApiResult<Option<ModelRow>> {
+    pub async fn model(&self, id: &str) -> Result<Option<ModelRow>> {
         let row: Option<ModelTuple> = sqlx::query_as(
             "SELECT id, fingerprint, format, architecture, config, tokenizer, description, license, created_at \
              FROM models WHERE id = $1",
@@ -161,7 +161,7 @@ impl Db {
         Ok(Some(model_row(t, files)))
     }
 
-    pub async fn models(&self) -> ApiResult<Vec<ModelRow>> {
+    pub async fn models(&self) -> Result<Vec<ModelRow>> {
         let rows: Vec<ModelTuple> = sqlx::query_as(
             "SELECT id, fingerprint, format, architecture, config, tokenizer, description, license, created_at \
              FROM models ORDER BY id",
@@ -176,7 +176,7 @@ impl Db {
         Ok(out)
     }
 
-    async fn model_files(&self, id: &str) -> ApiResult<Vec<FileRow>> {
+    async fn model_files(&self, id: &str) -> Result<Vec<FileRow>> {
         let rows: Vec<(String, String, i64)> =
             sqlx::query_as("SELECT file, sha256, size FROM model_files WHERE model_id = $1 ORDER BY file")
                 .bind(id)
@@ -186,7 +186,7 @@ impl Db {
     }
 
     /// Insert a model and its files in one transaction. A duplicate id is `Conflict`.
-    pub async fn insert_model(&self, m: &ModelRow) -> ApiResult<()> {
+    pub async fn insert_model(&self, m: &ModelRow) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "INSERT INTO models (id, fingerprint, format, architecture, config, tokenizer, description, license, \
@@ -220,7 +220,7 @@ impl Db {
     // ---- adapters ----
 
     /// Live (not deleted) versions, optionally only those for one base fingerprint, grouped by caller.
-    pub async fn versions(&self, base: Option<&str>) -> ApiResult<Vec<VersionRow>> {
+    pub async fn versions(&self, base: Option<&str>) -> Result<Vec<VersionRow>> {
         let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM adapter_versions WHERE deleted_at IS NULL{} ORDER BY name, created_at",
             if base.is_some() { " AND base_fingerprint = $1" } else { "" }
@@ -233,7 +233,7 @@ impl Db {
         self.with_files(rows).await
     }
 
-    pub async fn adapter(&self, name: &str) -> ApiResult<Vec<VersionRow>> {
+    pub async fn adapter(&self, name: &str) -> Result<Vec<VersionRow>> {
         let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM adapter_versions WHERE name = $1 AND deleted_at IS NULL ORDER BY created_at"
         );
@@ -242,7 +242,7 @@ impl Db {
     }
 
     /// A version, deleted or not.
-    pub async fn version(&self, name: &str, version: &str) -> ApiResult<Option<VersionRow>> {
+    pub async fn version(&self, name: &str, version: &str) -> Result<Option<VersionRow>> {
         let sql = format!("SELECT {VERSION_COLUMNS} FROM adapter_versions WHERE name = $1 AND version = $2");
         let row = sqlx::query_as::<_, VersionTuple>(AssertSqlSafe(sql))
             .bind(name)
@@ -252,7 +252,7 @@ impl Db {
         Ok(self.with_files(row.into_iter().collect()).await?.pop())
     }
 
-    async fn with_files(&self, rows: Vec<VersionTuple>) -> ApiResult<Vec<VersionRow>> {
+    async fn with_files(&self, rows: Vec<VersionTuple>) -> Result<Vec<VersionRow>> {
         let mut out = Vec::with_capacity(rows.len());
         for t in rows {
             let mut v = version_row(t);
@@ -271,7 +271,7 @@ impl Db {
 
     /// Insert a version and its files in one transaction; the primary key makes a second insert of the same
     /// (name, version) fail, so of two concurrent uploads exactly one commits.
-    pub async fn insert_version(&self, v: &VersionRow) -> ApiResult<()> {
+    pub async fn insert_version(&self, v: &VersionRow) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO adapter_versions ({VERSION_COLUMNS}) \
@@ -311,7 +311,7 @@ impl Db {
     }
 
     /// Mark a version deleted. Returns false when there was no live version to delete.
-    pub async fn delete_version(&self, name: &str, version: &str) -> ApiResult<bool> {
+    pub async fn delete_version(&self, name: &str, version: &str) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE adapter_versions SET deleted_at = $1 WHERE name = $2 AND version = $3 AND deleted_at IS NULL",
         )
@@ -324,7 +324,7 @@ impl Db {
     }
 
     /// Is this blob referenced by a model or a live adapter version?
-    pub async fn blob_referenced(&self, sha256: &str) -> ApiResult<bool> {
+    pub async fn blob_referenced(&self, sha256: &str) -> Result<bool> {
         let (n,): (i64,) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM model_files WHERE sha256 = $1) + \
              (SELECT COUNT(*) FROM adapter_files f JOIN adapter_versions v \
@@ -336,7 +336,7 @@ impl Db {
         Ok(n > 0)
     }
 
-    pub async fn counts(&self) -> ApiResult<(i64, i64)> {
+    pub async fn counts(&self) -> Result<(i64, i64)> {
         let (m,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM models").fetch_one(&self.pool).await?;
         let (a,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM adapter_versions WHERE deleted_at IS NULL")
             .fetch_one(&self.pool)
@@ -346,7 +346,7 @@ impl Db {
 
     // ---- tokens ----
 
-    pub async fn insert_token(&self, name: &str, hash: &str, scope: &str) -> ApiResult<()> {
+    pub async fn insert_token(&self, name: &str, hash: &str, scope: &str) -> Result<()> {
         sqlx::query("INSERT INTO tokens (name, hash, scope, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(name)
             .bind(hash)
@@ -360,14 +360,14 @@ impl Db {
     }
 
     /// The (name, scope) of a live token with this hash.
-    pub async fn token_by_hash(&self, hash: &str) -> ApiResult<Option<(String, String)>> {
+    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<(String, String)>> {
         Ok(sqlx::query_as("SELECT name, scope FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
             .bind(hash)
             .fetch_optional(&self.pool)
             .await?)
     }
 
-    pub async fn revoke_token(&self, name: &str) -> ApiResult<bool> {
+    pub async fn revoke_token(&self, name: &str) -> Result<bool> {
         let r = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
             .bind(now_ms())
             .bind(name)
@@ -376,7 +376,7 @@ impl Db {
         Ok(r.rows_affected() == 1)
     }
 
-    pub async fn tokens(&self) -> ApiResult<Vec<TokenRow>> {
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
         let rows: Vec<(String, String, i64, Option<i64>)> =
             sqlx::query_as("SELECT name, scope, created_at, revoked_at FROM tokens ORDER BY name")
                 .fetch_all(&self.pool)

@@ -5,6 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::registry;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -50,15 +52,23 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        ApiError::Internal(format!("database: {e}"))
+/// The registry's errors as HTTP statuses.
+impl From<registry::Error> for ApiError {
+    fn from(e: registry::Error) -> Self {
+        match e {
+            registry::Error::Invalid(m) => ApiError::BadRequest(m),
+            registry::Error::NotFound(m) => ApiError::NotFound(m),
+            registry::Error::Exists(m) => ApiError::Conflict(m),
+            registry::Error::Rejected(m) => ApiError::Unprocessable(m),
+            registry::Error::TooLarge(m) => ApiError::PayloadTooLarge(m),
+            registry::Error::Storage(m) => ApiError::Internal(m),
+        }
     }
 }
 
-impl From<object_store::Error> for ApiError {
-    fn from(e: object_store::Error) -> Self {
-        ApiError::Internal(format!("blob store: {e}"))
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        registry::Error::from(e).into()
     }
 }
 

@@ -9,7 +9,7 @@ use vicugna_core::tokenizer::Tokenizer;
 use vicugna_core::weights::SafetensorsFile;
 use vicugna_core::{Config, LoraAdapter};
 
-use crate::error::{ApiError, ApiResult};
+use crate::registry::{Error, Result};
 
 /// A base model's identity.
 #[derive(Debug, Clone)]
@@ -21,18 +21,18 @@ pub struct ModelInfo {
     pub fingerprint: String,
 }
 
-fn unprocessable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Unprocessable(e.to_string())
+fn unprocessable(e: impl std::fmt::Display) -> Error {
+    Error::Rejected(e.to_string())
 }
 
 /// A GGUF base model: header, `llama.*` config and embedded vocabulary.
-pub fn gguf_model(path: &Path, sha256: &str) -> ApiResult<ModelInfo> {
+pub fn gguf_model(path: &Path, sha256: &str) -> Result<ModelInfo> {
     let mut f = std::io::BufReader::new(std::fs::File::open(path)?);
     let g = vicugna_core::gguf::GgufFile::read(&mut f, "model.gguf").map_err(unprocessable)?;
     let config = Config::from_gguf(&g).map_err(unprocessable)?;
     let tokenizer = match Tokenizer::from_gguf(&g) {
         Ok(t) => tokenizer_identity(&t),
-        Err(e) => return Err(ApiError::Unprocessable(format!("model.gguf: no usable tokenizer: {e}"))),
+        Err(e) => return Err(Error::Rejected(format!("model.gguf: no usable tokenizer: {e}"))),
     };
     let architecture = architecture(&config);
     let fingerprint = fingerprint(sha256, &architecture, &tokenizer);
@@ -45,22 +45,22 @@ pub fn hf_model(
     weights: &Path,
     weights_sha256: &str,
     tokenizer: Option<&Path>,
-) -> ApiResult<ModelInfo> {
-    let text = std::fs::read_to_string(config_path)
-        .map_err(|_| ApiError::Unprocessable("config.json: not UTF-8 text".into()))?;
+) -> Result<ModelInfo> {
+    let text =
+        std::fs::read_to_string(config_path).map_err(|_| Error::Rejected("config.json: not UTF-8 text".into()))?;
     let config = Config::from_hf_json(&text, "config.json").map_err(unprocessable)?;
-    let st = SafetensorsFile::from_bytes(map_file(weights).map_err(ApiError::internal)?, "model.safetensors")
+    let st = SafetensorsFile::from_bytes(map_file(weights).map_err(Error::storage)?, "model.safetensors")
         .map_err(unprocessable)?;
     let embed = "model.embed_tokens.weight";
     match st.shape(embed) {
         Some(s) if s == [config.vocab_size, config.hidden_size] => {}
         Some(s) => {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(Error::Rejected(format!(
                 "model.safetensors: tensor `{embed}` is {s:?} but config.json says [{}, {}]",
                 config.vocab_size, config.hidden_size
             )))
         }
-        None => return Err(ApiError::Unprocessable(format!("model.safetensors: tensor `{embed}` is missing"))),
+        None => return Err(Error::Rejected(format!("model.safetensors: tensor `{embed}` is missing"))),
     }
     let tokenizer = match tokenizer {
         Some(p) => {
@@ -85,10 +85,10 @@ pub struct AdapterInfo {
 }
 
 /// Parse and check a PEFT adapter (config + tensors) without a base.
-pub fn peft_adapter(config: &Path, weights: &Path) -> ApiResult<(AdapterInfo, LoraAdapter)> {
-    let text = std::fs::read_to_string(config)
-        .map_err(|_| ApiError::Unprocessable("adapter_config.json: not UTF-8 text".into()))?;
-    let bytes = map_file(weights).map_err(ApiError::internal)?;
+pub fn peft_adapter(config: &Path, weights: &Path) -> Result<(AdapterInfo, LoraAdapter)> {
+    let text =
+        std::fs::read_to_string(config).map_err(|_| Error::Rejected("adapter_config.json: not UTF-8 text".into()))?;
+    let bytes = map_file(weights).map_err(Error::storage)?;
     let lora = LoraAdapter::from_peft("adapter", &text, "adapter_config.json", bytes, "adapter_model.safetensors")
         .map_err(unprocessable)?;
     // from_peft has validated the JSON and the fields it needs.

@@ -18,6 +18,7 @@ pub mod db;
 pub mod error;
 pub mod inspect;
 pub mod metrics;
+pub mod registry;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -125,14 +126,6 @@ impl AppState {
             }
         }
         Ok(state)
-    }
-}
-
-impl AppState {
-    /// Stage a local file (`vicugna-server model add`), hashed and fsynced like an upload.
-    pub async fn stage_file(&self, path: &std::path::Path) -> Result<blobs::Staged, ApiError> {
-        let f = tokio::fs::File::open(path).await?;
-        self.blobs.stage(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)).await
     }
 }
 

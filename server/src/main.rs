@@ -232,7 +232,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Adapter { action }) => {
             let state = AppState::open(settings).await?;
-            let e = |e: vicugna_server::error::ApiError| anyhow::anyhow!("{e}");
+            let e = |e: vicugna_server::registry::Error| anyhow::anyhow!("{e}");
             match action {
                 AdapterAction::Add { name, version, base, description, template, license, metrics, dir } => {
                     let weights = dir.join("adapter_model.safetensors");
@@ -248,7 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         );
                     }
                     let mut files = std::collections::HashMap::new();
-                    for f in vicugna_server::api::ADAPTER_FILES {
+                    for f in vicugna_server::registry::ADAPTER_FILES {
                         let p = dir.join(f);
                         if p.is_file() {
                             let staged =

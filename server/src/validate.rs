@@ -1,10 +1,11 @@
 //! Validators for what clients send: adapter names, model ids, token names and versions. A leaf
-//! module (errors only), so the handlers and the token store both use it without a cycle.
+//! module (it names only the registry's error type), so the registry, the handlers and the token
+//! store all use it without a cycle.
 
-use crate::error::{ApiError, ApiResult};
+use crate::registry::{Error, Result};
 
 /// Adapter names, model ids and token names: `[a-z0-9][a-z0-9._-]{0,63}`.
-pub fn check_name(s: &str, what: &str) -> ApiResult<()> {
+pub fn check_name(s: &str, what: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 64
         && (s.as_bytes()[0].is_ascii_lowercase() || s.as_bytes()[0].is_ascii_digit())
@@ -12,17 +13,17 @@ pub fn check_name(s: &str, what: &str) -> ApiResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(format!("invalid {what} {:?}: expected [a-z0-9][a-z0-9._-]{{0,63}}", truncate(s))))
+        Err(Error::Invalid(format!("invalid {what} {:?}: expected [a-z0-9][a-z0-9._-]{{0,63}}", truncate(s))))
     }
 }
 
-pub fn check_version(s: &str) -> ApiResult<()> {
+pub fn check_version(s: &str) -> Result<()> {
     if s.len() > 64 {
-        return Err(ApiError::BadRequest(format!("invalid version {:?}: too long", truncate(s))));
+        return Err(Error::Invalid(format!("invalid version {:?}: too long", truncate(s))));
     }
     semver::Version::parse(s)
         .map(|_| ())
-        .map_err(|e| ApiError::BadRequest(format!("invalid version {:?}: not semver ({e})", truncate(s))))
+        .map_err(|e| Error::Invalid(format!("invalid version {:?}: not semver ({e})", truncate(s))))
 }
 
 pub fn truncate(s: &str) -> String {
