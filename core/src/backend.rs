@@ -40,42 +40,33 @@ pub trait Backend {
     /// operation writes its whole output before anything reads it.
     fn act(&self, n_tokens: usize, width: usize) -> Self::Act;
     fn act_from_host(&self, n_tokens: usize, width: usize, data: &[f32]) -> Self::Act;
-    fn to_host(&self, x: &Self::Act) -> Result<Vec<f32>>;
+    /// Read an activation back to the host: the one read-back every backend implements. A
+    /// browser's WebGPU cannot block the thread until the GPU is done, so it is async; native
+    /// backends finish at once and [`Backend::to_host`] drives them without an executor. The
+    /// futures are not `Send`: a wasm backend's are not.
+    #[allow(async_fn_in_trait)]
+    async fn read(&self, x: &Self::Act) -> Result<Vec<f32>>;
     /// Index of the largest value of a single-row activation (first on ties): greedy decoding
     /// without reading the logits back. The default reads them back.
-    fn argmax(&self, x: &Self::Act) -> Result<u32> {
-        let v = self.to_host(x)?;
+    #[allow(async_fn_in_trait)]
+    async fn argmax(&self, x: &Self::Act) -> Result<u32> {
+        let v = self.read(x).await?;
         Ok(v.iter().enumerate().fold(0usize, |b, (i, &a)| if a > v[b] { i } else { b }) as u32)
     }
     /// Draw a token from a single-row activation of logits: temperature, top-k, top-p in
     /// transformers' order, then the uniform `u` walks the distribution in index order. The
     /// default reads the logits back and samples on the host.
-    fn sample(&self, x: &Self::Act, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
-        let mut v = self.to_host(x)?;
+    #[allow(async_fn_in_trait)]
+    async fn sample(&self, x: &Self::Act, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
+        let mut v = self.read(x).await?;
         Ok(crate::sample::sample_host(&mut v, temperature, top_k, top_p, u))
+    }
+    /// `read`, blocking: native backends only (in a browser it is an error, never a hang).
+    fn to_host(&self, x: &Self::Act) -> Result<Vec<f32>> {
+        blocking(self.read(x))
     }
     /// Keep only the last row (the position whose logits we need).
     fn last_row(&self, x: &Self::Act) -> Self::Act;
-
-    // Asynchronous read-backs. A browser's WebGPU cannot block the thread until the GPU is done,
-    // so generation is written once against these; native backends finish at once (the defaults
-    // call the blocking methods) and `crate::block_on` drives them without an executor. The
-    // futures are not `Send`: a wasm backend's are not.
-    /// `to_host` without blocking the thread.
-    #[allow(async_fn_in_trait)]
-    async fn to_host_async(&self, x: &Self::Act) -> Result<Vec<f32>> {
-        self.to_host(x)
-    }
-    /// `argmax` without blocking the thread.
-    #[allow(async_fn_in_trait)]
-    async fn argmax_async(&self, x: &Self::Act) -> Result<u32> {
-        self.argmax(x)
-    }
-    /// `sample` without blocking the thread.
-    #[allow(async_fn_in_trait)]
-    async fn sample_async(&self, x: &Self::Act, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
-        self.sample(x, temperature, top_k, top_p, u)
-    }
 
     /// out[t] = table[tokens[t]] (rows of a possibly quantised matrix).
     fn embed(&self, out: &mut Self::Act, table: &Self::Weight, tokens: &[u32]);
@@ -145,26 +136,17 @@ impl<B: Backend> Backend for &B {
     fn act_from_host(&self, n_tokens: usize, width: usize, data: &[f32]) -> Self::Act {
         (**self).act_from_host(n_tokens, width, data)
     }
-    fn to_host(&self, x: &Self::Act) -> Result<Vec<f32>> {
-        (**self).to_host(x)
+    async fn read(&self, x: &Self::Act) -> Result<Vec<f32>> {
+        (**self).read(x).await
     }
     fn last_row(&self, x: &Self::Act) -> Self::Act {
         (**self).last_row(x)
     }
-    fn argmax(&self, x: &Self::Act) -> Result<u32> {
-        (**self).argmax(x)
+    async fn argmax(&self, x: &Self::Act) -> Result<u32> {
+        (**self).argmax(x).await
     }
-    fn sample(&self, x: &Self::Act, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
-        (**self).sample(x, temperature, top_k, top_p, u)
-    }
-    async fn to_host_async(&self, x: &Self::Act) -> Result<Vec<f32>> {
-        (**self).to_host_async(x).await
-    }
-    async fn argmax_async(&self, x: &Self::Act) -> Result<u32> {
-        (**self).argmax_async(x).await
-    }
-    async fn sample_async(&self, x: &Self::Act, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
-        (**self).sample_async(x, temperature, top_k, top_p, u).await
+    async fn sample(&self, x: &Self::Act, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
+        (**self).sample(x, temperature, top_k, top_p, u).await
     }
     fn embed(&self, out: &mut Self::Act, table: &Self::Weight, tokens: &[u32]) {
         (**self).embed(out, table, tokens)
@@ -212,6 +194,24 @@ impl<B: Backend> Backend for &B {
 /// this thread. A future that stays pending is polled again after yielding the thread; nothing
 /// here waits for a browser event loop, so the browser's WebGPU backend must be awaited instead
 /// (on wasm a pending future is a programming error and panics rather than hanging the page).
+/// Drive a backend future that yields a `Result` to completion on this thread: natively the same as
+/// [`block_on`]; in a browser, a future that would have to wait is an error instead of a panic.
+pub fn blocking<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => Err(crate::Error::Device(
+                "a blocking read-back is impossible in the browser; await the async API".into(),
+            )),
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    block_on(f)
+}
+
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     let mut f = std::pin::pin!(f);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

@@ -94,7 +94,7 @@ impl Backend for Cpu {
     fn act_from_host(&self, rows: usize, cols: usize, data: &[f32]) -> CpuAct {
         CpuAct { rows, cols, data: data.to_vec() }
     }
-    fn to_host(&self, x: &CpuAct) -> Result<Vec<f32>> {
+    async fn read(&self, x: &CpuAct) -> Result<Vec<f32>> {
         Ok(x.data.clone())
     }
     fn last_row(&self, x: &CpuAct) -> CpuAct {

@@ -4,7 +4,7 @@
 //! streaming callback that only ever receives whole UTF-8 characters.
 
 use crate::backend::Backend;
-use crate::model::Model;
+use crate::model::{Model, Pick, Picked};
 use crate::prompt::Template;
 use crate::sample::{argmax, log_softmax};
 pub use crate::sample::{ban_bad_words, repetition_penalty, sample_host, sample_with, top_k, top_p, warp, Rng};
@@ -327,8 +327,8 @@ pub async fn generate_observed_async<B: Backend>(
     let mut stop = StopReason::MaxTokens;
     while out.len() < cfg.max_new_tokens {
         let next = match next_step {
-            Step::Token(t) => t,
-            Step::Logits(mut logits) => {
+            Picked::Token(t) => t,
+            Picked::Logits(mut logits) => {
                 cfg.process(&mut logits, &history, out.len());
                 if cfg.sampling() {
                     cfg.warp(&mut logits);
@@ -360,11 +360,6 @@ pub async fn generate_observed_async<B: Backend>(
     Ok(finish(&mut sink, out, stop))
 }
 
-enum Step {
-    Logits(Vec<f32>),
-    Token(u32),
-}
-
 /// One forward step: the backend picks the token itself when no history-dependent processor
 /// needs the logits (`plain`), else the logits come back to the host.
 #[allow(clippy::too_many_arguments)]
@@ -377,17 +372,17 @@ async fn step<B: Backend>(
     n_new: usize,
     cache: &mut B::Cache,
     rng: &mut Rng,
-) -> Result<Step> {
-    Ok(if plain && n_new >= cfg.min_new_tokens {
+) -> Result<Picked> {
+    let pick = if plain && n_new >= cfg.min_new_tokens {
         if cfg.sampling() {
-            let u = rng.next_f32();
-            Step::Token(model.forward_sample_async(toks, pos, cache, cfg.temperature, cfg.top_k, cfg.top_p, u).await?)
+            Pick::Sample { temperature: cfg.temperature, top_k: cfg.top_k, top_p: cfg.top_p, u: rng.next_f32() }
         } else {
-            Step::Token(model.forward_greedy_async(toks, pos, cache).await?)
+            Pick::Greedy
         }
     } else {
-        Step::Logits(model.forward_async(toks, pos, cache, false).await?)
-    })
+        Pick::LastLogits
+    };
+    model.forward(toks, pos, cache, pick).await
 }
 
 /// transformers' vectorised beam search (`GenerationMixin._beam_search`), one sequence.
@@ -408,7 +403,7 @@ pub async fn beam_search_async<B: Backend>(
     let lp = cfg.length_penalty;
     let es = cfg.early_stopping;
     let mut cache0 = model.new_cache(max_len)?;
-    let first = model.forward_async(prompt, 0, &mut cache0, false).await?;
+    let first = model.forward(prompt, 0, &mut cache0, Pick::LastLogits).await?.logits()?;
     let v = first.len();
     // running beams: sequence, score, cache, last logits
     let mut run_seq: Vec<Vec<u32>> = vec![prompt.to_vec(); nb];
@@ -502,7 +497,7 @@ pub async fn beam_search_async<B: Backend>(
             let mut seq = run_seq[b].clone();
             seq.push(tok);
             let mut cache = model.backend.copy_cache(&run_cache[b])?;
-            let l = model.forward_async(&[tok], cur - 1, &mut cache, false).await?;
+            let l = model.forward(&[tok], cur - 1, &mut cache, Pick::LastLogits).await?.logits()?;
             ns.push(seq);
             nsc.push(sc);
             nc.push(cache);

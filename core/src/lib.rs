@@ -40,5 +40,5 @@ pub use bytes::Bytes;
 pub use config::{Arch, Config};
 pub use error::{Error, Result};
 pub use lora::LoraAdapter;
-pub use model::Model;
+pub use model::{Model, Pick, Picked};
 pub use weights::{Matrix, ModelWeights, Proj};

@@ -8,6 +8,41 @@ pub use crate::tensors::Slot;
 use crate::weights::{Matrix, ModelWeights, Proj};
 use crate::{Error, Result};
 
+/// What a forward step returns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pick {
+    /// Logits of every position (n_tokens × vocab).
+    AllLogits,
+    /// Logits of the last position (vocab).
+    LastLogits,
+    /// The last position's argmax, chosen on the backend.
+    Greedy,
+    /// A draw from the last position, on the backend: temperature, top-k, top-p, then the uniform `u`.
+    Sample { temperature: f32, top_k: usize, top_p: f32, u: f32 },
+}
+
+/// What `Model::forward` picked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Picked {
+    Logits(Vec<f32>),
+    Token(u32),
+}
+
+impl Picked {
+    pub fn logits(self) -> Result<Vec<f32>> {
+        match self {
+            Picked::Logits(l) => Ok(l),
+            Picked::Token(_) => Err(Error::Invalid("forward picked a token; ask for logits".into())),
+        }
+    }
+    pub fn token(self) -> Result<u32> {
+        match self {
+            Picked::Token(t) => Ok(t),
+            Picked::Logits(_) => Err(Error::Invalid("forward returned logits; ask for a token".into())),
+        }
+    }
+}
+
 /// One layer on the backend: what it is and what it holds (both from `core::layer`).
 struct Layer<B: Backend> {
     spec: LayerSpec,
@@ -97,69 +132,25 @@ impl<B: Backend> Model<B> {
             .collect()
     }
 
-    /// Run `tokens` at positions pos0.. through the model, extending `cache`. Returns logits for
-    /// every position (n_tokens * vocab) when `all_logits`, else for the last one only.
-    pub fn forward(&self, tokens: &[u32], pos0: usize, cache: &mut B::Cache, all_logits: bool) -> Result<Vec<f32>> {
-        let logits = self.forward_act(tokens, pos0, cache, all_logits)?;
-        self.backend.to_host(&logits)
+    /// Run `tokens` at positions pos0.. through the model, extending `cache`, and return what
+    /// `pick` asks for: logits (every position's or the last's) or a token chosen on the backend
+    /// (a GPU decode step then reads back 4 bytes). Async because a browser's GPU read-back is;
+    /// [`Model::forward_blocking`] is the native wrapper.
+    pub async fn forward(&self, tokens: &[u32], pos0: usize, cache: &mut B::Cache, pick: Pick) -> Result<Picked> {
+        let logits = self.forward_act(tokens, pos0, cache, matches!(pick, Pick::AllLogits))?;
+        let be = &self.backend;
+        Ok(match pick {
+            Pick::AllLogits | Pick::LastLogits => Picked::Logits(be.read(&logits).await?),
+            Pick::Greedy => Picked::Token(be.argmax(&logits).await?),
+            Pick::Sample { temperature, top_k, top_p, u } => {
+                Picked::Token(be.sample(&logits, temperature, top_k, top_p, u).await?)
+            }
+        })
     }
 
-    /// `forward` for backends whose read-back must be awaited (WebGPU in a browser).
-    pub async fn forward_async(
-        &self,
-        tokens: &[u32],
-        pos0: usize,
-        cache: &mut B::Cache,
-        all_logits: bool,
-    ) -> Result<Vec<f32>> {
-        let logits = self.forward_act(tokens, pos0, cache, all_logits)?;
-        self.backend.to_host_async(&logits).await
-    }
-
-    /// Greedy next token after `tokens`: the argmax runs on the backend, so a GPU decode step
-    /// reads back one token id.
-    pub fn forward_greedy(&self, tokens: &[u32], pos0: usize, cache: &mut B::Cache) -> Result<u32> {
-        let logits = self.forward_act(tokens, pos0, cache, false)?;
-        self.backend.argmax(&logits)
-    }
-
-    /// `forward_greedy` without blocking the thread.
-    pub async fn forward_greedy_async(&self, tokens: &[u32], pos0: usize, cache: &mut B::Cache) -> Result<u32> {
-        let logits = self.forward_act(tokens, pos0, cache, false)?;
-        self.backend.argmax_async(&logits).await
-    }
-
-    /// `forward_sample` without blocking the thread.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn forward_sample_async(
-        &self,
-        tokens: &[u32],
-        pos0: usize,
-        cache: &mut B::Cache,
-        temperature: f32,
-        top_k: usize,
-        top_p: f32,
-        u: f32,
-    ) -> Result<u32> {
-        let logits = self.forward_act(tokens, pos0, cache, false)?;
-        self.backend.sample_async(&logits, temperature, top_k, top_p, u).await
-    }
-
-    /// Sampled next token (temperature, top-k, top-p, then a draw with the uniform `u`), chosen
-    /// on the backend.
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward_sample(
-        &self,
-        tokens: &[u32],
-        pos0: usize,
-        cache: &mut B::Cache,
-        temperature: f32,
-        top_k: usize,
-        top_p: f32,
-        u: f32,
-    ) -> Result<u32> {
-        let logits = self.forward_act(tokens, pos0, cache, false)?;
-        self.backend.sample(&logits, temperature, top_k, top_p, u)
+    /// `forward` on this thread (native backends; in a browser it is an error).
+    pub fn forward_blocking(&self, tokens: &[u32], pos0: usize, cache: &mut B::Cache, pick: Pick) -> Result<Picked> {
+        crate::backend::blocking(self.forward(tokens, pos0, cache, pick))
     }
 
     /// x += y, or x += rmsnorm(y) with a post-norm (`tmp` is scratch of x's shape).

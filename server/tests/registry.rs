@@ -151,6 +151,12 @@ async fn seeds_demo_model_and_serves_it_with_etag_range_and_caching() {
 
     let r = s.http.get(s.u(&path)).header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    // If-None-Match compares weakly: a list with the weak form of our tag matches too
+    let weak = format!("\"other\", W/{etag}");
+    let r = s.http.get(s.u(&path)).header("if-none-match", &weak).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    let r = s.http.get(s.u(&path)).header("if-none-match", "\"other\"").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 
     let n = want.len();
     for (range, lo, hi) in
@@ -168,6 +174,18 @@ async fn seeds_demo_model_and_serves_it_with_etag_range_and_caching() {
     let r = s.http.get(s.u(&path)).header("range", "bytes=0-3").header("if-range", "\"0000\"").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap().len(), n);
+    // If-Range compares strongly: our tag gives the range, its weak form the whole file
+    let r = s.http.get(s.u(&path)).header("range", "bytes=0-3").header("if-range", &etag).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    let r = s
+        .http
+        .get(s.u(&path))
+        .header("range", "bytes=0-3")
+        .header("if-range", format!("W/{etag}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 
     assert_eq!(s.get(&format!("/api/models/{DEMO_MODEL_ID}/files/other.bin")).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(s.get("/api/models/nope").await.status(), StatusCode::NOT_FOUND);

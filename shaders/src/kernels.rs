@@ -1,25 +1,232 @@
 //! Kernel sources (`Family`), their entry points (`Entry`), the define combinations they are
-//! compiled with (`Variant`, including the one format → defines table), and the parameter block
-//! they share.
+//! compiled with (`Variant`, including the one format → defines table), and each family's typed
+//! parameter block (`KernelParams`, its WGSL struct generated from the Rust one).
 
-/// Mirrors `struct Params` in `wgsl/common.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct Params {
-    pub n: u32,
-    pub rows: u32,
-    pub cols: u32,
-    pub a: u32,
-    pub b: u32,
-    pub c: u32,
-    pub d: u32,
-    pub grid_x: u32,
-    pub f0: f32,
-    pub f1: f32,
-    pub f2: f32,
-    pub f3: f32,
+/// A kernel family's parameter block: a `#[repr(C)]` struct of u32/f32 fields whose WGSL twin is
+/// generated from the same field list ([`KernelParams::wgsl`], prepended to the family's source),
+/// so the two cannot drift; naga checks the layout matches (`tests/naga_validate.rs`).
+pub trait KernelParams: bytemuck::Pod {
+    const FAMILY: Family;
+    const NAME: &'static str;
+    /// (field, WGSL type) in order.
+    const FIELDS: &'static [(&'static str, &'static str)];
+    /// The dispatcher folds long launches into (x, y) and tells the kernel the x extent.
+    fn set_grid_x(&mut self, x: u32);
+    fn wgsl() -> String {
+        let fields: Vec<String> = Self::FIELDS.iter().map(|(f, t)| format!("    {f}: {t},")).collect();
+        format!("struct {} {{\n{}\n}}\n", Self::NAME, fields.join("\n"))
+    }
 }
-const _: () = assert!(std::mem::size_of::<Params>() == 48);
+
+macro_rules! params {
+    ($(#[$m:meta])* $name:ident for $fam:ident { $($(#[$fm:meta])* $f:ident : $t:ident),* $(,)? }) => {
+        $(#[$m])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name {
+            $($(#[$fm])* pub $f: $t,)*
+        }
+        impl KernelParams for $name {
+            const FAMILY: Family = Family::$fam;
+            const NAME: &'static str = stringify!($name);
+            const FIELDS: &'static [(&'static str, &'static str)] = &[$((stringify!($f), stringify!($t))),*];
+            fn set_grid_x(&mut self, x: u32) {
+                self.grid_x = x;
+            }
+        }
+        const _: () = assert!(std::mem::size_of::<$name>() % 16 == 0, "uniform blocks are whole 16-byte rows");
+        const _: () = assert!(std::mem::size_of::<$name>() <= UNIFORM_BYTES);
+    };
+}
+
+/// The size of every uniform buffer the dispatcher binds (the largest parameter block fits).
+pub const UNIFORM_BYTES: usize = 64;
+
+params! {
+    /// `matmul.wgsl`: out (n, total_rows)[.., row0..row0+rows] = x (n, cols) · Wᵀ (+ the fused LoRA).
+    MatmulParams for Matmul {
+        /// Tokens (rows of x).
+        n: u32,
+        /// Rows of W in this part.
+        rows: u32,
+        cols: u32,
+        /// Quant blocks per row (cols / 32).
+        blocks: u32,
+        /// The fused LoRA's rank.
+        rank: u32,
+        /// This part's first row.
+        row0: u32,
+        /// Rows of the whole W (out's row stride).
+        total_rows: u32,
+        grid_x: u32,
+        /// The fused LoRA's scale × weight.
+        lora_scale: f32,
+        pad0: u32,
+        pad1: u32,
+        pad2: u32,
+    }
+}
+
+params! {
+    /// `embed.wgsl`: out[t] = table[tokens[t]] for the rows in this part.
+    EmbedParams for Embed {
+        n: u32,
+        rows: u32,
+        cols: u32,
+        blocks: u32,
+        row0: u32,
+        grid_x: u32,
+        pad0: u32,
+        pad1: u32,
+    }
+}
+
+params! {
+    /// `lora.wgsl`: ax = x Aᵀ (n, rank), then out += scale · ax Bᵀ.
+    LoraParams for Lora {
+        n: u32,
+        /// Output features (B's rows).
+        rows: u32,
+        /// Input features (A's columns).
+        cols: u32,
+        rank: u32,
+        scale: f32,
+        grid_x: u32,
+        pad0: u32,
+        pad1: u32,
+    }
+}
+
+params! {
+    /// `norm.wgsl`: RMSNorm of `rows` rows of `cols`.
+    NormParams for Norm {
+        rows: u32,
+        cols: u32,
+        eps: f32,
+        grid_x: u32,
+    }
+}
+
+params! {
+    /// `rope.wgsl`: rotate `heads` heads of every token, token t at position pos0 + t.
+    RopeParams for Rope {
+        n: u32,
+        heads: u32,
+        head_dim: u32,
+        pos0: u32,
+        /// 1: pairs (2i, 2i+1); 0: (i, i + head_dim/2).
+        interleaved: u32,
+        grid_x: u32,
+        pad0: u32,
+        pad1: u32,
+    }
+}
+
+params! {
+    /// `attention.wgsl`: causal grouped-query attention of n tokens at pos0.. over the cache.
+    AttentionParams for Attention {
+        n: u32,
+        heads: u32,
+        head_dim: u32,
+        pos0: u32,
+        kv_heads: u32,
+        /// 0: none; else a row sees only its last `window` positions.
+        window: u32,
+        scale: f32,
+        /// `main`: the scratch row stride (positions).
+        stride: u32,
+        /// `partial`/`combine`: the number of chunks and their length in positions.
+        chunks: u32,
+        chunk_len: u32,
+        grid_x: u32,
+        pad0: u32,
+    }
+}
+
+params! {
+    /// `copy.wgsl`: n vec4s.
+    CopyParams for Copy {
+        n: u32,
+        grid_x: u32,
+        pad0: u32,
+        pad1: u32,
+    }
+}
+
+params! {
+    /// `sample.wgsl`: temperature, top-k, top-p, then the draw with uniform `u`, over n logits.
+    SampleParams for Sample {
+        n: u32,
+        top_k: u32,
+        temperature: f32,
+        top_p: f32,
+        u: f32,
+        grid_x: u32,
+        pad0: u32,
+        pad1: u32,
+    }
+}
+
+params! {
+    /// `argmax.wgsl`: the first maximum of n values.
+    ArgmaxParams for Argmax {
+        n: u32,
+        grid_x: u32,
+        pad0: u32,
+        pad1: u32,
+    }
+}
+
+params! {
+    /// `elementwise.wgsl`: n elements (`scale` multiplies by `factor`).
+    ElementwiseParams for Elementwise {
+        n: u32,
+        grid_x: u32,
+        factor: f32,
+        pad0: u32,
+    }
+}
+
+/// A parameter block's layout: (family, struct name, (field, WGSL type)s, size in bytes).
+pub type ParamLayout = (Family, &'static str, &'static [(&'static str, &'static str)], usize);
+
+/// Every family's parameter block.
+pub fn param_layouts() -> Vec<ParamLayout> {
+    fn one<P: KernelParams>() -> ParamLayout {
+        (P::FAMILY, P::NAME, P::FIELDS, std::mem::size_of::<P>())
+    }
+    vec![
+        one::<MatmulParams>(),
+        one::<EmbedParams>(),
+        one::<LoraParams>(),
+        one::<NormParams>(),
+        one::<RopeParams>(),
+        one::<AttentionParams>(),
+        one::<CopyParams>(),
+        one::<SampleParams>(),
+        one::<ArgmaxParams>(),
+        one::<ElementwiseParams>(),
+    ]
+}
+
+/// The WGSL struct of a family's parameter block.
+pub fn params_wgsl(f: Family) -> String {
+    fn w<P: KernelParams>() -> String {
+        P::wgsl()
+    }
+    match f {
+        Family::Matmul => w::<MatmulParams>(),
+        Family::Embed => w::<EmbedParams>(),
+        Family::Lora => w::<LoraParams>(),
+        Family::Norm => w::<NormParams>(),
+        Family::Rope => w::<RopeParams>(),
+        Family::Attention => w::<AttentionParams>(),
+        Family::Copy => w::<CopyParams>(),
+        Family::Sample => w::<SampleParams>(),
+        Family::Argmax => w::<ArgmaxParams>(),
+        Family::Elementwise => w::<ElementwiseParams>(),
+    }
+}
 
 pub const COMMON: &str = include_str!("../wgsl/common.wgsl");
 
@@ -247,11 +454,19 @@ impl Entry {
     }
 }
 
-/// `common.wgsl` + the kernel with `#if NAME` / `#else` / `#endif` blocks resolved (nesting
-/// allowed). Unknown directives are left for the WGSL parser to reject.
-pub fn preprocess(src: &str, defines: &[&str]) -> String {
+/// `common.wgsl` + the family's parameter struct + its source with `#if NAME` / `#else` / `#endif`
+/// blocks resolved (nesting allowed). Unknown directives are left for the WGSL parser to reject.
+pub fn compile_source(f: Family, defines: &[&str]) -> String {
     let mut out = String::from(COMMON);
     out.push('\n');
+    out.push_str(&params_wgsl(f));
+    out.push_str(&preprocess(f.source(), defines));
+    out
+}
+
+/// `src` with `#if NAME` / `#else` / `#endif` blocks resolved (nesting allowed).
+pub fn preprocess(src: &str, defines: &[&str]) -> String {
+    let mut out = String::new();
     let mut stack: Vec<(bool, bool)> = Vec::new(); // (this branch active, parent active)
     let active = |s: &Vec<(bool, bool)>| s.last().is_none_or(|&(a, p)| a && p);
     for line in src.lines() {
@@ -282,7 +497,7 @@ mod tests {
     #[test]
     fn preprocessor_selects_branches() {
         let s = "a\n#if X\nb\n#if Y\nc\n#endif\n#else\nd\n#endif\ne\n";
-        let body = |d: &[&str]| preprocess(s, d)[COMMON.len() + 1..].split_whitespace().collect::<Vec<_>>().join("");
+        let body = |d: &[&str]| preprocess(s, d).split_whitespace().collect::<Vec<_>>().join("");
         assert_eq!(body(&["X", "Y"]), "abce");
         assert_eq!(body(&["X"]), "abe");
         assert_eq!(body(&[]), "ade");

@@ -21,5 +21,5 @@
 pub mod kernels;
 pub mod wgpu_backend;
 
-pub use kernels::{preprocess, Entry, Family, Format, Params, Variant};
+pub use kernels::{compile_source, preprocess, Entry, Family, Format, KernelParams, Variant};
 pub use wgpu_backend::Wgpu;

@@ -5,7 +5,10 @@
 //! submission. Device acquisition is separate (`Wgpu::new(device, queue)`) so tests and the
 //! browser inject their own.
 
-use crate::kernels::{preprocess, Entry, Params, Variant};
+use crate::kernels::{
+    compile_source, ArgmaxParams, AttentionParams, CopyParams, ElementwiseParams, EmbedParams, Entry, KernelParams,
+    LoraParams, MatmulParams, NormParams, RopeParams, SampleParams, Variant, UNIFORM_BYTES,
+};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -177,7 +180,7 @@ impl Wgpu {
         // first use: compile (the label is built once per pipeline, not per dispatch)
         let defines = variant.defines();
         let label = format!("{}::{} {defines:?}", entry.family().name(), entry.name());
-        let src = preprocess(entry.family().source(), &defines);
+        let src = compile_source(entry.family(), &defines);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&label),
             source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -243,30 +246,31 @@ impl Wgpu {
     }
 
     /// Record one dispatch: `params` at binding 0, then each (binding, buffer) the entry point uses.
-    fn dispatch(
+    fn dispatch<P: KernelParams>(
         &self,
         entry: Entry,
         variant: Variant,
-        mut params: Params,
+        mut params: P,
         bufs: &[(u32, &wgpu::Buffer)],
         groups: (u32, u32),
     ) {
         let (gx, gz) = groups;
         // fold a long x dimension into (x, y) so no dimension exceeds the WebGPU limit
         let (x, y) = if gx > MAX_GRID { (32768, gx.div_ceil(32768)) } else { (gx.max(1), 1) };
-        params.grid_x = x;
+        params.set_grid_x(x);
         self.dispatch3(entry, variant, params, bufs, (x, y, gz.max(1)));
     }
 
     /// A launch whose three grid dimensions are used as given (each within the WebGPU limit).
-    fn dispatch3(
+    fn dispatch3<P: KernelParams>(
         &self,
         entry: Entry,
         variant: Variant,
-        params: Params,
+        params: P,
         bufs: &[(u32, &wgpu::Buffer)],
         groups: (u32, u32, u32),
     ) {
+        debug_assert_eq!(entry.family(), P::FAMILY, "{entry:?} given {}", P::NAME);
         let pipe = self.pipeline(entry, variant);
         self.dispatches.set(self.dispatches.get() + 1);
         let ub = {
@@ -276,7 +280,7 @@ impl Wgpu {
             if i == u.0.len() {
                 u.0.push(self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("params"),
-                    size: std::mem::size_of::<Params>() as u64,
+                    size: UNIFORM_BYTES as u64,
                     usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 }));
@@ -306,7 +310,7 @@ impl Wgpu {
     /// `a = entry(a, b)` over every element (elementwise.wgsl).
     fn elementwise(&self, entry: Entry, a: &mut GpuAct, b: &GpuAct) {
         let n = a.rows * a.cols;
-        let p = Params { n: n as u32, ..Default::default() };
+        let p = ElementwiseParams { n: n as u32, ..Default::default() };
         self.dispatch(entry, Variant::Plain, p, &[(1, &a.buf), (2, &b.buf)], Self::elems(n));
     }
 
@@ -410,7 +414,7 @@ impl Wgpu {
     /// after reading.
     fn record_argmax(&self, x: &GpuAct) -> wgpu::Buffer {
         let out = self.take(4);
-        let p = Params { n: (x.rows * x.cols) as u32, ..Default::default() };
+        let p = ArgmaxParams { n: (x.rows * x.cols) as u32, ..Default::default() };
         self.dispatch(Entry::Argmax, Variant::Plain, p, &[(1, &x.buf), (2, &out)], (1, 1));
         out
     }
@@ -423,7 +427,7 @@ impl Wgpu {
             return None;
         }
         let (work, out) = (self.take(n * 4), self.take(4));
-        let p = Params { n: n as u32, a: top_k as u32, f0: temperature, f1: top_p, f2: u, ..Default::default() };
+        let p = SampleParams { n: n as u32, top_k: top_k as u32, temperature, top_p, u, ..Default::default() };
         self.dispatch(Entry::Sample, Variant::Plain, p, &[(1, &x.buf), (2, &work), (3, &out)], (1, 1));
         self.give(work);
         Some(out)
@@ -454,7 +458,7 @@ impl Wgpu {
     pub fn bench_copy(&self, bytes: usize, iters: usize) -> Result<f64> {
         let (src, dst) = (self.zeroed("copy-src", bytes), self.zeroed("copy-dst", bytes));
         let n = bytes / 16;
-        let p = Params { n: n as u32, ..Default::default() };
+        let p = CopyParams { n: n as u32, ..Default::default() };
         self.dispatch(Entry::Copy, Variant::Plain, p, &[(1, &src), (2, &dst)], Self::elems(n));
         self.finish()?;
         let t = std::time::Instant::now();
@@ -628,49 +632,25 @@ impl Backend for Wgpu {
         GpuAct { rows, cols, buf: self.storage("act", bytemuck::cast_slice(data)), pool: self.pool.clone() }
     }
 
-    fn to_host(&self, x: &GpuAct) -> Result<Vec<f32>> {
-        let bytes = self.read_back(&x.buf, (x.rows * x.cols * 4) as u64)?;
-        Ok(bytemuck::cast_slice::<u8, f32>(&bytes).to_vec())
-    }
-
-    fn argmax(&self, x: &GpuAct) -> Result<u32> {
-        let out = self.record_argmax(x);
-        let b = self.read_back(&out, 4)?;
-        Ok(self.token(out, b))
-    }
-
-    fn sample(&self, x: &GpuAct, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
-        match self.record_sample(x, temperature, top_k, top_p, u) {
-            Some(out) => {
-                let b = self.read_back(&out, 4)?;
-                Ok(self.token(out, b))
-            }
-            None => {
-                let mut v = self.to_host(x)?;
-                Ok(vicugna_core::generate::sample_host(&mut v, temperature, top_k, top_p, u))
-            }
-        }
-    }
-
-    async fn to_host_async(&self, x: &GpuAct) -> Result<Vec<f32>> {
+    async fn read(&self, x: &GpuAct) -> Result<Vec<f32>> {
         let bytes = self.read_back_async(&x.buf, (x.rows * x.cols * 4) as u64).await?;
         Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
 
-    async fn argmax_async(&self, x: &GpuAct) -> Result<u32> {
+    async fn argmax(&self, x: &GpuAct) -> Result<u32> {
         let out = self.record_argmax(x);
         let b = self.read_back_async(&out, 4).await?;
         Ok(self.token(out, b))
     }
 
-    async fn sample_async(&self, x: &GpuAct, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
+    async fn sample(&self, x: &GpuAct, temperature: f32, top_k: usize, top_p: f32, u: f32) -> Result<u32> {
         match self.record_sample(x, temperature, top_k, top_p, u) {
             Some(out) => {
                 let b = self.read_back_async(&out, 4).await?;
                 Ok(self.token(out, b))
             }
             None => {
-                let mut v = self.to_host_async(x).await?;
+                let mut v = self.read(x).await?;
                 Ok(vicugna_core::generate::sample_host(&mut v, temperature, top_k, top_p, u))
             }
         }
@@ -686,12 +666,12 @@ impl Backend for Wgpu {
     fn embed(&self, out: &mut GpuAct, table: &GpuWeight, tokens: &[u32]) {
         let tb = self.storage("tokens", bytemuck::cast_slice(tokens));
         for part in &table.parts {
-            let p = Params {
+            let p = EmbedParams {
                 n: tokens.len() as u32,
                 rows: part.rows as u32,
                 cols: table.cols as u32,
-                a: (table.cols / 32) as u32,
-                c: part.row0 as u32,
+                blocks: (table.cols / 32) as u32,
+                row0: part.row0 as u32,
                 ..Default::default()
             };
             let mut b = vec![(1, &tb), (2, &out.buf), (3, &part.w)];
@@ -701,7 +681,7 @@ impl Backend for Wgpu {
     }
 
     fn rmsnorm(&self, out: &mut GpuAct, x: &GpuAct, w: &GpuVector, eps: f32) {
-        let p = Params { n: x.rows as u32, cols: x.cols as u32, f0: eps, ..Default::default() };
+        let p = NormParams { rows: x.rows as u32, cols: x.cols as u32, eps, ..Default::default() };
         self.dispatch(
             Entry::RmsNorm,
             Variant::Plain,
@@ -718,7 +698,7 @@ impl Backend for Wgpu {
             .iter()
             .map(|(l, _)| {
                 let ax = self.take(n * l.r * 4);
-                let pa = Params { n: n as u32, cols: w.cols as u32, b: l.r as u32, ..Default::default() };
+                let pa = LoraParams { n: n as u32, cols: w.cols as u32, rank: l.r as u32, ..Default::default() };
                 self.dispatch(
                     Entry::LoraA,
                     Variant::Plain,
@@ -731,20 +711,20 @@ impl Backend for Wgpu {
             .collect();
         let variant = if loras.is_empty() { Variant::Format(w.format) } else { Variant::FormatLora(w.format) };
         for part in &w.parts {
-            let mut p = Params {
+            let mut p = MatmulParams {
                 n: n as u32,
                 rows: part.rows as u32,
                 cols: w.cols as u32,
-                a: (w.cols / 32) as u32,
-                c: part.row0 as u32,
-                d: w.rows as u32,
+                blocks: (w.cols / 32) as u32,
+                row0: part.row0 as u32,
+                total_rows: w.rows as u32,
                 ..Default::default()
             };
             let mut bufs = vec![(1, &x.buf), (2, &out.buf), (3, &part.w)];
             bufs.extend(part.sc.as_ref().map(|sc| (4, sc)));
             if let Some((l, s)) = loras.first() {
-                p.b = l.r as u32;
-                p.f0 = *s;
+                p.rank = l.r as u32;
+                p.lora_scale = *s;
                 bufs.extend([(5, &axs[0]), (6, &l.b)]);
             }
             if self.rowwise {
@@ -754,7 +734,7 @@ impl Backend for Wgpu {
             }
         }
         for ((l, s), ax) in loras.iter().zip(&axs).skip(1) {
-            let pb = Params { n: n as u32, rows: w.rows as u32, b: l.r as u32, f0: *s, ..Default::default() };
+            let pb = LoraParams { n: n as u32, rows: w.rows as u32, rank: l.r as u32, scale: *s, ..Default::default() };
             self.dispatch(
                 Entry::LoraBAdd,
                 Variant::Plain,
@@ -768,12 +748,12 @@ impl Backend for Wgpu {
 
     fn rope(&self, x: &mut GpuAct, n_heads: usize, head_dim: usize, pos0: usize, rope: &Rope) {
         let table = self.rope_table(rope, pos0 + x.rows);
-        let p = Params {
+        let p = RopeParams {
             n: x.rows as u32,
-            a: n_heads as u32,
-            b: head_dim as u32,
-            c: pos0 as u32,
-            d: rope.interleaved as u32,
+            heads: n_heads as u32,
+            head_dim: head_dim as u32,
+            pos0: pos0 as u32,
+            interleaved: rope.interleaved as u32,
             ..Default::default()
         };
         self.dispatch(
@@ -805,15 +785,15 @@ impl Backend for Wgpu {
             enc.copy_buffer_to_buffer(&k.buf, 0, &cache.k[layer], pos0 as u64 * kvb, n as u64 * kvb);
             enc.copy_buffer_to_buffer(&v.buf, 0, &cache.v[layer], pos0 as u64 * kvb, n as u64 * kvb);
         });
-        let p = Params {
+        let p = AttentionParams {
             n: n as u32,
-            rows: (pos0 + n) as u32,
-            a: heads.n_heads as u32,
-            b: heads.head_dim as u32,
-            c: pos0 as u32,
-            d: heads.n_kv_heads as u32,
-            cols: heads.window.unwrap_or(0) as u32,
-            f0: heads.scale,
+            stride: (pos0 + n) as u32,
+            heads: heads.n_heads as u32,
+            head_dim: heads.head_dim as u32,
+            pos0: pos0 as u32,
+            kv_heads: heads.n_kv_heads as u32,
+            window: heads.window.unwrap_or(0) as u32,
+            scale: heads.scale,
             ..Default::default()
         };
         let len = pos0 + n;
@@ -833,7 +813,7 @@ impl Backend for Wgpu {
         let chunks = len.div_ceil(self.attn_chunk);
         let scratch = self.take(n * heads.n_heads * chunks * self.attn_chunk * 4);
         let parts = self.take(n * heads.n_heads * chunks * (2 + heads.head_dim) * 4);
-        let p = Params { rows: chunks as u32, f1: self.attn_chunk as f32, ..p };
+        let p = AttentionParams { chunks: chunks as u32, chunk_len: self.attn_chunk as u32, ..p };
         let bufs = [(1, &q.buf), (2, &cache.k[layer]), (3, &cache.v[layer]), (5, &scratch), (6, &parts)];
         self.dispatch3(
             Entry::AttentionPartial,
@@ -866,13 +846,13 @@ impl Backend for Wgpu {
 
     fn scale(&self, x: &mut GpuAct, s: f32) {
         let n = x.rows * x.cols;
-        let p = Params { n: n as u32, f0: s, ..Default::default() };
+        let p = ElementwiseParams { n: n as u32, factor: s, ..Default::default() };
         self.dispatch(Entry::Scale, Variant::Plain, p, &[(1, &x.buf)], Self::elems(n));
     }
 
     fn rmsnorm_heads(&self, x: &mut GpuAct, w: &GpuVector, head_dim: usize, eps: f32) {
         let rows = x.rows * x.cols / head_dim;
-        let p = Params { n: rows as u32, cols: head_dim as u32, f0: eps, ..Default::default() };
+        let p = NormParams { rows: rows as u32, cols: head_dim as u32, eps, ..Default::default() };
         self.dispatch(Entry::RmsNormInplace, Variant::Plain, p, &[(2, &x.buf), (3, &w.buf)], (rows as u32, 1));
     }
 }

@@ -2,7 +2,7 @@
 //! adapter; CI installs Mesa's lavapipe. Without an adapter a test says `skipped:` (and fails
 //! under CI=true, where an adapter must exist).
 
-use vicugna_core::backend::{Backend, LoraPair, Rope};
+use vicugna_core::backend::{block_on, Backend, LoraPair, Rope};
 use vicugna_core::cpu::Cpu;
 use vicugna_core::generate::{generate, GenerationConfig};
 use vicugna_core::quant::GgmlType;
@@ -258,12 +258,14 @@ fn gemma_shaped_model_matches_cpu_across_the_sliding_window() {
         let mc = Model::new(Cpu, &w).unwrap();
         let mg = Model::new(&g, &w).unwrap();
         let (mut cc, mut gc) = (mc.new_cache(32).unwrap(), mg.new_cache(32).unwrap());
-        let (mut tc, mut tg) =
-            (mc.forward_greedy(&tokens, 0, &mut cc).unwrap(), mg.forward_greedy(&tokens, 0, &mut gc).unwrap());
+        let (mut tc, mut tg) = (
+            mc.forward_blocking(&tokens, 0, &mut cc, vicugna_core::Pick::Greedy).unwrap().token().unwrap(),
+            mg.forward_blocking(&tokens, 0, &mut gc, vicugna_core::Pick::Greedy).unwrap().token().unwrap(),
+        );
         for pos in tokens.len()..tokens.len() + 12 {
             assert_eq!(tg, tc, "greedy token at position {pos}");
-            tc = mc.forward_greedy(&[tc], pos, &mut cc).unwrap();
-            tg = mg.forward_greedy(&[tg], pos, &mut gc).unwrap();
+            tc = mc.forward_blocking(&[tc], pos, &mut cc, vicugna_core::Pick::Greedy).unwrap().token().unwrap();
+            tg = mg.forward_blocking(&[tg], pos, &mut gc, vicugna_core::Pick::Greedy).unwrap().token().unwrap();
         }
     }
 }
@@ -295,7 +297,7 @@ fn logits<B: Backend>(be: B, w: &ModelWeights, adapters: &[(&str, f32)], tokens:
         m.attach(&LoraAdapter::load(&fixture(a)).unwrap(), *wt).unwrap();
     }
     let mut cache = m.new_cache(tokens.len()).unwrap();
-    m.forward(tokens, 0, &mut cache, true).unwrap()
+    m.forward_blocking(tokens, 0, &mut cache, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap()
 }
 
 #[test]
@@ -387,8 +389,8 @@ fn weights_larger_than_a_binding_are_split_by_rows() {
         let (mc, mg) = (Model::new(Cpu, &w).unwrap(), Model::new(&g, &w).unwrap());
         let (mut cc, mut cg) = (mc.new_cache(32).unwrap(), mg.new_cache(32).unwrap());
         for (i, &t) in prompt.iter().enumerate() {
-            let lc = mc.forward(&[t], i, &mut cc, false).unwrap();
-            let lg = mg.forward(&[t], i, &mut cg, false).unwrap();
+            let lc = mc.forward_blocking(&[t], i, &mut cc, vicugna_core::Pick::LastLogits).unwrap().logits().unwrap();
+            let lg = mg.forward_blocking(&[t], i, &mut cg, vicugna_core::Pick::LastLogits).unwrap().logits().unwrap();
             assert_close(&lg, &lc, 1e-3, 0.0);
         }
     }
@@ -405,8 +407,8 @@ fn gpu_argmax_matches_cpu_including_ties() {
             v[n / 3] = m; // a tie later than the first maximum... or earlier: the first index wins
             v[n - 1] = m;
         }
-        let want = Cpu.argmax(&Cpu.act_from_host(1, n, &v)).unwrap();
-        assert_eq!(g.argmax(&g.act_from_host(1, n, &v)).unwrap(), want, "n={n}");
+        let want = block_on(Cpu.argmax(&Cpu.act_from_host(1, n, &v))).unwrap();
+        assert_eq!(block_on(g.argmax(&g.act_from_host(1, n, &v))).unwrap(), want, "n={n}");
     }
 }
 
@@ -444,7 +446,7 @@ fn gpu_top_k_top_p_sampling_draws_the_same_tokens_as_the_cpu() {
             for _ in 0..4 {
                 let u = rng.next_f32();
                 let want = vicugna_core::generate::sample_host(&mut row.to_vec(), t, k, p, u);
-                let got = g.sample(&g.act_from_host(1, v, row), t, k, p, u).unwrap();
+                let got = block_on(g.sample(&g.act_from_host(1, v, row), t, k, p, u)).unwrap();
                 assert_eq!(got, want, "temperature {t}, top-k {k}, top-p {p}, u {u}");
                 checked += 1;
             }

@@ -1,8 +1,8 @@
 // Greedy sampling on the GPU: index of the largest logit (the first one on ties, as the CPU
 // reference picks), so a decode step reads back 4 bytes instead of the vocabulary.
-// One workgroup. Params: n = vocabulary size.
+// One workgroup. Parameters: `ArgmaxParams` (n = vocabulary size).
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: ArgmaxParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // (n)
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;  // (1)
 

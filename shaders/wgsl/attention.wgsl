@@ -1,10 +1,9 @@
 // Causal attention over the KV cache with grouped-query heads: one workgroup per (query head,
 // token) on (x, z); row t attends to positions 0..=pos0+t. Scores go to a scratch buffer so any context
-// length works. Params: n, a = heads, b = head_dim, c = pos0, d = kv heads, f0 = query scale,
-// rows = scratch stride (max positions), cols = sliding window (0: none; else row t sees only
-// its last `cols` positions).
+// length works. Parameters: `AttentionParams` (stride = the scratch row stride, window = 0 for
+// none, else row t sees only its last `window` positions).
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: AttentionParams;
 @group(0) @binding(1) var<storage, read> q: array<f32>;          // (n, heads * head_dim)
 @group(0) @binding(2) var<storage, read> kc: array<f32>;         // (max_seq, kv_heads * head_dim)
 @group(0) @binding(3) var<storage, read> vc: array<f32>;         // (max_seq, kv_heads * head_dim)
@@ -13,20 +12,20 @@
 
 // The first position a row with `len` visible positions attends to (sliding-window layers).
 fn window_start(len: u32) -> u32 {
-    return select(0u, len - min(len, p.cols), p.cols > 0u);
+    return select(0u, len - min(len, p.window), p.window > 0u);
 }
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let h = wid.x;
     let t = wid.z;
-    let hd = p.b;
-    let kvd = p.d * hd;
-    let kvh = h / (p.a / p.d);
-    let len = p.c + t + 1u;
+    let hd = p.head_dim;
+    let kvd = p.kv_heads * hd;
+    let kvh = h / (p.heads / p.kv_heads);
+    let len = p.pos0 + t + 1u;
     let first = window_start(len);
-    let qo = t * p.a * hd + h * hd;
-    let so = (t * p.a + h) * p.rows;
+    let qo = t * p.heads * hd + h * hd;
+    let so = (t * p.heads + h) * p.stride;
     // scores and their maximum
     var m = -3.4e38;
     for (var j = first + li; j < len; j += WG) {
@@ -34,7 +33,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var d = 0u; d < hd; d++) {
             s += q[qo + d] * kc[j * kvd + kvh * hd + d];
         }
-        s *= p.f0;
+        s *= p.scale;
         sc[so + j] = s;
         m = max(m, s);
     }
@@ -57,10 +56,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
 }
 
-// Long contexts: the positions are split into chunks of p.f1 (as u32) positions, one workgroup per
+// Long contexts: the positions are split into chunks of p.chunk_len positions, one workgroup per
 // (head, chunk, token) writing its unnormalised partial result; `combine` merges the chunks with
 // the usual max/sum rescaling. Scratch layout per (token, head, chunk): [max, sum, out[head_dim]].
-// Params as `main`, plus f1 = chunk length, rows = number of chunks.
+// Parameters as `main`, plus chunks and chunk_len.
 
 @group(0) @binding(6) var<storage, read_write> part_out: array<f32>;  // (n, heads, chunks, 2 + head_dim)
 
@@ -69,23 +68,23 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let h = wid.x;
     let chunk = wid.y;
     let t = wid.z;
-    let hd = p.b;
-    let kvd = p.d * hd;
-    let kvh = h / (p.a / p.d);
-    let len = p.c + t + 1u;
-    let clen = u32(p.f1);
+    let hd = p.head_dim;
+    let kvd = p.kv_heads * hd;
+    let kvh = h / (p.heads / p.kv_heads);
+    let len = p.pos0 + t + 1u;
+    let clen = p.chunk_len;
     let j0 = max(chunk * clen, window_start(len));
     let j1 = min(len, chunk * clen + clen);
-    let qo = t * p.a * hd + h * hd;
-    let so = ((t * p.a + h) * p.rows + chunk) * clen;
-    let po = ((t * p.a + h) * p.rows + chunk) * (2u + hd);
+    let qo = t * p.heads * hd + h * hd;
+    let so = ((t * p.heads + h) * p.chunks + chunk) * clen;
+    let po = ((t * p.heads + h) * p.chunks + chunk) * (2u + hd);
     var m = -3.4e38;
     for (var j = j0 + li; j < j1; j += WG) {
         var s = 0.0;
         for (var d = 0u; d < hd; d++) {
             s += q[qo + d] * kc[j * kvd + kvh * hd + d];
         }
-        s *= p.f0;
+        s *= p.scale;
         sc[so + j - j0] = s;
         m = max(m, s);
     }
@@ -115,23 +114,23 @@ fn partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let h = wid.x;
     let t = wid.z;
-    let hd = p.b;
-    let base = (t * p.a + h) * p.rows * (2u + hd);
+    let hd = p.head_dim;
+    let base = (t * p.heads + h) * p.chunks * (2u + hd);
     var mx = -3.4e38;
-    for (var c = 0u; c < p.rows; c++) {
+    for (var c = 0u; c < p.chunks; c++) {
         mx = max(mx, part_out[base + c * (2u + hd)]);
     }
     var total = 0.0;
-    for (var c = 0u; c < p.rows; c++) {
+    for (var c = 0u; c < p.chunks; c++) {
         let pc = base + c * (2u + hd);
         total += exp(part_out[pc] - mx) * part_out[pc + 1u];
     }
     for (var d = li; d < hd; d += WG) {
         var o = 0.0;
-        for (var c = 0u; c < p.rows; c++) {
+        for (var c = 0u; c < p.chunks; c++) {
             let pc = base + c * (2u + hd);
             o += exp(part_out[pc] - mx) * part_out[pc + 2u + d];
         }
-        out[t * p.a * hd + h * hd + d] = o / total;
+        out[t * p.heads * hd + h * hd + d] = o / total;
     }
 }

@@ -1,19 +1,5 @@
-// Shared by every kernel: the parameter block (mirrors `Params` in src/lib.rs, 48 bytes).
-// Each kernel documents which fields it reads.
-struct Params {
-    n: u32,      // tokens (rows of the activation)
-    rows: u32,   // output features / rows of W
-    cols: u32,   // input features / columns of W
-    a: u32,      // kernel-specific
-    b: u32,      // kernel-specific
-    c: u32,      // kernel-specific
-    d: u32,      // kernel-specific
-    grid_x: u32, // workgroups along x when a launch is folded into 2-D
-    f0: f32,     // kernel-specific
-    f1: f32,
-    f2: f32,
-    f3: f32,
-}
+// Shared by every kernel (each family's parameter struct is generated from its Rust twin in
+// src/kernels.rs and placed after this file).
 
 const WG: u32 = 64u;
 

@@ -1,7 +1,7 @@
 // Device copy bandwidth probe for `vicugna bench`: dst = src, 16 bytes per invocation.
-// Params: n = vec4 count, grid_x.
+// Parameters: `CopyParams` (n = vec4 count).
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: CopyParams;
 @group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;        // (n)
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;  // (n)
 

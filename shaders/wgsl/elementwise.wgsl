@@ -1,6 +1,6 @@
-// Element-wise kernels, one invocation per element. Params: n = element count, grid_x.
+// Element-wise kernels, one invocation per element. Parameters: `ElementwiseParams`.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: ElementwiseParams;
 @group(0) @binding(1) var<storage, read_write> a: array<f32>;  // (n)
 @group(0) @binding(2) var<storage, read> b: array<f32>;        // (n)
 
@@ -40,6 +40,6 @@ fn gelu_mul(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn scale(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x + gid.y * p.grid_x * WG;
     if (i < p.n) {
-        a[i] *= p.f0;
+        a[i] *= p.factor;
     }
 }

@@ -1,8 +1,8 @@
 // The low-rank half of LoRA. `lora_a`: ax = x A^T, one workgroup per (rank index, token) on (x, z).
 // `lora_b_add`: y += s * ax B^T, one invocation per output element (extra adapters beyond the
-// one fused into matmul). Params: n, rows (out), cols (in), b = rank, f0 = scale, grid_x.
+// one fused into matmul). Parameters: `LoraParams`.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: LoraParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // lora_a: (n, cols)
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;  // lora_a: ax (n, r); lora_b_add: y (n, rows)
 @group(0) @binding(3) var<storage, read> m: array<f32>;          // lora_a: A (r, cols); lora_b_add: B (rows, r)
@@ -18,7 +18,7 @@ fn lora_a(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     }
     let r = wg_sum(li, acc);
     if (li == 0u) {
-        out[t * p.b + j] = r;
+        out[t * p.rank + j] = r;
     }
 }
 
@@ -31,8 +31,8 @@ fn lora_b_add(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = i / p.rows;
     let o = i % p.rows;
     var l = 0.0;
-    for (var j = 0u; j < p.b; j++) {
-        l += m[o * p.b + j] * ax[t * p.b + j];
+    for (var j = 0u; j < p.rank; j++) {
+        l += m[o * p.rank + j] * ax[t * p.rank + j];
     }
-    out[i] += p.f0 * l;
+    out[i] += p.scale * l;
 }

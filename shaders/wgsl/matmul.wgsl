@@ -3,11 +3,10 @@
 // one f32 scale per 32-block in `sc`, quants in `w`), Q4_M (Q4_0's nibble order, values 0..15,
 // (scale, min) per 32-block in `sc`: Q4_K and Q4_1) and Q8_S16 (int8 as Q8_0, one scale per 16
 // elements: Q6_K). Q5_0 arrives as Q8_0.
-// Params: n, rows (in this part), cols, a = blocks per row (cols / 32), b = lora rank,
-// c = first output row of this part, d = total output rows, f0 = lora scale, grid_x.
+// Parameters: `MatmulParams` (src/kernels.rs documents each field).
 // A matrix larger than one storage binding is split by rows into parts, one launch each.
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: MatmulParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;        // (n, cols)
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;  // (n, d)
 #if F32
@@ -39,8 +38,8 @@ fn partial_dot(row: u32, xo: u32, start: u32, step: u32) -> f32 {
     }
 #endif
 #if Q8_0
-    for (var blk = start; blk < p.a; blk += step) {
-        let bi = row * p.a + blk;
+    for (var blk = start; blk < p.blocks; blk += step) {
+        let bi = row * p.blocks + blk;
         var s = 0.0;
         for (var k = 0u; k < 8u; k++) {
             // four signed bytes of one word, sign-extended in parallel
@@ -52,8 +51,8 @@ fn partial_dot(row: u32, xo: u32, start: u32, step: u32) -> f32 {
     }
 #endif
 #if Q4_0
-    for (var blk = start; blk < p.a; blk += step) {
-        let bi = row * p.a + blk;
+    for (var blk = start; blk < p.blocks; blk += step) {
+        let bi = row * p.blocks + blk;
         var s = 0.0;
         for (var k = 0u; k < 4u; k++) {
             // bytes 4k..4k+3 hold elements 4k.. (low nibbles) and 4k+16.. (high nibbles)
@@ -68,8 +67,8 @@ fn partial_dot(row: u32, xo: u32, start: u32, step: u32) -> f32 {
     }
 #endif
 #if Q4_M
-    for (var blk = start; blk < p.a; blk += step) {
-        let bi = row * p.a + blk;
+    for (var blk = start; blk < p.blocks; blk += step) {
+        let bi = row * p.blocks + blk;
         var s = 0.0;
         var xs = 0.0;
         for (var k = 0u; k < 4u; k++) {
@@ -85,8 +84,8 @@ fn partial_dot(row: u32, xo: u32, start: u32, step: u32) -> f32 {
     }
 #endif
 #if Q8_S16
-    for (var blk = start; blk < p.a; blk += step) {
-        let bi = row * p.a + blk;
+    for (var blk = start; blk < p.blocks; blk += step) {
+        let bi = row * p.blocks + blk;
         var s = vec2<f32>(0.0);
         for (var k = 0u; k < 8u; k++) {
             let q = vec4<f32>((vec4<i32>(bitcast<i32>(w[bi * 8u + k])) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
@@ -120,12 +119,12 @@ fn store(row: u32, t: u32, r: f32) {
     var v = r;
 #if LORA
     var l = 0.0;
-    for (var j = 0u; j < p.b; j++) {
-        l += lb[(p.c + row) * p.b + j] * ax[t * p.b + j];
+    for (var j = 0u; j < p.rank; j++) {
+        l += lb[(p.row0 + row) * p.rank + j] * ax[t * p.rank + j];
     }
-    v += p.f0 * l;
+    v += p.lora_scale * l;
 #endif
-    y[t * p.d + p.c + row] = v;
+    y[t * p.total_rows + p.row0 + row] = v;
 }
 
 // One invocation per output row, no barriers: faster where invocations are CPU SIMD lanes

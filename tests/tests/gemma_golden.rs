@@ -64,7 +64,7 @@ fn argmax(v: &[f32]) -> usize {
 /// Logits at every position of `ids`.
 fn logits<B: Backend>(m: &Model<B>, ids: &[u32]) -> Vec<Vec<f32>> {
     let mut cache = m.new_cache(ids.len()).unwrap();
-    let l = m.forward(ids, 0, &mut cache, true).unwrap();
+    let l = m.forward_blocking(ids, 0, &mut cache, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap();
     l.chunks(m.cfg.vocab_size).map(|c| c.to_vec()).collect()
 }
 
@@ -138,13 +138,17 @@ fn logits_match_llama_cpp_on_the_real_file() {
 /// Greedy continuation of `ids`, with each step's top-1 margin.
 fn greedy<B: Backend>(m: &Model<B>, ids: &[u32], n: usize) -> Vec<(u32, f32)> {
     let mut cache = m.new_cache(ids.len() + n).unwrap();
-    let mut l = m.forward(ids, 0, &mut cache, false).unwrap();
+    let mut l = m.forward_blocking(ids, 0, &mut cache, vicugna_core::Pick::LastLogits).unwrap().logits().unwrap();
     let mut out = Vec::new();
     for i in 0..n {
         let (t, margin) = top1(&l);
         out.push((t as u32, margin));
         if i + 1 < n {
-            l = m.forward(&[t as u32], ids.len() + i, &mut cache, false).unwrap();
+            l = m
+                .forward_blocking(&[t as u32], ids.len() + i, &mut cache, vicugna_core::Pick::LastLogits)
+                .unwrap()
+                .logits()
+                .unwrap();
         }
     }
     out
@@ -217,8 +221,8 @@ fn wgpu_gives_the_cpu_logits_on_the_real_file() {
     for p in r["prompts"].as_array().unwrap().iter().take(2) {
         let ids = u32s(&p["ids"]);
         let (mut cc, mut gc) = (cpu.new_cache(ids.len()).unwrap(), gpu.new_cache(ids.len()).unwrap());
-        let want = cpu.forward(&ids, 0, &mut cc, false).unwrap();
-        let got = gpu.forward(&ids, 0, &mut gc, false).unwrap();
+        let want = cpu.forward_blocking(&ids, 0, &mut cc, vicugna_core::Pick::LastLogits).unwrap().logits().unwrap();
+        let got = gpu.forward_blocking(&ids, 0, &mut gc, vicugna_core::Pick::LastLogits).unwrap().logits().unwrap();
         let d = vicugna_tests::max_abs_diff(&got, &want);
         eprintln!(
             "{:?}: max |wgpu - cpu| = {d:.2e} (last position, {} logits)",
@@ -278,8 +282,8 @@ impl Backend for GgmlGelu {
     fn act_from_host(&self, n: usize, w: usize, d: &[f32]) -> CpuAct {
         Cpu.act_from_host(n, w, d)
     }
-    fn to_host(&self, x: &CpuAct) -> Result<Vec<f32>> {
-        Cpu.to_host(x)
+    async fn read(&self, x: &CpuAct) -> Result<Vec<f32>> {
+        Cpu.read(x).await
     }
     fn last_row(&self, x: &CpuAct) -> CpuAct {
         Cpu.last_row(x)

@@ -11,7 +11,7 @@ fn logits(w: &ModelWeights, adapters: &[(&str, f32)], tokens: &[u32]) -> Vec<f32
         m.attach(&LoraAdapter::load(&fixture(a)).unwrap(), *wt).unwrap();
     }
     let mut cache = m.new_cache(tokens.len()).unwrap();
-    m.forward(tokens, 0, &mut cache, true).unwrap()
+    m.forward_blocking(tokens, 0, &mut cache, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap()
 }
 
 /// assert_close at the acceptance tolerance, printing the measured max |diff| (see --nocapture).
@@ -111,7 +111,7 @@ fn tied_embeddings_and_llama3_rope_scaling_match_transformers() {
     let t = ids(&r, "tokens");
     let m = Model::new(Cpu, &w).unwrap();
     let mut cache = m.new_cache(t.len()).unwrap();
-    let got = m.forward(&t, 0, &mut cache, true).unwrap();
+    let got = m.forward_blocking(&t, 0, &mut cache, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap();
     check(&got, &tensor(&r, "logits"), 1e-4, 0.0);
 }
 
@@ -122,9 +122,11 @@ fn incremental_decode_equals_one_shot_prefill() {
     let w = hf();
     let m = Model::new(Cpu, &w).unwrap();
     let mut cache = m.new_cache(t.len()).unwrap();
-    let mut rows = m.forward(&t[..5], 0, &mut cache, true).unwrap();
+    let mut rows = m.forward_blocking(&t[..5], 0, &mut cache, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap();
     for (i, &tok) in t.iter().enumerate().skip(5) {
-        rows.extend(m.forward(&[tok], i, &mut cache, false).unwrap());
+        rows.extend(
+            m.forward_blocking(&[tok], i, &mut cache, vicugna_core::Pick::LastLogits).unwrap().logits().unwrap(),
+        );
     }
     check(&rows, &tensor(&r, "hf_base"), 1e-4, 0.0);
 }

@@ -11,7 +11,7 @@ use vicugna_tests::{assert_close, fixture};
 fn logits_whole(path: &str, ids: &[u32]) -> Vec<f32> {
     let m = Model::new(Cpu, &ModelWeights::load(&fixture(path)).unwrap()).unwrap();
     let mut c = m.new_cache(ids.len()).unwrap();
-    m.forward(ids, 0, &mut c, true).unwrap()
+    m.forward_blocking(ids, 0, &mut c, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap()
 }
 
 /// Feed `bytes` in chunks whose sizes cycle through `sizes`.
@@ -42,7 +42,12 @@ fn streamed_models_equal_whole_file_models_for_any_chunking() {
         for sizes in [&[1usize, 3, 7, 4093][..], &[65536], &[1 << 20, 17], &[bytes.len()]] {
             let loaded = load_chunked(&bytes, sizes).unwrap();
             let mut c = loaded.model.new_cache(ids.len()).unwrap();
-            let got = loaded.model.forward(&ids, 0, &mut c, true).unwrap();
+            let got = loaded
+                .model
+                .forward_blocking(&ids, 0, &mut c, vicugna_core::Pick::AllLogits)
+                .unwrap()
+                .logits()
+                .unwrap();
             assert_close(&got, &want, 0.0, 0.0);
             let whole = vicugna_core::tokenizer::Tokenizer::load(&fixture(path)).unwrap();
             assert_eq!(

@@ -65,12 +65,12 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32) {
 
 async fn gpu_logits<B: Backend>(m: &Model<B>) -> Vec<f32> {
     let mut c = m.new_cache(IDS.len()).unwrap();
-    m.forward_async(&IDS, 0, &mut c, true).await.unwrap()
+    m.forward(&IDS, 0, &mut c, vicugna_core::Pick::AllLogits).await.unwrap().logits().unwrap()
 }
 
 fn cpu_logits(m: &Model<Cpu>) -> Vec<f32> {
     let mut c = m.new_cache(IDS.len()).unwrap();
-    m.forward(&IDS, 0, &mut c, true).unwrap()
+    m.forward_blocking(&IDS, 0, &mut c, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap()
 }
 
 #[wasm_bindgen_test]

@@ -126,7 +126,7 @@ fn training_matches_peft_step_by_step() {
     let mut m = Model::new(Cpu, &ModelWeights::load(&fixture("tiny-llama")).unwrap()).unwrap();
     m.attach(&LoraAdapter::load(&out).unwrap(), 1.0).unwrap();
     let mut cache = m.new_cache(probe.len()).unwrap();
-    let logits = m.forward(&probe, 0, &mut cache, true).unwrap();
+    let logits = m.forward_blocking(&probe, 0, &mut cache, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap();
     let want = tensor(&r, "peft_logits_of_vicugna_adapter");
     eprintln!("PEFT logits with our adapter: max diff {:.2e}", vicugna_tests::max_abs_diff(&logits, &want));
     assert_close(&logits, &want, 1e-4, 0.0);
@@ -134,7 +134,12 @@ fn training_matches_peft_step_by_step() {
     let mut g = Model::new(Cpu, &ModelWeights::load(&fixture("tiny-llama")).unwrap()).unwrap();
     g.attach(&LoraAdapter::load(&gguf).unwrap(), 1.0).unwrap();
     let mut cache = g.new_cache(probe.len()).unwrap();
-    assert_close(&g.forward(&probe, 0, &mut cache, true).unwrap(), &logits, 1e-5, 0.0);
+    assert_close(
+        &g.forward_blocking(&probe, 0, &mut cache, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap(),
+        &logits,
+        1e-5,
+        0.0,
+    );
     // the config PEFT read names the base and carries its fingerprint
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();

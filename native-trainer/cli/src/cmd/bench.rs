@@ -160,11 +160,11 @@ pub fn run(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
                 128
             };
             let mut cache = m.new_cache(steps + 2)?;
-            m.forward(&[1], 0, &mut cache, false)?; // warm-up: first touch of every page
+            m.forward_blocking(&[1], 0, &mut cache, vicugna_core::Pick::LastLogits)?.logits()?; // warm-up: first touch of every page
             let t = Instant::now();
             let mut tok = 1u32;
             for p in 1..=steps {
-                let l = m.forward(&[tok], p, &mut cache, false)?;
+                let l = m.forward_blocking(&[tok], p, &mut cache, vicugna_core::Pick::LastLogits)?.logits()?;
                 tok = (l.iter().enumerate().fold(0, |b, (i, &x)| if x > l[b] { i } else { b }) % s.vocab) as u32;
             }
             let tps = steps as f64 / t.elapsed().as_secs_f64();
@@ -222,7 +222,9 @@ pub fn run_model(
             let m = Model::new(Cpu, &w)?;
             writeln!(out, "load: {:.2} s", t.elapsed().as_secs_f64())?;
             let cache = std::cell::RefCell::new(m.new_cache(prompt.len() + steps + 1)?);
-            measure(&|toks, pos| Ok(m.forward_greedy(toks, pos, &mut cache.borrow_mut())?))?
+            measure(&|toks, pos| {
+                Ok(m.forward_blocking(toks, pos, &mut cache.borrow_mut(), vicugna_core::Pick::Greedy)?.token()?)
+            })?
         }
         BackendKind::Wgpu => {
             let (device, queue, info) = Wgpu::default_device()?;
@@ -230,9 +232,12 @@ pub fn run_model(
             let m = Model::new(Wgpu::for_adapter(device, queue, &info), &w)?;
             writeln!(out, "load: {:.2} s", t.elapsed().as_secs_f64())?;
             let cache = std::cell::RefCell::new(m.new_cache(prompt.len() + steps + 1)?);
-            let r = measure(&|toks, pos| Ok(m.forward_greedy(toks, pos, &mut cache.borrow_mut())?))?;
+            let r = measure(&|toks, pos| {
+                Ok(m.forward_blocking(toks, pos, &mut cache.borrow_mut(), vicugna_core::Pick::Greedy)?.token()?)
+            })?;
             let d0 = m.backend.dispatch_count();
-            m.forward_greedy(&[1], prompt.len() + steps, &mut cache.borrow_mut())?;
+            m.forward_blocking(&[1], prompt.len() + steps, &mut cache.borrow_mut(), vicugna_core::Pick::Greedy)?
+                .token()?;
             writeln!(out, "dispatches per decode step: {}", m.backend.dispatch_count() - d0)?;
             r
         }
@@ -304,12 +309,12 @@ pub fn run_wgpu(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()>
         let prompt: Vec<u32> = (0..if big { 4 } else { 64 }).map(|i| (i * 7 + 3) % s.vocab as u32).collect();
         let mut cache = m.new_cache(prompt.len() + steps + 2)?;
         let t = Instant::now();
-        let mut tok = m.forward_greedy(&prompt, 0, &mut cache)?;
+        let mut tok = m.forward_blocking(&prompt, 0, &mut cache, vicugna_core::Pick::Greedy)?.token()?;
         let prefill = prompt.len() as f64 / t.elapsed().as_secs_f64();
         let d0 = g.dispatch_count();
         let t = Instant::now();
         for i in 0..steps {
-            tok = m.forward_greedy(&[tok], prompt.len() + i, &mut cache)?;
+            tok = m.forward_blocking(&[tok], prompt.len() + i, &mut cache, vicugna_core::Pick::Greedy)?.token()?;
         }
         let per = t.elapsed().as_secs_f64() / steps as f64;
         let disp = (g.dispatch_count() - d0) as f64 / steps as f64;

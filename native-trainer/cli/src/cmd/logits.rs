@@ -34,7 +34,7 @@ impl LogitsArgs {
         let any = load_model(&self.model, &self.lora, self.backend)?;
         let (l, vocab) = with_model!(&any, |m| {
             let mut cache = m.new_cache(ids.len())?;
-            (m.forward(&ids, 0, &mut cache, true)?, m.cfg.vocab_size)
+            (m.forward_blocking(&ids, 0, &mut cache, vicugna_core::Pick::AllLogits)?.logits()?, m.cfg.vocab_size)
         });
         let rows: Vec<&[f32]> = l.chunks(vocab).collect();
         Ok(serde_json::json!({"tokens": ids, "logits": rows}).to_string())
