@@ -12,6 +12,9 @@ use crate::weights::{Matrix, ModelWeights};
 /// A (rows, cols) matrix of `ty` with values uniform in (-scale, scale), quantised a block of rows
 /// at a time (never the whole matrix as f32). Types we cannot quantise get [`random_blocks`].
 pub fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, scale: f32) -> Matrix {
+    if ty == GgmlType::F32 {
+        return Matrix::from_f32(rows, cols, rng.vec(rows * cols, scale));
+    }
     if !ty.can_quantize() {
         return random_blocks(rng, ty, rows, cols);
     }

@@ -375,7 +375,7 @@ impl Wgpu {
     /// Natively only: a browser cannot block on the GPU (see `read_back_async`).
     fn read_back(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         if cfg!(target_arch = "wasm32") {
-            return Err(Error::Invalid(
+            return Err(Error::Device(
                 "wgpu: a blocking read-back is impossible in the browser; use the async generation API".into(),
             ));
         }

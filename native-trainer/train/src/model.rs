@@ -429,10 +429,13 @@ impl<B: TrainBackend> FrozenModel<B> {
         let (be, c) = (&self.be, &self.cfg);
         let n = tokens.len();
         if n == 0 || targets.len() != n {
-            return Err(Error::Invalid(format!("training pass: {n} tokens but {} targets", targets.len())));
+            return Err(Error::shape("training pass", format!("{n} tokens but {} targets", targets.len())));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-            return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary of {}", c.vocab_size)));
+            return Err(Error::shape(
+                "training pass",
+                format!("token id {bad} is outside the vocabulary of {}", c.vocab_size),
+            ));
         }
         let hs = c.hidden_size;
         let mut x = be.zeros(n * hs);
@@ -478,7 +481,7 @@ impl<B: TrainBackend> FrozenModel<B> {
         let (be, c) = (&self.be, &self.cfg);
         let n = tokens.len();
         if n == 0 || targets.len() != n {
-            return Err(Error::Invalid(format!("loss: {n} tokens but {} targets", targets.len())));
+            return Err(Error::shape("loss", format!("{n} tokens but {} targets", targets.len())));
         }
         let pass = Pass { dropout: 0.0, key: 0, checkpoint: true };
         let mut x = be.zeros(n * c.hidden_size);
