@@ -72,28 +72,8 @@ async fn read_parts(s: &AppState, mp: &mut Multipart, file_parts: &[&str], text_
     Ok(parts)
 }
 
-/// Uploads refused before their body is read: read and discard up to this much of it first, so the
-/// client gets to read the answer instead of a broken pipe.
-const DRAIN_MAX: u64 = 64 << 20;
-
-async fn drain(mp: Option<Multipart>) {
-    let Some(mut mp) = mp else { return };
-    let mut seen = 0u64;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while let Ok(Some(mut f)) = mp.next_field().await {
-            while let Ok(Some(c)) = f.chunk().await {
-                seen += c.len() as u64;
-                if seen > DRAIN_MAX {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
-}
-
-/// An upload handler's outline: parse the body as multipart, run `f`, and drain what `f` left unread
-/// when it fails.
+/// An upload handler's outline: check the caller, parse the body as multipart, run `f`. What a refused
+/// upload leaves unread is drained by the server's lingering close (`crate::linger`).
 async fn with_upload<T>(
     s: &AppState,
     headers: &HeaderMap,
@@ -101,19 +81,9 @@ async fn with_upload<T>(
     mp: Result<Multipart, MultipartRejection>,
     f: impl AsyncFnOnce(&mut Multipart, auth::Caller) -> ApiResult<T>,
 ) -> ApiResult<T> {
-    let caller = match auth::require(&s.db, headers, scope).await {
-        Ok(c) => c,
-        Err(e) => {
-            drain(mp.ok()).await;
-            return Err(e);
-        }
-    };
+    let caller = auth::require(&s.db, headers, scope).await?;
     let mut mp = mp.map_err(|e| ApiError::Unprocessable(format!("expected a multipart/form-data body: {e}")))?;
-    let r = f(&mut mp, caller).await;
-    if r.is_err() {
-        drain(Some(mp)).await;
-    }
-    r
+    f(&mut mp, caller).await
 }
 
 // ---------- models ----------

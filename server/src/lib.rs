@@ -167,16 +167,84 @@ pub fn app(state: Arc<AppState>) -> Router {
     router
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn(reject_path_tricks))
+        .layer(middleware::from_fn(linger))
         .with_state(state)
 }
 
-/// A refused upload may not have been read to its end: tell the client this connection is done, so it
-/// does not send its next request into a socket the server is about to close.
+/// A refused upload may not have been read to its end (`linger` bounds what it reads): tell the client
+/// this connection is done, so it does not send its next request into a socket about to close.
 async fn close_after_refusal(mut resp: Response) -> Response {
     if resp.status().is_client_error() || resp.status().is_server_error() {
         resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// Lingering close, as nginx's `lingering_close`: a request answered before its body was read to the
+/// end (a refused upload, a multipart parser that stopped at the closing boundary before the chunked
+/// terminator) has the rest read and discarded before the answer goes out. A server that closes a
+/// socket with unread bytes in it sends a TCP reset, and the reset can reach the client before it has
+/// read the answer: it then sees a broken connection instead of the 400 or 413. Bounded by
+/// `LINGER_BYTES`, `LINGER_IDLE` between reads and `LINGER_TOTAL` in all; a timed-out (408) client is
+/// not waited for.
+async fn linger(req: Request, next: Next) -> Response {
+    use axum::body::{Body, HttpBody};
+    const LINGER_BYTES: u64 = 64 << 20;
+    const LINGER_IDLE: Duration = Duration::from_secs(2);
+    const LINGER_TOTAL: Duration = Duration::from_secs(10);
+
+    let (parts, body) = req.into_parts();
+    if body.is_end_stream() {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let slot = Arc::new(std::sync::Mutex::new(Some(body)));
+    let resp = next.run(Request::from_parts(parts, Body::new(SharedBody(slot.clone())))).await;
+    let rest = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(mut rest) = rest.filter(|b| !b.is_end_stream() && resp.status() != StatusCode::REQUEST_TIMEOUT) {
+        let _ = tokio::time::timeout(LINGER_TOTAL, async {
+            let mut seen = 0u64;
+            while let Ok(Some(Ok(frame))) = tokio::time::timeout(
+                LINGER_IDLE,
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut rest).poll_frame(cx)),
+            )
+            .await
+            {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > LINGER_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    resp
+}
+
+/// A request body the handler reads while `linger` keeps hold of what it leaves.
+struct SharedBody(Arc<std::sync::Mutex<Option<axum::body::Body>>>);
+
+impl axum::body::HttpBody for SharedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.lock().map_or(true, |s| s.as_ref().is_none_or(|b| b.is_end_stream()))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.lock().ok().and_then(|s| s.as_ref().map(|b| b.size_hint())).unwrap_or_default()
+    }
 }
 
 /// 400 for paths that try to leave their segment: `..`, encoded slashes or backslashes, NUL, `//`.
