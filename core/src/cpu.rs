@@ -1,14 +1,38 @@
-//! The CPU reference backend: plain loops, one comment per step, single-threaded.
-//! This is the specification the GPU backends are tested against.
+//! The CPU backend: plain loops, one comment per step, single-threaded. With
+//! [`Kernels::Exact`] (`Cpu::EXACT`) it is the reference: f32 activations everywhere, the
+//! specification the GPU backends and the golden tests are held to. [`Kernels::Fast`]
+//! (`Cpu::FAST`, what the commands run by default) rounds activations to 8 bits per block before
+//! each quantised matmul and takes integer dot products (`qdot`), as llama.cpp's CPU backend does.
 
 use crate::backend::{Backend, Heads, LoraPair, Rope};
 use crate::config::Config;
+use crate::qdot::{self, ActFormat, QuantActs};
 use crate::quant::{dot_f32, dot_row, GgmlType};
 use crate::weights::Matrix;
 use crate::{Error, Result};
 
-#[derive(Default, Clone, Copy)]
-pub struct Cpu;
+/// How the CPU backend multiplies by quantised weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernels {
+    /// f32 activations against the dequantised weights: the reference.
+    #[default]
+    Exact,
+    /// Activations rounded to int8 per block (Q8_0 / Q8_K) and integer SIMD dot products. Float
+    /// weights (F32/F16/BF16) take the exact kernels either way.
+    Fast,
+}
+
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Cpu {
+    pub kernels: Kernels,
+}
+
+impl Cpu {
+    /// The reference: f32 activations in every matmul.
+    pub const EXACT: Cpu = Cpu { kernels: Kernels::Exact };
+    /// 8-bit activations and integer dot products for quantised weights.
+    pub const FAST: Cpu = Cpu { kernels: Kernels::Fast };
+}
 
 #[derive(Clone, Debug)]
 pub struct CpuAct {
@@ -53,6 +77,36 @@ pub fn matmul_forward(out: &mut [f32], x: &[f32], w: &Matrix, n: usize) {
     }
 }
 
+/// out = x W^T with each row of x rounded to int8 per block first and integer dot products
+/// against the stored blocks (`qdot`); types without an integer kernel take `matmul_forward`.
+/// Each weight row meets every token while it is in cache, as in `matmul_forward`.
+pub fn matmul_quantized(out: &mut [f32], x: &[f32], w: &Matrix, n: usize) {
+    let (Some(format), Some(kernel)) = (ActFormat::for_weight(w.ty), qdot::kernel(w.ty)) else {
+        return matmul_forward(out, x, w, n);
+    };
+    let xq = QuantActs::quantize(format, x, n, w.cols);
+    let rows = w.rows;
+    // four tokens at a time where a 4-row kernel exists: each weight block is decoded once for them
+    let (kernel4, tiled) = match qdot::kernel4(w.ty) {
+        Some(k) => (Some(k), n / 4 * 4),
+        None => (None, 0),
+    };
+    for r in 0..rows {
+        let row = w.row(r);
+        if let Some(k4) = kernel4 {
+            for t in (0..tiled).step_by(4) {
+                let y = k4(row, &[xq.row(t), xq.row(t + 1), xq.row(t + 2), xq.row(t + 3)]);
+                for (i, v) in y.into_iter().enumerate() {
+                    out[(t + i) * rows + r] = v;
+                }
+            }
+        }
+        for t in tiled..n {
+            out[t * rows + r] = kernel(row, xq.row(t));
+        }
+    }
+}
+
 /// out = x / sqrt(mean(x^2) + eps) * w for one row.
 pub fn rmsnorm_forward(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     let ss: f32 = dot_f32(x, x) / x.len() as f32;
@@ -70,7 +124,10 @@ impl Backend for Cpu {
     type Cache = CpuCache;
 
     fn name(&self) -> &'static str {
-        "cpu"
+        match self.kernels {
+            Kernels::Exact => "cpu (exact)",
+            Kernels::Fast => "cpu",
+        }
     }
     fn load_matrix(&self, m: &Matrix) -> Result<Matrix> {
         Ok(m.clone())
@@ -116,7 +173,10 @@ impl Backend for Cpu {
 
     fn matmul(&self, out: &mut CpuAct, x: &CpuAct, w: &Matrix, loras: &[(&CpuLora, f32)]) {
         let n = x.rows;
-        matmul_forward(&mut out.data, &x.data, w, n);
+        match self.kernels {
+            Kernels::Exact => matmul_forward(&mut out.data, &x.data, w, n),
+            Kernels::Fast => matmul_quantized(&mut out.data, &x.data, w, n),
+        }
         for (l, s) in loras {
             // ax = x A^T  (n, r); out += s * ax B^T
             let mut ax = vec![0f32; n * l.r];

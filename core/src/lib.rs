@@ -27,6 +27,7 @@ pub mod layer;
 pub mod lora;
 pub mod model;
 pub mod prompt;
+pub mod qdot;
 pub mod quant;
 pub mod random;
 pub mod sample;

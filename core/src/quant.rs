@@ -121,12 +121,12 @@ impl GgmlType {
 }
 
 #[inline]
-fn f16_at(b: &[u8], i: usize) -> f32 {
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
 }
 
 #[inline]
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
@@ -244,87 +244,101 @@ pub fn unpack_row(ty: GgmlType, row: &[u8]) -> Option<Unpacked> {
     use GgmlType::*;
     let (bs, bb) = (ty.block_size(), ty.block_bytes());
     let n = row.len() / bb * bs;
-    let group = if ty == Q6_K { 16 } else { QK };
-    let mut u = Unpacked {
-        group,
-        q: Vec::with_capacity(n),
-        scale: Vec::with_capacity(n / group),
-        min: matches!(ty, Q4_1 | Q5_1 | Q4_K | Q5_K).then(|| Vec::with_capacity(n / group)),
-    };
+    let has_min = matches!(ty, Q4_1 | Q5_1 | Q4_K | Q5_K);
+    let (mut q, mut scale, mut min) = ([0i8; QK_K], [0f32; QK_K / 16], [0f32; QK_K / 16]);
+    let mut u = Unpacked { group: 0, q: Vec::with_capacity(n), scale: vec![], min: has_min.then(Vec::new) };
     for b in row.chunks_exact(bb) {
-        match ty {
-            Q8_0 => {
-                u.scale.push(f16_at(b, 0));
-                u.q.extend(b[2..34].iter().map(|&v| v as i8));
-            }
-            Q4_0 | Q4_1 => {
-                let off = if ty == Q4_0 { 2 } else { 4 };
-                let bias = if ty == Q4_0 { 8 } else { 0 };
-                u.scale.push(f16_at(b, 0));
-                if let Some(m) = u.min.as_mut() {
-                    m.push(f16_at(b, 2));
-                }
-                u.q.extend(b[off..off + 16].iter().map(|&v| ((v & 0xF) as i32 - bias) as i8));
-                u.q.extend(b[off..off + 16].iter().map(|&v| ((v >> 4) as i32 - bias) as i8));
-            }
-            Q5_0 | Q5_1 => {
-                let (qh_at, off, bias) = if ty == Q5_0 { (2, 6, 16) } else { (4, 8, 0) };
-                let qh = u32::from_le_bytes([b[qh_at], b[qh_at + 1], b[qh_at + 2], b[qh_at + 3]]);
-                u.scale.push(f16_at(b, 0));
-                if let Some(m) = u.min.as_mut() {
-                    m.push(f16_at(b, 2));
-                }
-                for j in 0..16 {
-                    u.q.push((((b[off + j] & 0xF) as u32 | (((qh >> j) & 1) << 4)) as i32 - bias) as i8);
-                }
-                for j in 0..16 {
-                    u.q.push((((b[off + j] >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4)) as i32 - bias) as i8);
-                }
-            }
-            Q4_K | Q5_K => {
-                let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-                let scales = &b[4..16];
-                let (qh, ql) = if ty == Q5_K { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
-                let m = u.min.as_mut().expect("K-quants have mins");
-                for jj in 0..4 {
-                    let q = &ql[32 * jj..32 * jj + 32];
-                    for (half, shift) in [(0usize, 0u8), (1, 4)] {
-                        let (sc, mn) = scale_min_k4(2 * jj + half, scales);
-                        // dequantize_block computes d1 * q - m1; d1 * q + (-m1) is the same number
-                        u.scale.push(d * sc as f32);
-                        m.push(-(dmin * mn as f32));
-                        for l in 0..32 {
-                            let mut v = (q[l] >> shift) & 0xF;
-                            if ty == Q5_K {
-                                v |= ((qh[l] >> (2 * jj + half)) & 1) << 4;
-                            }
-                            u.q.push(v as i8);
-                        }
-                    }
-                }
-            }
-            Q6_K => {
-                let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
-                let d = f16_at(b, 208);
-                let mut vals = [0i8; QK_K];
-                for n in 0..2 {
-                    let (ql, qh) = (&ql[64 * n..], &qh[32 * n..]);
-                    let y = &mut vals[128 * n..];
-                    for l in 0..32 {
-                        y[l] = (((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32) as i8;
-                        y[l + 32] = (((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32) as i8;
-                        y[l + 64] = (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32) as i8;
-                        y[l + 96] = (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32) as i8;
-                    }
-                }
-                // element e of the block uses scale e / 16; dequantize_block forms d * sc first
-                u.scale.extend(sc.iter().map(|&s| d * (s as i8) as f32));
-                u.q.extend_from_slice(&vals);
-            }
-            _ => return None,
+        u.group = unpack_block(ty, b, &mut q, &mut scale, &mut min)?;
+        let groups = bs / u.group;
+        u.q.extend_from_slice(&q[..bs]);
+        u.scale.extend_from_slice(&scale[..groups]);
+        if let Some(m) = u.min.as_mut() {
+            m.extend_from_slice(&min[..groups]);
         }
     }
+    if u.group == 0 {
+        u.group = if ty == Q6_K { 16 } else { QK };
+    }
     Some(u)
+}
+
+/// One block of `ty` in `Unpacked` form: its `block_size` small integers into `q`, one scale and
+/// one min (0 for the symmetric types) per group into `scale` and `min`. Returns the group size
+/// (16 for Q6_K, else 32), or `None` for types without an integer form.
+pub fn unpack_block(ty: GgmlType, b: &[u8], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) -> Option<usize> {
+    use GgmlType::*;
+    match ty {
+        Q8_0 => {
+            scale[0] = f16_at(b, 0);
+            min[0] = 0.0;
+            for (o, &v) in q.iter_mut().zip(&b[2..34]) {
+                *o = v as i8;
+            }
+        }
+        Q4_0 | Q4_1 => {
+            let (off, bias) = if ty == Q4_0 { (2, 8) } else { (4, 0) };
+            scale[0] = f16_at(b, 0);
+            min[0] = if ty == Q4_1 { f16_at(b, 2) } else { 0.0 };
+            for j in 0..16 {
+                q[j] = ((b[off + j] & 0xF) as i32 - bias) as i8;
+                q[j + 16] = ((b[off + j] >> 4) as i32 - bias) as i8;
+            }
+        }
+        Q5_0 | Q5_1 => {
+            let (qh_at, off, bias) = if ty == Q5_0 { (2, 6, 16) } else { (4, 8, 0) };
+            let qh = u32::from_le_bytes([b[qh_at], b[qh_at + 1], b[qh_at + 2], b[qh_at + 3]]);
+            scale[0] = f16_at(b, 0);
+            min[0] = if ty == Q5_1 { f16_at(b, 2) } else { 0.0 };
+            for j in 0..16 {
+                q[j] = (((b[off + j] & 0xF) as u32 | (((qh >> j) & 1) << 4)) as i32 - bias) as i8;
+                q[j + 16] = (((b[off + j] >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4)) as i32 - bias) as i8;
+            }
+        }
+        Q4_K | Q5_K => {
+            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+            let scales = &b[4..16];
+            let (qh, ql) = if ty == Q5_K { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
+            for jj in 0..4 {
+                let ql = &ql[32 * jj..32 * jj + 32];
+                for (half, shift) in [(0usize, 0u8), (1, 4)] {
+                    let g = 2 * jj + half;
+                    let (sc, mn) = scale_min_k4(g, scales);
+                    // dequantize_block computes d1 * q - m1; d1 * q + (-m1) is the same number
+                    scale[g] = d * sc as f32;
+                    min[g] = -(dmin * mn as f32);
+                    for l in 0..32 {
+                        let mut v = (ql[l] >> shift) & 0xF;
+                        if ty == Q5_K {
+                            v |= ((qh[l] >> g) & 1) << 4;
+                        }
+                        q[32 * g + l] = v as i8;
+                    }
+                }
+            }
+        }
+        Q6_K => {
+            let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+            let d = f16_at(b, 208);
+            for n in 0..2 {
+                let (ql, qh) = (&ql[64 * n..], &qh[32 * n..]);
+                let y = &mut q[128 * n..];
+                for l in 0..32 {
+                    y[l] = (((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32) as i8;
+                    y[l + 32] = (((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32) as i8;
+                    y[l + 64] = (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32) as i8;
+                    y[l + 96] = (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32) as i8;
+                }
+            }
+            // element e of the block uses scale e / 16; dequantize_block forms d * sc first
+            for (o, &s) in scale.iter_mut().zip(sc) {
+                *o = d * (s as i8) as f32;
+            }
+            min[..16].fill(0.0);
+            return Some(16);
+        }
+        _ => return None,
+    }
+    Some(QK)
 }
 
 /// Dequantise a whole row (`y.len()` elements, a multiple of the block size).
@@ -340,7 +354,7 @@ pub fn dequantize_row(ty: GgmlType, b: &[u8], y: &mut [f32]) {
 
 /// numpy's `np_roundf` from gguf-py: round half away from zero, computed the same way.
 #[inline]
-fn roundf(n: f32) -> f32 {
+pub(crate) fn roundf(n: f32) -> f32 {
     let a = n.abs();
     let fl = a.floor();
     let b = fl + (2.0 * (a - fl)).floor();

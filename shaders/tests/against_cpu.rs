@@ -82,16 +82,16 @@ fn matmul_cases(g: &Wgpu) {
                 let run = |be: &dyn Fn() -> Vec<f32>| be();
                 let cpu = run(&|| {
                     let (w, l1, l2) = (
-                        Cpu.load_matrix(&m).unwrap(),
-                        Cpu.load_lora(&LoraPair { r: r1, a: &a1, b: &b1 }).unwrap(),
-                        Cpu.load_lora(&LoraPair { r: r2, a: &a2, b: &b2 }).unwrap(),
+                        Cpu::EXACT.load_matrix(&m).unwrap(),
+                        Cpu::EXACT.load_lora(&LoraPair { r: r1, a: &a1, b: &b1 }).unwrap(),
+                        Cpu::EXACT.load_lora(&LoraPair { r: r2, a: &a2, b: &b2 }).unwrap(),
                     );
-                    let xa = Cpu.act_from_host(n, cols, &x);
-                    let mut o = Cpu.act(n, rows);
-                    Cpu.matmul(&mut o, &xa, &w, &[(&l1, 0.7), (&l2, -1.3)]);
-                    let mut o2 = Cpu.act(n, rows);
-                    Cpu.matmul(&mut o2, &xa, &w, &[]);
-                    [Cpu.to_host(&o).unwrap(), Cpu.to_host(&o2).unwrap()].concat()
+                    let xa = Cpu::EXACT.act_from_host(n, cols, &x);
+                    let mut o = Cpu::EXACT.act(n, rows);
+                    Cpu::EXACT.matmul(&mut o, &xa, &w, &[(&l1, 0.7), (&l2, -1.3)]);
+                    let mut o2 = Cpu::EXACT.act(n, rows);
+                    Cpu::EXACT.matmul(&mut o2, &xa, &w, &[]);
+                    [Cpu::EXACT.to_host(&o).unwrap(), Cpu::EXACT.to_host(&o2).unwrap()].concat()
                 });
                 let gpu_out = run(&|| {
                     let (w, l1, l2) = (
@@ -126,8 +126,8 @@ fn embed_norm_rope_attention_elementwise_match_cpu() {
         // the K-quants need 256-wide rows
         let t =
             if ty.block_size() <= h { table.convert(ty).unwrap() } else { random_matrix(&mut rng, ty, 64, 256, 0.5) };
-        let mut oc = Cpu.act(n, t.cols);
-        Cpu.embed(&mut oc, &Cpu.load_matrix(&t).unwrap(), &toks);
+        let mut oc = Cpu::EXACT.act(n, t.cols);
+        Cpu::EXACT.embed(&mut oc, &Cpu::EXACT.load_matrix(&t).unwrap(), &toks);
         let mut og = g.act(n, t.cols);
         g.embed(&mut og, &g.load_matrix(&t).unwrap(), &toks);
         // the same weights bit for bit (quant::unpack_row), so exactly the CPU's rows
@@ -136,16 +136,16 @@ fn embed_norm_rope_attention_elementwise_match_cpu() {
     // rmsnorm
     let x = rng.vec(n * h, 2.0);
     let w = rng.vec(h, 1.0);
-    let mut oc = Cpu.act(n, h);
-    Cpu.rmsnorm(&mut oc, &Cpu.act_from_host(n, h, &x), &w, 1e-5);
+    let mut oc = Cpu::EXACT.act(n, h);
+    Cpu::EXACT.rmsnorm(&mut oc, &Cpu::EXACT.act_from_host(n, h, &x), &w, 1e-5);
     let mut og = g.act(n, h);
     g.rmsnorm(&mut og, &g.act_from_host(n, h, &x), &g.load_vector(&w).unwrap(), 1e-5);
     assert_close(&g.to_host(&og).unwrap(), &oc.data, 1e-5, 1e-5);
     // rope, both layouts, at an offset
     for interleaved in [false, true] {
         let rope = Rope { inv_freq: c.rope_inv_freq(), interleaved };
-        let mut xc = Cpu.act_from_host(n, h, &x);
-        Cpu.rope(&mut xc, 4, 16, 9, &rope);
+        let mut xc = Cpu::EXACT.act_from_host(n, h, &x);
+        Cpu::EXACT.rope(&mut xc, 4, 16, 9, &rope);
         let mut xg = g.act_from_host(n, h, &x);
         g.rope(&mut xg, 4, 16, 9, &rope);
         assert_close(&g.to_host(&xg).unwrap(), &xc.data, 1e-6, 1e-6);
@@ -153,10 +153,10 @@ fn embed_norm_rope_attention_elementwise_match_cpu() {
     // attention: prefill 5 then decode 1 over the cache, grouped-query heads
     let kvd = c.kv_dim();
     let (q, k, v) = (rng.vec(n * h, 1.0), rng.vec(n * kvd, 1.0), rng.vec(n * kvd, 1.0));
-    let mut cc = Cpu.new_cache(&c, 8).unwrap();
+    let mut cc = Cpu::EXACT.new_cache(&c, 8).unwrap();
     let mut gc = g.new_cache(&c, 8).unwrap();
     for (pos0, rows) in [(0usize, 4usize), (4, 1)] {
-        let want = attend(&Cpu, &mut cc, &c, (&q, &k, &v), pos0, rows);
+        let want = attend(&Cpu::EXACT, &mut cc, &c, (&q, &k, &v), pos0, rows);
         assert_close(&attend(&g, &mut gc, &c, (&q, &k, &v), pos0, rows), &want, 1e-5, 1e-5);
     }
     // sliding-window attention (Gemma-3's local layers) with its query scale, decode past the window
@@ -164,19 +164,19 @@ fn embed_norm_rope_attention_elementwise_match_cpu() {
     sw.sliding_window = Some(3);
     sw.swa_layers = vec![true];
     sw.attn_scale = Some(0.3);
-    let mut cc = Cpu.new_cache(&sw, 8).unwrap();
+    let mut cc = Cpu::EXACT.new_cache(&sw, 8).unwrap();
     let mut gc = g.new_cache(&sw, 8).unwrap();
     for (pos0, rows) in [(0usize, 4usize), (4, 1)] {
-        let want = attend(&Cpu, &mut cc, &sw, (&q, &k, &v), pos0, rows);
+        let want = attend(&Cpu::EXACT, &mut cc, &sw, (&q, &k, &v), pos0, rows);
         assert_close(&attend(&g, &mut gc, &sw, (&q, &k, &v), pos0, rows), &want, 1e-5, 1e-5);
     }
     // silu_mul, gelu_mul, add, scale
     let (a, b) = (rng.vec(n * h, 3.0), rng.vec(n * h, 3.0));
-    let mut ac = Cpu.act_from_host(n, h, &a);
-    Cpu.silu_mul(&mut ac, &Cpu.act_from_host(n, h, &b));
-    Cpu.add(&mut ac, &Cpu.act_from_host(n, h, &b));
-    Cpu.gelu_mul(&mut ac, &Cpu.act_from_host(n, h, &b));
-    Cpu.scale(&mut ac, 0.37);
+    let mut ac = Cpu::EXACT.act_from_host(n, h, &a);
+    Cpu::EXACT.silu_mul(&mut ac, &Cpu::EXACT.act_from_host(n, h, &b));
+    Cpu::EXACT.add(&mut ac, &Cpu::EXACT.act_from_host(n, h, &b));
+    Cpu::EXACT.gelu_mul(&mut ac, &Cpu::EXACT.act_from_host(n, h, &b));
+    Cpu::EXACT.scale(&mut ac, 0.37);
     let mut ag = g.act_from_host(n, h, &a);
     g.silu_mul(&mut ag, &g.act_from_host(n, h, &b));
     g.add(&mut ag, &g.act_from_host(n, h, &b));
@@ -185,8 +185,8 @@ fn embed_norm_rope_attention_elementwise_match_cpu() {
     assert_close(&g.to_host(&ag).unwrap(), &ac.data, 1e-5, 1e-5);
     // per-head rmsnorm in place (QK-norm)
     let hw = rng.vec(16, 1.0);
-    let mut xc = Cpu.act_from_host(n, h, &x);
-    Cpu.rmsnorm_heads(&mut xc, &hw, 16, 1e-6);
+    let mut xc = Cpu::EXACT.act_from_host(n, h, &x);
+    Cpu::EXACT.rmsnorm_heads(&mut xc, &hw, 16, 1e-6);
     let mut xg = g.act_from_host(n, h, &x);
     g.rmsnorm_heads(&mut xg, &g.load_vector(&hw).unwrap(), 16, 1e-6);
     assert_close(&g.to_host(&xg).unwrap(), &xc.data, 1e-5, 1e-5);
@@ -246,7 +246,7 @@ fn gemma_shaped_model_matches_cpu_across_the_sliding_window() {
     let mut rng = Rng::new(9);
     let w = gemma_like(&mut rng);
     let tokens: Vec<u32> = (0..12).map(|i| (i * 37 % 320) as u32).collect();
-    let cpu = logits(Cpu, &w, &[], &tokens);
+    let cpu = logits(Cpu::EXACT, &w, &[], &tokens);
     for (rowwise, chunk) in [(false, 256), (true, 4)] {
         let Some(mut g) = gpu() else { return };
         g.rowwise = rowwise;
@@ -255,7 +255,7 @@ fn gemma_shaped_model_matches_cpu_across_the_sliding_window() {
         eprintln!("gemma-like rowwise={rowwise} chunk={chunk}: max |wgpu - cpu| = {:.2e}", max_abs_diff(&got, &cpu));
         assert_close(&got, &cpu, 1e-3, 0.0);
         // decode past the window: 12 greedy tokens identical
-        let mc = Model::new(Cpu, &w).unwrap();
+        let mc = Model::new(Cpu::EXACT, &w).unwrap();
         let mg = Model::new(&g, &w).unwrap();
         let (mut cc, mut gc) = (mc.new_cache(32).unwrap(), mg.new_cache(32).unwrap());
         let (mut tc, mut tg) = (
@@ -320,7 +320,7 @@ fn whole_model_cases(g: &Wgpu) {
         ("tiny-llama-q4_0.gguf", vec![("lora-a", 1.0)], 1e-3),
     ] {
         let w = ModelWeights::load(&fixture(model)).unwrap();
-        let cpu = logits(Cpu, &w, &adapters, &t);
+        let cpu = logits(Cpu::EXACT, &w, &adapters, &t);
         let gpu_l = logits(g, &w, &adapters, &t);
         eprintln!("{model} {adapters:?}: max |wgpu - cpu| = {:.2e}", max_abs_diff(&gpu_l, &cpu));
         assert_close(&gpu_l, &cpu, tol, 0.0);
@@ -338,7 +338,7 @@ fn greedy_32_tokens_identical_to_cpu_with_hot_swapped_adapters() {
     let prompt = tk.encode("User:你好\n\nAssistant:", true).unwrap();
     let cfg = GenerationConfig { max_new_tokens: 32, ..Default::default() };
     let (a, b) = (LoraAdapter::load(&fixture("lora-a")).unwrap(), LoraAdapter::load(&fixture("lora-b")).unwrap());
-    let mut mc = Model::new(Cpu, &w).unwrap();
+    let mut mc = Model::new(Cpu::EXACT, &w).unwrap();
     let mut mg = Model::new(&g, &w).unwrap();
     let mut outs = Vec::new();
     // base, then adapter a, then swapped to b, then both: the base stays resident throughout
@@ -386,7 +386,7 @@ fn weights_larger_than_a_binding_are_split_by_rows() {
         let tk = Tokenizer::load(&fixture(model)).unwrap();
         let prompt = tk.encode("中国的首都是", true).unwrap();
         // one token at a time keeps every activation under the 256 KiB binding too
-        let (mc, mg) = (Model::new(Cpu, &w).unwrap(), Model::new(&g, &w).unwrap());
+        let (mc, mg) = (Model::new(Cpu::EXACT, &w).unwrap(), Model::new(&g, &w).unwrap());
         let (mut cc, mut cg) = (mc.new_cache(32).unwrap(), mg.new_cache(32).unwrap());
         for (i, &t) in prompt.iter().enumerate() {
             let lc = mc.forward_blocking(&[t], i, &mut cc, vicugna_core::Pick::LastLogits).unwrap().logits().unwrap();
@@ -407,7 +407,7 @@ fn gpu_argmax_matches_cpu_including_ties() {
             v[n / 3] = m; // a tie later than the first maximum... or earlier: the first index wins
             v[n - 1] = m;
         }
-        let want = block_on(Cpu.argmax(&Cpu.act_from_host(1, n, &v))).unwrap();
+        let want = block_on(Cpu::EXACT.argmax(&Cpu::EXACT.act_from_host(1, n, &v))).unwrap();
         assert_eq!(block_on(g.argmax(&g.act_from_host(1, n, &v))).unwrap(), want, "n={n}");
     }
 }
@@ -423,11 +423,11 @@ fn chunked_attention_for_long_contexts_matches_cpu() {
         g.attn_chunk = chunk;
         let total = 300;
         let (q, k, v) = (rng.vec(total * h, 1.0), rng.vec(total * kvd, 1.0), rng.vec(total * kvd, 1.0));
-        let mut cc = Cpu.new_cache(&c, total).unwrap();
+        let mut cc = Cpu::EXACT.new_cache(&c, total).unwrap();
         let mut gc = g.new_cache(&c, total).unwrap();
         // a 290-token prefill, then decode steps past the chunk boundary
         for (pos0, rows) in [(0usize, 290usize), (290, 1), (291, 9)] {
-            let want = attend(&Cpu, &mut cc, &c, (&q, &k, &v), pos0, rows);
+            let want = attend(&Cpu::EXACT, &mut cc, &c, (&q, &k, &v), pos0, rows);
             assert_close(&attend(&g, &mut gc, &c, (&q, &k, &v), pos0, rows), &want, 1e-5, 1e-4);
         }
     }
@@ -461,7 +461,7 @@ fn seeded_sampled_generation_is_identical_on_gpu_and_cpu() {
     let w = ModelWeights::load(&fixture("tiny-llama-q8_0.gguf")).unwrap();
     let tk = Tokenizer::load(&fixture("tiny-llama-q8_0.gguf")).unwrap();
     let prompt = tk.encode("User:讲个故事\n\nAssistant:", true).unwrap();
-    let (mc, mg) = (Model::new(Cpu, &w).unwrap(), Model::new(&g, &w).unwrap());
+    let (mc, mg) = (Model::new(Cpu::EXACT, &w).unwrap(), Model::new(&g, &w).unwrap());
     for seed in [1u64, 2, 3] {
         let cfg = GenerationConfig {
             max_new_tokens: 24,

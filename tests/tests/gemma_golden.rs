@@ -90,7 +90,7 @@ fn logits_match_llama_cpp_on_the_real_file() {
     let Some(path) = model_path() else { return };
     let w = ModelWeights::load(&path).unwrap();
     assert_eq!(w.cfg.arch, vicugna_core::config::Arch::Gemma3);
-    let ours = Model::new(Cpu, &w).unwrap();
+    let ours = Model::new(Cpu::EXACT, &w).unwrap();
     let emulated = Model::new(GgmlGelu, &w).unwrap();
     let (mut compared, mut total) = (0, 0);
     for p in reference()["prompts"].as_array().unwrap() {
@@ -158,7 +158,7 @@ fn greedy<B: Backend>(m: &Model<B>, ids: &[u32], n: usize) -> Vec<(u32, f32)> {
 fn greedy_continuations_match_llama_cpp() {
     let Some(path) = model_path() else { return };
     let w = ModelWeights::load(&path).unwrap();
-    let (ours, emulated) = (Model::new(Cpu, &w).unwrap(), Model::new(GgmlGelu, &w).unwrap());
+    let (ours, emulated) = (Model::new(Cpu::EXACT, &w).unwrap(), Model::new(GgmlGelu, &w).unwrap());
     let tk = Tokenizer::load(&path).unwrap();
     for p in reference()["prompts"].as_array().unwrap() {
         let (want_a, want_b) = (u32s(&p["greedy_a"]), u32s(&p["greedy_b"]));
@@ -215,7 +215,7 @@ fn wgpu_gives_the_cpu_logits_on_the_real_file() {
         }
     };
     let w = ModelWeights::load(&path).unwrap();
-    let cpu = Model::new(Cpu, &w).unwrap();
+    let cpu = Model::new(Cpu::EXACT, &w).unwrap();
     let gpu = Model::new(vicugna_shaders::Wgpu::for_adapter(device, queue, &info), &w).unwrap();
     let r = reference();
     for p in r["prompts"].as_array().unwrap().iter().take(2) {
@@ -262,43 +262,43 @@ impl Backend for GgmlGelu {
         "cpu+ggml-gelu"
     }
     fn load_matrix(&self, m: &Matrix) -> Result<Matrix> {
-        Cpu.load_matrix(m)
+        Cpu::EXACT.load_matrix(m)
     }
     fn load_vector(&self, v: &[f32]) -> Result<Vec<f32>> {
-        Cpu.load_vector(v)
+        Cpu::EXACT.load_vector(v)
     }
     fn load_lora(&self, l: &LoraPair) -> Result<CpuLora> {
-        Cpu.load_lora(l)
+        Cpu::EXACT.load_lora(l)
     }
     fn new_cache(&self, cfg: &Config, max_seq: usize) -> Result<CpuCache> {
-        Cpu.new_cache(cfg, max_seq)
+        Cpu::EXACT.new_cache(cfg, max_seq)
     }
     fn copy_cache(&self, src: &CpuCache) -> Result<CpuCache> {
-        Cpu.copy_cache(src)
+        Cpu::EXACT.copy_cache(src)
     }
     fn act(&self, n: usize, w: usize) -> CpuAct {
-        Cpu.act(n, w)
+        Cpu::EXACT.act(n, w)
     }
     fn act_from_host(&self, n: usize, w: usize, d: &[f32]) -> CpuAct {
-        Cpu.act_from_host(n, w, d)
+        Cpu::EXACT.act_from_host(n, w, d)
     }
     async fn read(&self, x: &CpuAct) -> Result<Vec<f32>> {
-        Cpu.read(x).await
+        Cpu::EXACT.read(x).await
     }
     fn last_row(&self, x: &CpuAct) -> CpuAct {
-        Cpu.last_row(x)
+        Cpu::EXACT.last_row(x)
     }
     fn embed(&self, out: &mut CpuAct, table: &Matrix, tokens: &[u32]) {
-        Cpu.embed(out, table, tokens)
+        Cpu::EXACT.embed(out, table, tokens)
     }
     fn rmsnorm(&self, out: &mut CpuAct, x: &CpuAct, w: &Vec<f32>, eps: f32) {
-        Cpu.rmsnorm(out, x, w, eps)
+        Cpu::EXACT.rmsnorm(out, x, w, eps)
     }
     fn matmul(&self, out: &mut CpuAct, x: &CpuAct, w: &Matrix, loras: &[(&CpuLora, f32)]) {
-        Cpu.matmul(out, x, w, loras)
+        Cpu::EXACT.matmul(out, x, w, loras)
     }
     fn rope(&self, x: &mut CpuAct, n_heads: usize, head_dim: usize, pos0: usize, rope: &Rope) {
-        Cpu.rope(x, n_heads, head_dim, pos0, rope)
+        Cpu::EXACT.rope(x, n_heads, head_dim, pos0, rope)
     }
     fn attention(
         &self,
@@ -311,10 +311,10 @@ impl Backend for GgmlGelu {
         pos0: usize,
         heads: &Heads,
     ) -> Result<()> {
-        Cpu.attention(out, q, k, v, cache, layer, pos0, heads)
+        Cpu::EXACT.attention(out, q, k, v, cache, layer, pos0, heads)
     }
     fn silu_mul(&self, gate: &mut CpuAct, up: &CpuAct) {
-        Cpu.silu_mul(gate, up)
+        Cpu::EXACT.silu_mul(gate, up)
     }
     fn gelu_mul(&self, gate: &mut CpuAct, up: &CpuAct) {
         for (g, u) in gate.data.iter_mut().zip(&up.data) {
@@ -322,12 +322,75 @@ impl Backend for GgmlGelu {
         }
     }
     fn add(&self, x: &mut CpuAct, y: &CpuAct) {
-        Cpu.add(x, y)
+        Cpu::EXACT.add(x, y)
     }
     fn scale(&self, x: &mut CpuAct, s: f32) {
-        Cpu.scale(x, s)
+        Cpu::EXACT.scale(x, s)
     }
     fn rmsnorm_heads(&self, x: &mut CpuAct, w: &Vec<f32>, head_dim: usize, eps: f32) {
-        Cpu.rmsnorm_heads(x, w, head_dim, eps)
+        Cpu::EXACT.rmsnorm_heads(x, w, head_dim, eps)
     }
+}
+
+/// The fast path (8-bit activations, integer dot products) on the real file, against llama.cpp's
+/// own rounding effect max|A - B| (A: llama.cpp's run with Q8_0/Q8_K activations, B: its run
+/// without activation rounding): summed over the prompts, max|fast - exact| is no larger than
+/// llama.cpp's. Prompt by prompt it is not always: "The capital of France is" measures 1.15x
+/// llama.cpp's (the per-prompt bound below is 1.25x, recorded in BENCHMARKS.md). Its top-1 is the exact
+/// path's wherever the exact margin exceeds twice that position's distance, and equals llama.cpp's
+/// real run A at most positions where A and B agree.
+#[test]
+fn fast_path_error_is_within_llama_cpps_own_on_the_real_file() {
+    let Some(path) = model_path() else { return };
+    let w = ModelWeights::load(&path).unwrap();
+    let (exact, fast) = (Model::new(Cpu::EXACT, &w).unwrap(), Model::new(Cpu::FAST, &w).unwrap());
+    let (mut agree_a, mut stable_a, mut forced, mut total) = (0, 0, 0, 0);
+    let (mut sum_fast, mut sum_llama) = (0f32, 0f32);
+    for p in reference()["prompts"].as_array().unwrap() {
+        let text = p["text"].as_str().unwrap();
+        let ids = u32s(&p["ids"]);
+        let yardstick = p["max_abs_a_minus_b"].as_f64().unwrap() as f32;
+        let (le, lf) = (logits(&exact, &ids), logits(&fast, &ids));
+        let (mut d_fast, mut d_fast_a, mut top_fast, mut top_ab) = (0f32, 0f32, 0f32, 0f32);
+        for (t, pos) in p["positions"].as_array().unwrap().iter().enumerate() {
+            let top = u32s(&pos["top_ids"]);
+            let (a, b) = (f32s(&pos["a"]), f32s(&pos["b"]));
+            for (k, &id) in top.iter().enumerate() {
+                d_fast_a = d_fast_a.max((lf[t][id as usize] - a[k]).abs());
+                top_fast = top_fast.max((lf[t][id as usize] - le[t][id as usize]).abs());
+                top_ab = top_ab.max((a[k] - b[k]).abs());
+            }
+            let here = vicugna_tests::max_abs_diff(&lf[t], &le[t]);
+            d_fast = d_fast.max(here);
+            total += 1;
+            let ((f_top1, _), (e_top1, e_margin)) = (top1(&lf[t]), top1(&le[t]));
+            if e_margin > 2.0 * here {
+                // no logit moved by more than `here`: the order of the top two cannot have changed
+                assert_eq!(f_top1, e_top1, "{text:?} position {t}: fast path's top-1 vs the exact path's");
+                forced += 1;
+            }
+            if top[0] as usize == pos["b_top1"].as_u64().unwrap() as usize {
+                stable_a += 1;
+                agree_a += (f_top1 == top[0] as usize) as usize;
+            }
+        }
+        eprintln!(
+            "{text:?}: whole vocabulary: max |fast - exact| {d_fast:.4} vs llama.cpp's max |A - B| {yardstick:.4} \
+             ({:.2}x); llama.cpp's top ids: {top_fast:.4} vs {top_ab:.4} ({:.2}x); max |fast - A| {d_fast_a:.4}",
+            d_fast / yardstick,
+            top_fast / top_ab
+        );
+        assert!(
+            d_fast <= 1.25 * yardstick,
+            "{text:?}: the fast path moves logits by {d_fast}, llama.cpp's rounding by {yardstick}"
+        );
+        (sum_fast, sum_llama) = (sum_fast + d_fast, sum_llama + yardstick);
+    }
+    eprintln!("summed over the prompts: max |fast - exact| {sum_fast:.4} vs llama.cpp's max |A - B| {sum_llama:.4}");
+    assert!(sum_fast <= sum_llama, "the fast path's rounding {sum_fast} exceeds llama.cpp's {sum_llama}");
+    eprintln!(
+        "fast path: top-1 = exact's at all {forced} positions where that is forced; = llama.cpp's A at \
+         {agree_a} of the {stable_a} positions where A's rounding did not flip its choice ({total} in all)"
+    );
+    assert!(agree_a * 10 >= stable_a * 8, "fast path's top-1 equals llama.cpp's at only {agree_a} of {stable_a}");
 }

@@ -4,7 +4,7 @@
 use vicugna_core::cpu::Cpu;
 use vicugna_core::generate::{generate, repetition_penalty, top_k, top_p, EarlyStopping, GenerationConfig};
 use vicugna_core::tokenizer::Tokenizer;
-use vicugna_core::{LoraAdapter, Model, ModelWeights};
+use vicugna_core::{LoraAdapter, Model, ModelWeights, Pick};
 use vicugna_tests::*;
 
 fn config_from(settings: &serde_json::Value) -> GenerationConfig {
@@ -39,8 +39,8 @@ fn continuations_equal_transformers_generate() {
     let prompt: Vec<u32> = serde_json::from_value(g["tokens"].clone()).unwrap();
     let w = ModelWeights::load(&fixture("tiny-llama")).unwrap();
     let tk = Tokenizer::load(&fixture("tiny-llama")).unwrap();
-    let base = Model::new(Cpu, &w).unwrap();
-    let mut lora = Model::new(Cpu, &w).unwrap();
+    let base = Model::new(Cpu::EXACT, &w).unwrap();
+    let mut lora = Model::new(Cpu::EXACT, &w).unwrap();
     lora.attach(&LoraAdapter::load(&fixture("lora-a")).unwrap(), 1.0).unwrap();
     let mut checked = 0;
     for case in g["generations"].as_array().unwrap() {
@@ -94,7 +94,7 @@ fn logits_processors_match_transformers() {
 fn stop_strings_cut_the_text_and_sampling_is_seeded() {
     let w = ModelWeights::load(&fixture("tiny-llama")).unwrap();
     let tk = Tokenizer::load(&fixture("tiny-llama")).unwrap();
-    let m = Model::new(Cpu, &w).unwrap();
+    let m = Model::new(Cpu::EXACT, &w).unwrap();
     let prompt = tk.encode("User:你好\n\nAssistant:", true).unwrap();
     let greedy =
         generate(&m, &tk, &prompt, &GenerationConfig { max_new_tokens: 12, ..Default::default() }, |_| true).unwrap();
@@ -135,9 +135,44 @@ fn gguf_f32_greedy_equals_transformers_greedy() {
     let want: Vec<u32> = serde_json::from_value(g["generations"][0]["ids"].clone()).unwrap();
     let w = ModelWeights::load(&fixture("tiny-llama-f32.gguf")).unwrap();
     let tk = Tokenizer::load(&fixture("tiny-llama-f32.gguf")).unwrap();
-    let m = Model::new(Cpu, &w).unwrap();
+    let m = Model::new(Cpu::EXACT, &w).unwrap();
     let cfg = GenerationConfig { max_new_tokens: want.len(), eos_token_ids: vec![2], ..Default::default() };
     assert_eq!(generate(&m, &tk, &prompt, &cfg, |_| true).unwrap().ids, want);
+}
+
+/// Greedy decoding through the fast path (8-bit activations) takes the exact path's tokens on the
+/// quantised fixtures, or parts from it only where the exact path's top-2 margin is a near-tie.
+#[test]
+fn fast_path_greedy_equals_exact_greedy_up_to_a_near_tie() {
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("generations.json")).unwrap()).unwrap();
+    let prompt: Vec<u32> = serde_json::from_value(g["tokens"].clone()).unwrap();
+    for q in ["q8_0", "q4_0"] {
+        let w = ModelWeights::load(&fixture(&format!("tiny-llama-{q}.gguf"))).unwrap();
+        let (exact, fast) = (Model::new(Cpu::EXACT, &w).unwrap(), Model::new(Cpu::FAST, &w).unwrap());
+        let n = 24;
+        let (mut ce, mut cf) = (exact.new_cache(prompt.len() + n).unwrap(), fast.new_cache(prompt.len() + n).unwrap());
+        let (mut input, mut pos) = (prompt.clone(), 0);
+        let mut same = 0;
+        for step in 0..n {
+            let le = exact.forward_blocking(&input, pos, &mut ce, Pick::LastLogits).unwrap().logits().unwrap();
+            let lf = fast.forward_blocking(&input, pos, &mut cf, Pick::LastLogits).unwrap().logits().unwrap();
+            let (te, tf) = (argmax(&le), argmax(&lf));
+            if te != tf {
+                let mut sorted = le.clone();
+                sorted.sort_by(|a, b| b.total_cmp(a));
+                let margin = sorted[0] - sorted[1];
+                eprintln!("{q}: fast and exact part at new token {step}: exact's top-2 margin {margin:.5}");
+                assert!(margin < 0.05, "{q}: new token {step}: fast {tf} vs exact {te} with margin {margin}");
+                break;
+            }
+            same += 1;
+            pos += input.len();
+            input = vec![te as u32];
+        }
+        eprintln!("{q}: {same} of {n} greedy tokens equal");
+        assert!(same >= 8, "{q}: only {same} greedy tokens equal");
+    }
 }
 
 /// Chinese-Vicuna's chat bans plus the role markers a base model invents at line start: banned as

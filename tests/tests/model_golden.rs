@@ -6,7 +6,7 @@ use vicugna_core::{LoraAdapter, Model, ModelWeights};
 use vicugna_tests::*;
 
 fn logits(w: &ModelWeights, adapters: &[(&str, f32)], tokens: &[u32]) -> Vec<f32> {
-    let mut m = Model::new(Cpu, w).unwrap();
+    let mut m = Model::new(Cpu::EXACT, w).unwrap();
     for (a, wt) in adapters {
         m.attach(&LoraAdapter::load(&fixture(a)).unwrap(), *wt).unwrap();
     }
@@ -102,6 +102,36 @@ fn quantised_gguf_is_at_least_as_close_to_transformers_as_llama_cpp() {
     }
 }
 
+/// The fast path (activations rounded to Q8_0, integer dot products, as llama.cpp computes these
+/// files) is as close to transformers as llama.cpp itself on llama.cpp's own Q8_0 and Q4_0 files.
+#[test]
+fn fast_path_is_at_least_as_close_to_transformers_as_llama_cpp() {
+    let r = safetensors("reference.safetensors");
+    let l = safetensors("llamacpp_reference.safetensors");
+    let t = ids(&r, "tokens");
+    let truth = tensor(&r, "hf_base");
+    for q in ["q8_0", "q4_0"] {
+        let w = ModelWeights::load(&fixture(&format!("tiny-llama-{q}.gguf"))).unwrap();
+        let run = |cpu: Cpu| {
+            let m = Model::new(cpu, &w).unwrap();
+            let mut cache = m.new_cache(t.len()).unwrap();
+            m.forward_blocking(&t, 0, &mut cache, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap()
+        };
+        let (fast, exact) = (run(Cpu::FAST), run(Cpu::EXACT));
+        let llama = tensor(&l, &format!("llamacpp_{q}"));
+        let ours = max_abs_diff(&fast, &truth);
+        let theirs = max_abs_diff(&llama, &truth);
+        eprintln!(
+            "{q}: max |fast - transformers| = {ours:.5}, |llama.cpp - transformers| = {theirs:.5}; \
+             |fast - exact| = {:.5}, |fast - llama.cpp| = {:.5}",
+            max_abs_diff(&fast, &exact),
+            max_abs_diff(&fast, &llama)
+        );
+        assert!(ours <= theirs, "{q}: fast path {ours} vs llama.cpp {theirs}");
+        assert!(max_abs_diff(&fast, &exact) > 0.0, "{q}: the fast path rounds activations");
+    }
+}
+
 #[test]
 fn tied_embeddings_and_llama3_rope_scaling_match_transformers() {
     let dir = fixture("tiny-llama3-tied");
@@ -109,7 +139,7 @@ fn tied_embeddings_and_llama3_rope_scaling_match_transformers() {
     let w = ModelWeights::load(&dir).unwrap();
     assert!(w.lm_head.is_none() && w.cfg.rope_scaling.is_some());
     let t = ids(&r, "tokens");
-    let m = Model::new(Cpu, &w).unwrap();
+    let m = Model::new(Cpu::EXACT, &w).unwrap();
     let mut cache = m.new_cache(t.len()).unwrap();
     let got = m.forward_blocking(&t, 0, &mut cache, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap();
     check(&got, &tensor(&r, "logits"), 1e-4, 0.0);
@@ -120,7 +150,7 @@ fn incremental_decode_equals_one_shot_prefill() {
     let r = safetensors("reference.safetensors");
     let t = ids(&r, "tokens");
     let w = hf();
-    let m = Model::new(Cpu, &w).unwrap();
+    let m = Model::new(Cpu::EXACT, &w).unwrap();
     let mut cache = m.new_cache(t.len()).unwrap();
     let mut rows = m.forward_blocking(&t[..5], 0, &mut cache, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap();
     for (i, &tok) in t.iter().enumerate().skip(5) {

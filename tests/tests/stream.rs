@@ -9,14 +9,14 @@ use vicugna_core::{Model, ModelWeights};
 use vicugna_tests::{assert_close, fixture};
 
 fn logits_whole(path: &str, ids: &[u32]) -> Vec<f32> {
-    let m = Model::new(Cpu, &ModelWeights::load(&fixture(path)).unwrap()).unwrap();
+    let m = Model::new(Cpu::EXACT, &ModelWeights::load(&fixture(path)).unwrap()).unwrap();
     let mut c = m.new_cache(ids.len()).unwrap();
     m.forward_blocking(ids, 0, &mut c, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap()
 }
 
 /// Feed `bytes` in chunks whose sizes cycle through `sizes`.
 fn load_chunked(bytes: &[u8], sizes: &[usize]) -> vicugna_core::Result<vicugna_core::stream::Loaded<Cpu>> {
-    let mut l = StreamLoader::new(Cpu, "stream.gguf", bytes.len() as u64);
+    let mut l = StreamLoader::new(Cpu::EXACT, "stream.gguf", bytes.len() as u64);
     let (mut pos, mut i) = (0, 0);
     let mut header_seen = 0;
     while pos < bytes.len() {
@@ -84,12 +84,12 @@ fn the_stream_hands_out_each_tensor_once_in_file_order() {
 fn truncated_overlong_and_corrupt_streams_are_refused() {
     let bytes = std::fs::read(fixture("tiny-llama-q4_0.gguf")).unwrap();
     // the download stops early: finish names the truncation
-    let mut l = StreamLoader::new(Cpu, "cut.gguf", bytes.len() as u64);
+    let mut l = StreamLoader::new(Cpu::EXACT, "cut.gguf", bytes.len() as u64);
     l.push(&bytes[..bytes.len() - 100]).unwrap();
     let e = l.finish().err().expect("truncated stream must fail").to_string();
     assert!(e.contains("cut.gguf") && e.contains("truncated"), "{e}");
     // ended inside the header
-    let mut l = StreamLoader::new(Cpu, "head.gguf", bytes.len() as u64);
+    let mut l = StreamLoader::new(Cpu::EXACT, "head.gguf", bytes.len() as u64);
     l.push(&bytes[..100]).unwrap();
     let e = l.finish().err().unwrap().to_string();
     assert!(e.contains("head.gguf"), "{e}");
@@ -100,11 +100,11 @@ fn truncated_overlong_and_corrupt_streams_are_refused() {
     // not a GGUF at all: refused as soon as the magic arrives, not after the whole download
     let mut junk = bytes.clone();
     junk[..4].copy_from_slice(b"GGUX");
-    let mut l = StreamLoader::new(Cpu, "junk.gguf", junk.len() as u64);
+    let mut l = StreamLoader::new(Cpu::EXACT, "junk.gguf", junk.len() as u64);
     let e = l.push(&junk[..1 << 16]).unwrap_err().to_string();
     assert!(e.contains("junk.gguf") && e.contains("magic"), "{e}");
     // announced length shorter than the tensors the header declares
-    let mut l = StreamLoader::new(Cpu, "short.gguf", (bytes.len() - 1000) as u64);
+    let mut l = StreamLoader::new(Cpu::EXACT, "short.gguf", (bytes.len() - 1000) as u64);
     let e = l.push(&bytes[..bytes.len() - 1000]).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(e.contains("short.gguf") && e.contains("past the end"), "{e}");
 }

@@ -90,7 +90,7 @@ async fn webgpu_logits_match_the_cpu_reference_with_and_without_lora() {
         .collect();
     for (name, bytes, atol) in [("f32", F32, 1e-4f32), ("q8_0", Q8, 1e-3), ("q4_0", Q4, 1e-3)] {
         let w = ModelWeights::from_gguf_bytes(Bytes::from_vec(bytes.to_vec()), name).unwrap();
-        let mut cpu = Model::new(Cpu, &w).unwrap();
+        let mut cpu = Model::new(Cpu::EXACT, &w).unwrap();
         for be in &backends {
             let rowwise = be.rowwise;
             let mut gpu = Model::new(be, &w).unwrap();
@@ -132,7 +132,7 @@ impl<B: Backend> Attach for Model<B> {
 async fn streamed_into_webgpu_greedy_tokens_equal_the_cpu_for_32_steps() {
     let (device, queue, _) = device().await;
     let w = ModelWeights::from_gguf_bytes(Bytes::from_vec(Q4.to_vec()), "q4_0").unwrap();
-    let mut cpu = Model::new(Cpu, &w).unwrap();
+    let mut cpu = Model::new(Cpu::EXACT, &w).unwrap();
     // the app's load path: the GGUF in network-sized chunks straight into GPU buffers
     let mut be = Wgpu::new(device.clone(), queue.clone());
     be.rowwise = true;

@@ -164,6 +164,27 @@ pub struct ModelArgs {
     /// tokenizer.json or a GGUF with a vocabulary (default: the model's own)
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub kernels: KernelArgs,
+}
+
+/// The CPU backend's kernels, for every command that runs the model.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct KernelArgs {
+    /// CPU: f32 activations in every matmul (the reference the golden tests use) instead of
+    /// activations rounded to 8 bits per block with integer dot products (llama.cpp's numerics)
+    #[arg(long)]
+    pub exact: bool,
+}
+
+impl KernelArgs {
+    pub fn cpu(self) -> vicugna_core::cpu::Cpu {
+        if self.exact {
+            vicugna_core::cpu::Cpu::EXACT
+        } else {
+            vicugna_core::cpu::Cpu::FAST
+        }
+    }
 }
 
 /// Sampling and search flags shared by generate and chat (transformers' generate() semantics).

@@ -1,6 +1,6 @@
 //! Loading what the commands run: the base model on a backend with its adapters, and its tokenizer.
 
-use crate::args::{BackendKind, ModelArgs};
+use crate::args::{BackendKind, KernelArgs, ModelArgs};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use vicugna_core::cpu::Cpu;
@@ -57,11 +57,11 @@ fn attach_all<B: vicugna_core::backend::Backend>(m: &mut Model<B>, loras: &[Stri
 }
 
 /// The base model on `backend` with every --lora attached.
-pub fn load_model(model: &Path, loras: &[String], backend: BackendKind) -> Result<AnyModel> {
+pub fn load_model(model: &Path, loras: &[String], backend: BackendKind, kernels: KernelArgs) -> Result<AnyModel> {
     let w = ModelWeights::load(model).with_context(|| format!("loading model {}", model.display()))?;
     Ok(match backend {
         BackendKind::Cpu => {
-            let mut m = Model::new(Cpu, &w)?;
+            let mut m = Model::new(kernels.cpu(), &w)?;
             attach_all(&mut m, loras)?;
             AnyModel::Cpu(m)
         }
@@ -84,7 +84,7 @@ pub fn load_tokenizer(model: &Path, explicit: Option<&Path>) -> Result<Tokenizer
 
 impl ModelArgs {
     pub fn load(&self, backend: BackendKind) -> Result<(AnyModel, Tokenizer)> {
-        let m = load_model(&self.model, &self.lora, backend)?;
+        let m = load_model(&self.model, &self.lora, backend, self.kernels)?;
         Ok((m, load_tokenizer(&self.model, self.tokenizer.as_deref())?))
     }
 }

@@ -123,7 +123,7 @@ fn training_matches_peft_step_by_step() {
     // PEFT ran our adapter (scripts/gen_fixtures.py train): same logits as our engine with it
     let r = safetensors("train/reference.safetensors");
     let probe = vicugna_tests::ids(&r, "probe_ids");
-    let mut m = Model::new(Cpu, &ModelWeights::load(&fixture("tiny-llama")).unwrap()).unwrap();
+    let mut m = Model::new(Cpu::EXACT, &ModelWeights::load(&fixture("tiny-llama")).unwrap()).unwrap();
     m.attach(&LoraAdapter::load(&out).unwrap(), 1.0).unwrap();
     let mut cache = m.new_cache(probe.len()).unwrap();
     let logits = m.forward_blocking(&probe, 0, &mut cache, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap();
@@ -131,7 +131,7 @@ fn training_matches_peft_step_by_step() {
     eprintln!("PEFT logits with our adapter: max diff {:.2e}", vicugna_tests::max_abs_diff(&logits, &want));
     assert_close(&logits, &want, 1e-4, 0.0);
     // the llama.cpp GGUF LoRA written beside it is the same adapter
-    let mut g = Model::new(Cpu, &ModelWeights::load(&fixture("tiny-llama")).unwrap()).unwrap();
+    let mut g = Model::new(Cpu::EXACT, &ModelWeights::load(&fixture("tiny-llama")).unwrap()).unwrap();
     g.attach(&LoraAdapter::load(&gguf).unwrap(), 1.0).unwrap();
     let mut cache = g.new_cache(probe.len()).unwrap();
     assert_close(

@@ -7,7 +7,7 @@ use crate::args::{BackendKind, BaseType};
 use std::path::PathBuf;
 use std::time::Instant;
 use vicugna_core::config::Config;
-use vicugna_core::cpu::Cpu;
+use vicugna_core::cpu::{Cpu, Kernels};
 use vicugna_core::quant::GgmlType;
 use vicugna_core::random::Rng;
 use vicugna_core::synthetic::{random_blocks, random_matrix, random_weights};
@@ -27,14 +27,22 @@ pub struct BenchArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Decode steps with --model
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, alias = "gen", default_value_t = 32)]
     pub steps: usize,
+    /// Prompt tokens with --model
+    #[arg(long, default_value_t = 64)]
+    pub prompt_len: usize,
+    /// With --model: end with one JSON line of the figures
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub kernels: crate::args::KernelArgs,
 }
 
 impl BenchArgs {
     pub fn run(&self, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
         match (&self.model, self.backend) {
-            (Some(m), b) => run_model(out, m, b, self.steps),
+            (Some(m), b) => run_model(out, m, b, self),
             (None, BackendKind::Cpu) => run(out, self.quick),
             (None, BackendKind::Wgpu) => run_wgpu(out, self.quick),
         }
@@ -143,15 +151,23 @@ pub fn run(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     )?;
     writeln!(out, "read bandwidth (1 thread, 1 GiB sum): {bw:.1} GB/s")?;
+    writeln!(out, "integer kernels: {}", vicugna_core::qdot::isa())?;
     writeln!(
         out,
-        "{:<12} {:<5} {:>9} {:>10} {:>10} {:>12}",
-        "model", "type", "MB/token", "tok/s", "GB/s", "of bandwidth"
+        "{:<12} {:<5} {:<6} {:>9} {:>10} {:>10} {:>12}",
+        "model", "type", "path", "MB/token", "tok/s", "GB/s", "of bandwidth"
     )?;
+    let runs = [
+        (GgmlType::F32, Cpu::EXACT),
+        (GgmlType::Q4_0, Cpu::EXACT),
+        (GgmlType::Q4_0, Cpu::FAST),
+        (GgmlType::Q8_0, Cpu::EXACT),
+        (GgmlType::Q8_0, Cpu::FAST),
+    ];
     for s in &SHAPES {
-        for ty in [GgmlType::F32, GgmlType::Q4_0] {
+        for (ty, cpu) in runs {
             let w = random_model(s, ty, 7);
-            let m = Model::new(Cpu, &w)?;
+            let m = Model::new(cpu, &w)?;
             let steps = if quick {
                 4
             } else if s.dim > 500 {
@@ -172,9 +188,10 @@ pub fn run(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
             let gbs = bytes * tps / 1e9;
             writeln!(
                 out,
-                "{:<12} {:<5} {:>9.1} {:>10.1} {:>10.2} {:>11.0}%",
+                "{:<12} {:<5} {:<6} {:>9.1} {:>10.1} {:>10.2} {:>11.0}%",
                 s.name,
                 format!("{ty:?}"),
+                if cpu.kernels == Kernels::Fast { "fast" } else { "exact" },
                 bytes / 1e6,
                 tps,
                 gbs,
@@ -191,8 +208,9 @@ pub fn run_model(
     out: &mut dyn std::io::Write,
     path: &std::path::Path,
     backend: BackendKind,
-    steps: usize,
+    a: &BenchArgs,
 ) -> anyhow::Result<()> {
+    let steps = a.steps;
     use anyhow::Context;
     let t = Instant::now();
     let w = ModelWeights::load(path).with_context(|| format!("loading {}", path.display()))?;
@@ -206,7 +224,7 @@ pub fn run_model(
         c.vocab_size,
         weight_bytes(&w) as f64 / 1e6
     )?;
-    let prompt: Vec<u32> = (0..64).map(|i| (1000 + i * 37) as u32 % c.vocab_size as u32).collect();
+    let prompt: Vec<u32> = (0..a.prompt_len.max(1)).map(|i| (1000 + i * 37) as u32 % c.vocab_size as u32).collect();
     let measure = |m: &dyn Fn(&[u32], usize) -> anyhow::Result<u32>| -> anyhow::Result<(f64, f64)> {
         let t = Instant::now();
         let mut tok = m(&prompt, 0)?;
@@ -219,8 +237,8 @@ pub fn run_model(
     };
     let (prefill, decode) = match backend {
         BackendKind::Cpu => {
-            let m = Model::new(Cpu, &w)?;
-            writeln!(out, "load: {:.2} s", t.elapsed().as_secs_f64())?;
+            let m = Model::new(a.kernels.cpu(), &w)?;
+            writeln!(out, "load: {:.2} s; kernels: {}", t.elapsed().as_secs_f64(), kernels_name(a.kernels.cpu()))?;
             let cache = std::cell::RefCell::new(m.new_cache(prompt.len() + steps + 1)?);
             measure(&|toks, pos| {
                 Ok(m.forward_blocking(toks, pos, &mut cache.borrow_mut(), vicugna_core::Pick::Greedy)?.token()?)
@@ -242,8 +260,31 @@ pub fn run_model(
             r
         }
     };
-    writeln!(out, "prefill (64 tokens): {prefill:.1} tok/s; decode ({steps} steps): {decode:.2} tok/s")?;
+    writeln!(out, "prefill ({} tokens): {prefill:.1} tok/s; decode ({steps} steps): {decode:.2} tok/s", prompt.len())?;
+    if a.json {
+        let kernels = match backend {
+            BackendKind::Cpu => kernels_name(a.kernels.cpu()),
+            BackendKind::Wgpu => "wgpu".to_string(),
+        };
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "prefill_tok_s": prefill, "decode_tok_s": decode, "threads": 1,
+                "model": path.display().to_string(), "prompt_len": prompt.len(), "gen": steps,
+                "kernels": kernels,
+            })
+        )?;
+    }
     Ok(())
+}
+
+/// "fast (avx512-vnni)" or "exact".
+fn kernels_name(cpu: Cpu) -> String {
+    match cpu.kernels {
+        Kernels::Fast => format!("fast ({})", vicugna_core::qdot::isa()),
+        Kernels::Exact => "exact".into(),
+    }
 }
 
 /// Random Q4_0 blocks (a 7B model never exists as f32 here).

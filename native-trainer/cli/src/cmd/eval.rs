@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use vicugna_core::cpu::Cpu;
 use vicugna_core::generate::{generate, GenerationConfig, StopReason};
 use vicugna_core::lora::{LoraAdapter, LoraEntry};
 use vicugna_core::prompt::{self, Template, Turn};
@@ -32,6 +31,9 @@ pub struct EvalArgs {
     /// Base model: HF directory or GGUF
     #[arg(long)]
     pub model: PathBuf,
+    /// The suite's generations on the CPU (the loss is the training forward's, f32 throughout)
+    #[command(flatten)]
+    pub kernels: crate::args::KernelArgs,
     /// tokenizer.json or GGUF with a vocabulary (default: the model's own)
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -444,7 +446,7 @@ fn run_suite(
         stop: vec![],
         seed: a.seed,
     };
-    let mut model = Model::new(Cpu, w)?;
+    let mut model = Model::new(a.kernels.cpu(), w)?;
     let base_cfg = sampling.config(tk, &model.cfg.eos_token_ids, Template::None)?;
     let chat_cfg = sampling.config(tk, &model.cfg.eos_token_ids, Template::Chat)?;
     let le = if a.data.is_empty() { None } else { Some(loss_eval(a, w, tk)?) };

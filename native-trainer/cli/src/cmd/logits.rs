@@ -1,7 +1,7 @@
 //! `vicugna logits`: the model's logits at every input position, as JSON (what the golden tests
 //! compare against transformers and llama.cpp).
 
-use crate::args::BackendKind;
+use crate::args::{BackendKind, KernelArgs};
 use crate::model::{load_model, parse_ids};
 use crate::with_model;
 use anyhow::{bail, Result};
@@ -22,6 +22,8 @@ pub struct LogitsArgs {
     /// Where the model runs
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub backend: BackendKind,
+    #[command(flatten)]
+    pub kernels: KernelArgs,
 }
 
 impl LogitsArgs {
@@ -31,7 +33,7 @@ impl LogitsArgs {
         if ids.is_empty() {
             bail!("--tokens: no token ids given");
         }
-        let any = load_model(&self.model, &self.lora, self.backend)?;
+        let any = load_model(&self.model, &self.lora, self.backend, self.kernels)?;
         let (l, vocab) = with_model!(&any, |m| {
             let mut cache = m.new_cache(ids.len())?;
             (m.forward_blocking(&ids, 0, &mut cache, vicugna_core::Pick::AllLogits)?.logits()?, m.cfg.vocab_size)

@@ -1,0 +1,789 @@
+//! The CPU's fast path: activations rounded to 8 bits per block and integer dot products against
+//! the stored weight blocks, as llama.cpp's CPU backend computes a quantised matmul.
+//!
+//! Which activation blocks a weight type meets (llama.cpp's `vec_dot_type`):
+//!
+//! | weights                     | activations                                              |
+//! |-----------------------------|----------------------------------------------------------|
+//! | Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 | [`ActFormat::Q8_0`]: int8 per 32, one scale (gguf-py's Q8_0) |
+//! | Q4_K, Q5_K, Q6_K            | [`ActFormat::Q8K`]: int8 per 256, one f32 scale (llama.cpp's Q8_K) |
+//!
+//! Every format also keeps the sum of each 16 quants (Q8_K's `bsums`), which turns a weight
+//! group's offset (Q4_1's min, Q4_K's `dmin * m`, Q6_K's `-32`) into one multiply per group.
+//!
+//! [`dot_portable`] is the reference: per weight group, `scale * dx * sum(q_w q_x)` in exact integer
+//! arithmetic plus `min * dx * sum(q_x)`, through [`unpack_block`]. The x86-64 kernels (AVX2, and
+//! AVX-512 VNNI's `vpdpbusd` where present, detected at run time) compute the same integer sums;
+//! they differ from it only in the order of the f32 additions. F32/F16/BF16 weights have no fast
+//! path: their f32 kernels are exact and no slower.
+
+use crate::quant::{unpack_block, GgmlType, QK, QK_K};
+
+/// How an activation row is rounded to int8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActFormat {
+    /// Per 32 values: `d = max|x| / 127` stored as f16, `q = round(x / d)` half away from zero;
+    /// byte for byte gguf-py's (and `quant::quantize_block`'s) Q8_0.
+    Q8_0,
+    /// Per 256 values: llama.cpp's `quantize_row_q8_K_ref`: `iscale = -127 / x[argmax |x|]`,
+    /// `q = min(127, nearest_int(iscale * x))` (round half to even), `d = 1 / iscale` in f32.
+    Q8K,
+}
+
+impl ActFormat {
+    /// The activation format `ty`'s integer kernel takes; `None` for float weights.
+    pub fn for_weight(ty: GgmlType) -> Option<ActFormat> {
+        use GgmlType::*;
+        match ty {
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 => Some(ActFormat::Q8_0),
+            Q4_K | Q5_K | Q6_K => Some(ActFormat::Q8K),
+            _ => None,
+        }
+    }
+
+    pub fn block(self) -> usize {
+        match self {
+            ActFormat::Q8_0 => QK,
+            ActFormat::Q8K => QK_K,
+        }
+    }
+}
+
+/// `rows` activation rows of `cols` values, rounded to int8 in `format`.
+#[derive(Clone, Debug)]
+pub struct QuantActs {
+    pub format: ActFormat,
+    pub rows: usize,
+    pub cols: usize,
+    /// (rows, cols)
+    pub q: Vec<i8>,
+    /// one scale per block, (rows, cols / block)
+    pub d: Vec<f32>,
+    /// the sum of each 16 consecutive quants, (rows, cols / 16)
+    pub sums: Vec<i16>,
+}
+
+/// One row of [`QuantActs`].
+#[derive(Clone, Copy, Debug)]
+pub struct QuantRow<'a> {
+    pub format: ActFormat,
+    pub q: &'a [i8],
+    pub d: &'a [f32],
+    pub sums: &'a [i16],
+}
+
+impl QuantActs {
+    /// Round `x` ((rows, cols), cols a multiple of the format's block) to int8.
+    pub fn quantize(format: ActFormat, x: &[f32], rows: usize, cols: usize) -> QuantActs {
+        let bs = format.block();
+        assert!(cols.is_multiple_of(bs) && x.len() >= rows * cols, "activation rows of {cols} values in blocks of {bs}");
+        let mut a = QuantActs {
+            format,
+            rows,
+            cols,
+            q: vec![0; rows * cols],
+            d: vec![0.0; rows * cols / bs],
+            sums: vec![0; rows * cols / 16],
+        };
+        for ((xb, qb), d) in x[..rows * cols].chunks_exact(bs).zip(a.q.chunks_exact_mut(bs)).zip(a.d.iter_mut()) {
+            *d = match format {
+                ActFormat::Q8_0 => quantize_q8_0(xb, qb),
+                ActFormat::Q8K => quantize_q8_k(xb, qb),
+            };
+        }
+        for (s, qb) in a.sums.iter_mut().zip(a.q.chunks_exact(16)) {
+            *s = qb.iter().map(|&v| v as i16).sum();
+        }
+        a
+    }
+
+    pub fn row(&self, t: usize) -> QuantRow<'_> {
+        let (c, bs) = (self.cols, self.format.block());
+        QuantRow {
+            format: self.format,
+            q: &self.q[t * c..(t + 1) * c],
+            d: &self.d[t * c / bs..(t + 1) * c / bs],
+            sums: &self.sums[t * c / 16..(t + 1) * c / 16],
+        }
+    }
+}
+
+/// gguf-py's Q8_0 for one block of 32; returns the f16-rounded scale the block stores.
+fn quantize_q8_0(x: &[f32], q: &mut [i8]) -> f32 {
+    let d = x.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+    let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+    for (o, v) in q.iter_mut().zip(x) {
+        *o = crate::quant::roundf(v * id) as i8;
+    }
+    half::f16::from_f32(d).to_f32()
+}
+
+/// llama.cpp's `quantize_row_q8_K_ref` for one block of 256; returns its f32 scale.
+fn quantize_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let iscale = -127.0 / max;
+    for (o, &v) in q.iter_mut().zip(x) {
+        *o = nearest_int(iscale * v).min(127) as i8;
+    }
+    1.0 / iscale
+}
+
+/// ggml's `nearest_int`: round half to even through the f32 mantissa (|x| < 2^22).
+fn nearest_int(x: f32) -> i32 {
+    let v = x + 12582912.0;
+    (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// The reference integer dot product of one stored row of `ty` (a type with an
+/// [`ActFormat`]) with one quantised activation row.
+pub fn dot_portable(ty: GgmlType, row: &[u8], x: QuantRow) -> f32 {
+    let (bs, bb, xb) = (ty.block_size(), ty.block_bytes(), x.format.block());
+    let (mut q, mut scale, mut min) = ([0i8; QK_K], [0f32; QK_K / 16], [0f32; QK_K / 16]);
+    let mut s = 0f32;
+    for (bi, b) in row.chunks_exact(bb).enumerate() {
+        let group = unpack_block(ty, b, &mut q, &mut scale, &mut min).expect("a type with an integer form");
+        let base = bi * bs;
+        for g in 0..bs / group {
+            let at = base + g * group;
+            let xq = &x.q[at..at + group];
+            let isum: i32 = q[g * group..(g + 1) * group].iter().zip(xq).map(|(&a, &b)| a as i32 * b as i32).sum();
+            let dx = x.d[at / xb];
+            s += scale[g] * dx * isum as f32;
+            if min[g] != 0.0 {
+                let qsum: i32 = x.sums[at / 16..(at + group) / 16].iter().map(|&v| v as i32).sum();
+                s += min[g] * dx * qsum as f32;
+            }
+        }
+    }
+    s
+}
+
+/// A dot-product kernel: one stored row with one quantised activation row.
+pub type Kernel = fn(&[u8], QuantRow) -> f32;
+
+/// The fastest kernel this CPU has for `ty`, chosen once per call site (`None` for types without
+/// an integer form).
+pub fn kernel(ty: GgmlType) -> Option<Kernel> {
+    use GgmlType::*;
+    ActFormat::for_weight(ty)?;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = simd::kernel(ty) {
+        return Some(k);
+    }
+    Some(match ty {
+        Q4_0 => |r, x| dot_portable(Q4_0, r, x),
+        Q4_1 => |r, x| dot_portable(Q4_1, r, x),
+        Q5_0 => |r, x| dot_portable(Q5_0, r, x),
+        Q5_1 => |r, x| dot_portable(Q5_1, r, x),
+        Q8_0 => |r, x| dot_portable(Q8_0, r, x),
+        Q4_K => |r, x| dot_portable(Q4_K, r, x),
+        Q5_K => |r, x| dot_portable(Q5_K, r, x),
+        Q6_K => |r, x| dot_portable(Q6_K, r, x),
+        _ => return None,
+    })
+}
+
+/// A 4-row kernel: one stored row with four quantised activation rows, each weight block decoded
+/// once for the four (prefill's register tile).
+pub type Kernel4 = fn(&[u8], &[QuantRow; 4]) -> [f32; 4];
+
+/// The 4-row kernel for `ty` where this CPU has one (`None`: call [`kernel`] per row).
+pub fn kernel4(ty: GgmlType) -> Option<Kernel4> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::kernel4(ty)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        None
+    }
+}
+
+/// Which kernels [`kernel`] picks on this CPU, for benchmark reports.
+pub fn isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::isa()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        "portable"
+    }
+}
+
+/// x86-64 kernels. Each is `unsafe` (it needs the features it is compiled for) and reached only
+/// through `kernel`, which checks them at run time once.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{Kernel, Kernel4, QuantRow};
+    use crate::quant::{GgmlType, QK_K};
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Isa {
+        Portable,
+        Avx2,
+        /// AVX-512 VNNI on 256-bit vectors (`vpdpbusd ymm`)
+        Vnni,
+    }
+
+    /// The instruction sets this CPU has, best last.
+    fn available() -> &'static [Isa] {
+        static ISAS: OnceLock<Vec<Isa>> = OnceLock::new();
+        ISAS.get_or_init(|| {
+            let avx2 =
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+            let vnni = is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
+            let mut v = vec![Isa::Portable];
+            if avx2 {
+                v.push(Isa::Avx2);
+                if vnni {
+                    v.push(Isa::Vnni);
+                }
+            }
+            v
+        })
+    }
+
+    fn detect() -> Isa {
+        *available().last().expect("portable is always there")
+    }
+
+    /// Every SIMD kernel this CPU can run for `ty`, with its instruction set (the tests compare each).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn every_kernel(ty: GgmlType) -> Vec<(&'static str, Kernel)> {
+        available().iter().filter_map(|&i| Some((name(i), kernel_with(ty, i)?))).collect()
+    }
+
+    /// Every 4-row SIMD kernel this CPU can run for `ty`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn every_kernel4(ty: GgmlType) -> Vec<(&'static str, Kernel4)> {
+        available().iter().filter_map(|&i| Some((name(i), kernel4_with(ty, i)?))).collect()
+    }
+
+    pub fn isa() -> &'static str {
+        name(detect())
+    }
+
+    fn name(isa: Isa) -> &'static str {
+        match isa {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Vnni => "avx512-vnni",
+        }
+    }
+
+    macro_rules! kernels {
+        ($($ty:ident => $avx2:ident, $vnni:ident;)*) => {
+            pub fn kernel(ty: GgmlType) -> Option<Kernel> {
+                kernel_with(ty, detect())
+            }
+
+            fn kernel_with(ty: GgmlType, isa: Isa) -> Option<Kernel> {
+                match ty {
+                    // SAFETY (every arm): the features each kernel is compiled for were detected.
+                    $(GgmlType::$ty if isa == Isa::Vnni => Some(|r, x| unsafe { $vnni(r, x) }),
+                      GgmlType::$ty if isa == Isa::Avx2 => Some(|r, x| unsafe { $avx2(r, x) }),)*
+                    _ => None,
+                }
+            }
+        };
+    }
+    macro_rules! kernels4 {
+        ($($ty:ident => $avx2:ident, $vnni:ident;)*) => {
+            pub fn kernel4(ty: GgmlType) -> Option<Kernel4> {
+                kernel4_with(ty, detect())
+            }
+
+            fn kernel4_with(ty: GgmlType, isa: Isa) -> Option<Kernel4> {
+                match ty {
+                    // SAFETY (every arm): the features each kernel is compiled for were detected.
+                    $(GgmlType::$ty if isa == Isa::Vnni => Some(|r, x| unsafe { $vnni(r, x) }),
+                      GgmlType::$ty if isa == Isa::Avx2 => Some(|r, x| unsafe { $avx2(r, x) }),)*
+                    _ => None,
+                }
+            }
+        };
+    }
+    kernels4! {
+        Q8_0 => q8_0_avx2_4, q8_0_vnni_4;
+        Q4_0 => q4_0_avx2_4, q4_0_vnni_4;
+        Q5_0 => q5_0_avx2_4, q5_0_vnni_4;
+    }
+
+    kernels! {
+        Q8_0 => q8_0_avx2, q8_0_vnni;
+        Q4_0 => q4_0_avx2, q4_0_vnni;
+        Q5_0 => q5_0_avx2, q5_0_vnni;
+        Q4_K => q4_k_avx2, q4_k_vnni;
+        Q6_K => q6_k_avx2, q6_k_vnni;
+        Q4_1 => q4_1_avx2, q4_1_avx2;
+        Q5_1 => q5_1_avx2, q5_1_avx2;
+        Q5_K => q5_k_avx2, q5_k_avx2;
+    }
+
+    // ---- helpers ----
+
+    #[inline(always)]
+    unsafe fn f16(b: &[u8], at: usize) -> f32 {
+        let bits = u16::from_le_bytes([b[at], b[at + 1]]);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
+
+    #[inline(always)]
+    unsafe fn hsum_ps(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const i8) -> __m256i {
+        _mm256_loadu_si256(p as *const __m256i)
+    }
+
+    /// sum over each 4 bytes of (unsigned `u`) * (signed `s`), as 8 i32: `vpdpbusd` or
+    /// `vpmaddubsw` + `vpmaddwd`. `u` must be ≤ 128 per byte, so the 16-bit pair sums cannot saturate.
+    #[inline(always)]
+    unsafe fn dot_us<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
+        if VNNI {
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+        } else {
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+        }
+    }
+
+    /// 16 bytes of nibbles: low nibbles in the low lane (elements 0..16), high in the high lane.
+    #[inline(always)]
+    unsafe fn nibbles(p: *const u8) -> __m256i {
+        let q = _mm_loadu_si128(p as *const __m128i);
+        let m = _mm_set1_epi8(0x0F);
+        _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m))
+    }
+
+    /// 32 bits to 32 bytes: 0xFF where the bit is set (ggml's `bytes_from_bits_32`).
+    #[inline(always)]
+    unsafe fn bits_to_bytes(bits: u32) -> __m256i {
+        let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000);
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), shuf);
+        let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+        _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+    }
+
+    // ---- the 32-blocks against Q8_0 activations ----
+
+    macro_rules! block32 {
+        ($avx2:ident, $vnni:ident, $avx2_4:ident, $vnni_4:ident, $bb:expr, |$b:ident| $weights:expr) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn $avx2(row: &[u8], x: QuantRow) -> f32 {
+                block32_rows::<false, 1>(row, &[x], $bb, |$b| $weights)[0]
+            }
+            #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+            unsafe fn $vnni(row: &[u8], x: QuantRow) -> f32 {
+                block32_rows::<true, 1>(row, &[x], $bb, |$b| $weights)[0]
+            }
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn $avx2_4(row: &[u8], x: &[QuantRow; 4]) -> [f32; 4] {
+                block32_rows::<false, 4>(row, x, $bb, |$b| $weights)
+            }
+            #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+            unsafe fn $vnni_4(row: &[u8], x: &[QuantRow; 4]) -> [f32; 4] {
+                block32_rows::<true, 4>(row, x, $bb, |$b| $weights)
+            }
+        };
+    }
+
+    /// For each of `R` activation rows: the sum over blocks of d_w · d_x · Σ q_w q_x, the weights
+    /// of a block as 32 signed bytes. Each weight block is decoded once for the `R` rows (a
+    /// register tile of a prefill GEMM); even and odd blocks go to separate accumulators so the
+    /// FMA latency chain is halved.
+    #[inline(always)]
+    unsafe fn block32_rows<const VNNI: bool, const R: usize>(
+        row: &[u8],
+        xs: &[QuantRow; R],
+        bb: usize,
+        weights: impl Fn(&[u8]) -> __m256i,
+    ) -> [f32; R] {
+        let nb = xs.iter().fold(row.len() / bb, |n, x| n.min(x.d.len()));
+        let (mut even, mut odd) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
+        let mut i = 0;
+        while i + 2 <= nb {
+            block32_step::<VNNI, R>(row, xs, bb, &weights, i, &mut even);
+            block32_step::<VNNI, R>(row, xs, bb, &weights, i + 1, &mut odd);
+            i += 2;
+        }
+        if i < nb {
+            block32_step::<VNNI, R>(row, xs, bb, &weights, i, &mut even);
+        }
+        let mut out = [0f32; R];
+        for ((o, e), d) in out.iter_mut().zip(even).zip(odd) {
+            *o = hsum_ps(_mm256_add_ps(e, d));
+        }
+        out
+    }
+
+    /// One weight block `i` against `R` activation rows, into `acc`.
+    #[inline(always)]
+    unsafe fn block32_step<const VNNI: bool, const R: usize>(
+        row: &[u8],
+        xs: &[QuantRow; R],
+        bb: usize,
+        weights: &impl Fn(&[u8]) -> __m256i,
+        i: usize,
+        acc: &mut [__m256; R],
+    ) {
+        let b = &row[i * bb..(i + 1) * bb];
+        // the next rows follow this one in memory: ask for the bytes 1 KiB ahead now
+        _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(1024) as *const i8);
+        let w = weights(b);
+        let aw = _mm256_sign_epi8(w, w);
+        let dw = f16(b, 0);
+        for (a, x) in acc.iter_mut().zip(xs) {
+            // |w| · (y · sign w): the unsigned × signed product of the signed pair
+            let y = _mm256_sign_epi8(load(x.q.as_ptr().add(32 * i)), w);
+            let p = dot_us::<VNNI>(aw, y);
+            *a = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d[i]), _mm256_cvtepi32_ps(p), *a);
+        }
+    }
+
+    block32!(q8_0_avx2, q8_0_vnni, q8_0_avx2_4, q8_0_vnni_4, 34, |b| load(b.as_ptr().add(2) as *const i8));
+    block32!(q4_0_avx2, q4_0_vnni, q4_0_avx2_4, q4_0_vnni_4, 18, |b| _mm256_sub_epi8(
+        nibbles(b.as_ptr().add(2)),
+        _mm256_set1_epi8(8)
+    ));
+    block32!(q5_0_avx2, q5_0_vnni, q5_0_avx2_4, q5_0_vnni_4, 22, |b| {
+        // (nibble | bit << 4) - 16: a clear bit makes the byte nibble | 0xF0
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let hi = _mm256_andnot_si256(bits_to_bytes(qh), _mm256_set1_epi8(0xF0u8 as i8));
+        _mm256_or_si256(nibbles(b.as_ptr().add(6)), hi)
+    });
+
+    /// Q4_1/Q5_1: d · d_x · Σ q_w q_x + m · d_x · Σ q_x (unsigned weights, no sign trick).
+    #[inline(always)]
+    unsafe fn block32_min(row: &[u8], x: QuantRow, bb: usize, weights: impl Fn(&[u8]) -> __m256i) -> f32 {
+        let nb = (row.len() / bb).min(x.d.len());
+        let mut acc = _mm256_setzero_ps();
+        let mut mins = 0f32;
+        for i in 0..nb {
+            let b = &row[i * bb..(i + 1) * bb];
+            let p = dot_us::<false>(weights(b), load(x.q.as_ptr().add(32 * i)));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(b, 0) * x.d[i]), _mm256_cvtepi32_ps(p), acc);
+            let qsum = x.sums[2 * i] as i32 + x.sums[2 * i + 1] as i32;
+            mins += f16(b, 2) * x.d[i] * qsum as f32;
+        }
+        hsum_ps(acc) + mins
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_1_avx2(row: &[u8], x: QuantRow) -> f32 {
+        block32_min(row, x, 20, |b| nibbles(b.as_ptr().add(4)))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q5_1_avx2(row: &[u8], x: QuantRow) -> f32 {
+        block32_min(row, x, 24, |b| {
+            let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            let hi = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
+            _mm256_or_si256(nibbles(b.as_ptr().add(8)), hi)
+        })
+    }
+
+    // ---- the K-quants against Q8_K activations ----
+
+    /// Q4_K/Q5_K: per super-block d · d_x · Σ_j sc_j Σ q_w q_x − dmin · d_x · Σ_j m_j Σ q_x.
+    #[inline(always)]
+    unsafe fn q45_k<const VNNI: bool, const FIVE: bool>(row: &[u8], x: QuantRow) -> f32 {
+        let bb = if FIVE { 176 } else { 144 };
+        let nb = (row.len() / bb).min(x.d.len());
+        let mut acc = _mm256_setzero_ps();
+        let mut mins = 0f32;
+        let m4 = _mm256_set1_epi8(0x0F);
+        for i in 0..nb {
+            let b = &row[i * bb..(i + 1) * bb];
+            _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(2 * bb) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(2 * bb + 64) as *const i8);
+            let (d, dmin) = (f16(b, 0) * x.d[i], f16(b, 2) * x.d[i]);
+            let mut sc = [0u8; 8];
+            let mut msum = 0i32;
+            for (j, s) in sc.iter_mut().enumerate() {
+                let (a, m) = crate::quant::scale_min_k4(j, &b[4..16]);
+                *s = a;
+                msum += m as i32 * (x.sums[16 * i + 2 * j] as i32 + x.sums[16 * i + 2 * j + 1] as i32);
+            }
+            mins += dmin * msum as f32;
+            let ql = b.as_ptr().add(if FIVE { 48 } else { 16 });
+            let qh =
+                if FIVE { _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i) } else { _mm256_setzero_si256() };
+            let xq = x.q.as_ptr().add(QK_K * i);
+            let mut isum = _mm256_setzero_si256();
+            for c in 0..4 {
+                let q = _mm256_loadu_si256(ql.add(32 * c) as *const __m256i);
+                let mut lo = _mm256_and_si256(q, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                if FIVE {
+                    // bit 2c of qh[l] is element l's fifth bit in sub-block 2c, bit 2c+1 in 2c+1
+                    let one = _mm256_set1_epi8(1);
+                    let b0 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32)), one);
+                    let b1 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32 + 1)), one);
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 4));
+                }
+                let plo = dot_us::<VNNI>(lo, load(xq.add(64 * c)));
+                let phi = dot_us::<VNNI>(hi, load(xq.add(64 * c + 32)));
+                isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(plo, _mm256_set1_epi32(sc[2 * c] as i32)));
+                isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(phi, _mm256_set1_epi32(sc[2 * c + 1] as i32)));
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+        }
+        hsum_ps(acc) - mins
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_k_avx2(row: &[u8], x: QuantRow) -> f32 {
+        q45_k::<false, false>(row, x)
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn q4_k_vnni(row: &[u8], x: QuantRow) -> f32 {
+        q45_k::<true, false>(row, x)
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q5_k_avx2(row: &[u8], x: QuantRow) -> f32 {
+        q45_k::<false, true>(row, x)
+    }
+
+    /// Q6_K: d · d_x · Σ_g sc_g (Σ q_w q_x − 32 Σ q_x), q_w the unsigned 6-bit value, g per 16.
+    #[inline(always)]
+    unsafe fn q6_k<const VNNI: bool>(row: &[u8], x: QuantRow) -> f32 {
+        let nb = (row.len() / 210).min(x.d.len());
+        let mut acc = _mm256_setzero_ps();
+        let mut offsets = 0f32;
+        let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+        for i in 0..nb {
+            let b = &row[i * 210..(i + 1) * 210];
+            _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(420) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(484) as *const i8);
+            let d = f16(b, 208) * x.d[i];
+            let sc = &b[192..208];
+            let mut offset = 0i32;
+            for (&s, &q) in sc.iter().zip(&x.sums[16 * i..16 * i + 16]) {
+                offset += (s as i8) as i32 * q as i32;
+            }
+            let xq = x.q.as_ptr().add(QK_K * i);
+            let mut isum = _mm256_setzero_si256();
+            for n in 0..2 {
+                let ql0 = _mm256_loadu_si256(b.as_ptr().add(64 * n) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(b.as_ptr().add(64 * n + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * n) as *const __m256i);
+                let q = [
+                    _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4)),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, m4),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4),
+                    ),
+                ];
+                for (k, qk) in q.iter().enumerate() {
+                    // elements 128n + 32k + l, l < 32: scale (128n + 32k + l) / 16, two per 32
+                    let g = 8 * n + 2 * k;
+                    let p = dot_us::<VNNI>(*qk, load(xq.add(128 * n + 32 * k)));
+                    // the low 128-bit lane holds elements l < 16 (scale g), the high one g + 1
+                    let s = _mm256_set_m128i(
+                        _mm_set1_epi32((sc[g + 1] as i8) as i32),
+                        _mm_set1_epi32((sc[g] as i8) as i32),
+                    );
+                    isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(p, s));
+                }
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+            offsets += d * (32 * offset) as f32;
+        }
+        hsum_ps(acc) - offsets
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q6_k_avx2(row: &[u8], x: QuantRow) -> f32 {
+        q6_k::<false>(row, x)
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn q6_k_vnni(row: &[u8], x: QuantRow) -> f32 {
+        q6_k::<true>(row, x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{dequantize_row, quantize_row};
+    use crate::random::Rng;
+    use GgmlType::*;
+
+    const TYPES: [GgmlType; 8] = [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K];
+
+    /// Random bytes are valid blocks of every type once the f16 scales are kept finite.
+    fn random_row(ty: GgmlType, blocks: usize, rng: &mut Rng) -> Vec<u8> {
+        let mut row: Vec<u8> = (0..ty.block_bytes() * blocks).map(|_| (rng.next_u64() >> 24) as u8).collect();
+        for blk in row.chunks_exact_mut(ty.block_bytes()) {
+            let at: &[usize] = match ty {
+                Q6_K => &[208],
+                Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+                _ => &[0],
+            };
+            for &i in at {
+                blk[i + 1] &= 0x3b; // exponent well below inf/nan
+            }
+        }
+        row
+    }
+
+    fn random_x(n: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * if rng.next_f32() < 0.05 { 8.0 } else { 1.0 }).collect()
+    }
+
+    #[test]
+    fn q8_0_activations_are_gguf_py_q8_0_byte_for_byte() {
+        let mut rng = Rng::new(1);
+        let mut x = random_x(32 * 9, &mut rng);
+        x[32..64].fill(0.0); // an all-zero block
+        x[64..96].iter_mut().enumerate().for_each(|(i, v)| *v = (i as f32 - 15.5) * 0.5); // ties
+        let a = QuantActs::quantize(ActFormat::Q8_0, &x, 1, x.len());
+        let want = quantize_row(Q8_0, &x);
+        for (b, blk) in want.chunks_exact(34).enumerate() {
+            assert_eq!(half::f16::from_f32(a.d[b]).to_bits(), u16::from_le_bytes([blk[0], blk[1]]), "block {b} scale");
+            let q: Vec<u8> = a.q[32 * b..32 * b + 32].iter().map(|&v| v as u8).collect();
+            assert_eq!(q, &blk[2..], "block {b} quants");
+        }
+    }
+
+    #[test]
+    fn q8_k_activations_follow_llama_cpp_rounding() {
+        // nearest_int is round-half-to-even
+        for v in [0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5, 3.2, -3.7] {
+            assert_eq!(nearest_int(v), v.round_ties_even() as i32, "{v}");
+        }
+        let mut rng = Rng::new(2);
+        let mut x = random_x(512, &mut rng);
+        x[300] = -9.0; // the signed extreme of block 1 is negative
+        x[256..300].fill(0.0);
+        let a = QuantActs::quantize(ActFormat::Q8K, &x, 2, 256);
+        for b in 0..2 {
+            let xb = &x[256 * b..256 * (b + 1)];
+            let (i, &m) = xb.iter().enumerate().max_by(|p, q| p.1.abs().total_cmp(&q.1.abs())).unwrap();
+            let iscale = -127.0 / m;
+            assert_eq!(a.d[b], 1.0 / iscale);
+            assert_eq!(a.q[256 * b + i], -127, "the extreme maps to -127 whatever its sign");
+            for (j, &v) in xb.iter().enumerate() {
+                assert_eq!(a.q[256 * b + j] as i32, ((iscale * v).round_ties_even() as i32).min(127));
+            }
+            for g in 0..16 {
+                let s: i16 = a.q[256 * b + 16 * g..256 * b + 16 * g + 16].iter().map(|&v| v as i16).sum();
+                assert_eq!(a.sums[16 * b + g], s);
+            }
+        }
+        let zero = QuantActs::quantize(ActFormat::Q8K, &[0.0; 256], 1, 256);
+        assert_eq!((zero.d[0], zero.q.iter().all(|&v| v == 0)), (0.0, true));
+    }
+
+    /// The integer formula against f32 arithmetic on the dequantised weights and activations.
+    #[test]
+    fn portable_dot_equals_the_dequantised_product() {
+        let mut rng = Rng::new(3);
+        for ty in TYPES {
+            for blocks in [1, 3] {
+                let n = blocks * ty.block_size();
+                let row = random_row(ty, blocks, &mut rng);
+                let x = random_x(n, &mut rng);
+                let f = ActFormat::for_weight(ty).unwrap();
+                let a = QuantActs::quantize(f, &x, 1, n);
+                let mut w = vec![0f32; n];
+                dequantize_row(ty, &row, &mut w);
+                let want: f64 = (0..n).map(|i| w[i] as f64 * (a.d[i / f.block()] * a.q[i] as f32) as f64).sum();
+                let scale: f64 = (0..n).map(|i| (w[i] as f64 * x[i] as f64).abs()).sum::<f64>().max(1e-6);
+                let got = dot_portable(ty, &row, a.row(0)) as f64;
+                assert!((got - want).abs() <= 1e-5 * scale, "{ty:?} x{blocks}: {got} vs {want}");
+                // and the activation rounding costs little against the f32 activations
+                let exact: f64 = (0..n).map(|i| w[i] as f64 * x[i] as f64).sum();
+                assert!((got - exact).abs() <= 2e-2 * scale, "{ty:?} x{blocks}: {got} vs exact {exact}");
+            }
+        }
+    }
+
+    /// Whatever `kernel` picks on this CPU (AVX2, VNNI) against the portable reference.
+    #[test]
+    fn selected_kernels_equal_the_portable_reference() {
+        let mut rng = Rng::new(4);
+        eprintln!("kernels: {}", isa());
+        for ty in TYPES {
+            #[allow(unused_mut)]
+            let mut kernels = vec![("selected", kernel(ty).unwrap())];
+            #[cfg(target_arch = "x86_64")]
+            kernels.extend(simd::every_kernel(ty));
+            for (isa, k) in kernels {
+                for blocks in [1, 2, 5, 20] {
+                    let n = blocks * ty.block_size();
+                    let row = random_row(ty, blocks, &mut rng);
+                    let x = random_x(2 * n, &mut rng);
+                    let a = QuantActs::quantize(ActFormat::for_weight(ty).unwrap(), &x, 2, n);
+                    let mut w = vec![0f32; n];
+                    dequantize_row(ty, &row, &mut w);
+                    for t in 0..2 {
+                        let want = dot_portable(ty, &row, a.row(t));
+                        let got = k(&row, a.row(t));
+                        // the same integer sums; only the order of the f32 additions differs
+                        let xt = &x[t * n..(t + 1) * n];
+                        let scale: f32 = w.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
+                        assert!((got - want).abs() <= 1e-5 * scale, "{ty:?} {isa} x{blocks} row {t}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+        assert!(kernel(F32).is_none() && kernel(F16).is_none() && kernel(BF16).is_none());
+    }
+
+    /// The 4-row kernels give each row what the 1-row reference gives it.
+    #[test]
+    fn four_row_kernels_equal_the_portable_reference_per_row() {
+        let mut rng = Rng::new(5);
+        for ty in TYPES {
+            #[allow(unused_mut)]
+            let mut kernels: Vec<(&str, Kernel4)> = kernel4(ty).into_iter().map(|k| ("selected", k)).collect();
+            #[cfg(target_arch = "x86_64")]
+            kernels.extend(simd::every_kernel4(ty));
+            for (isa, k) in kernels {
+                for blocks in [1, 3, 20] {
+                    let n = blocks * ty.block_size();
+                    let row = random_row(ty, blocks, &mut rng);
+                    let x = random_x(4 * n, &mut rng);
+                    let a = QuantActs::quantize(ActFormat::for_weight(ty).unwrap(), &x, 4, n);
+                    let got = k(&row, &[a.row(0), a.row(1), a.row(2), a.row(3)]);
+                    let mut w = vec![0f32; n];
+                    dequantize_row(ty, &row, &mut w);
+                    for (t, g) in got.iter().enumerate() {
+                        let want = dot_portable(ty, &row, a.row(t));
+                        let xt = &x[t * n..(t + 1) * n];
+                        let scale: f32 = w.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
+                        assert!((g - want).abs() <= 1e-5 * scale, "{ty:?} {isa} x{blocks} row {t}: {g} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+}
