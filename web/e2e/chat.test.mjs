@@ -57,9 +57,10 @@ function vicugna(args) {
   return execFileSync(join(bin, 'vicugna'), args, { encoding: 'utf8', maxBuffer: 64 << 20 });
 }
 
-/// CPU reference ids for the same chat turn (greedy; the page's default repetition penalty).
+/// CPU reference ids for the same chat turn (greedy; the page's default repetition penalty; the
+/// exact kernels, whose f32 arithmetic the WGSL kernels share).
 function cpuReply(input, { history = [], loras = [], maxNew }) {
-  const args = ['generate', '--model', model, '--template', 'chat', '--prompt', input, '--json',
+  const args = ['generate', '--exact', '--model', model, '--template', 'chat', '--prompt', input, '--json',
     '--max-new-tokens', String(maxNew), '--repetition-penalty', '1.3'];
   if (history.length) {
     const h = join(tmp, `history-${Math.random().toString(36).slice(2)}.json`);
@@ -419,7 +420,7 @@ test('Gemma-3 270M + vicugna-zh-chat by default: streamed into WebGPU, same gree
       const reply = p.locator('.msg.assistant').last();
       await reply.and(p.locator('[data-ids]')).waitFor({ timeout: 600_000 });
       const ids = JSON.parse(await reply.getAttribute('data-ids'));
-      const want = JSON.parse(vicugna(['generate', '--model', gemma, '--lora', zhAdapter, '--template', 'chat',
+      const want = JSON.parse(vicugna(['generate', '--exact', '--model', gemma, '--lora', zhAdapter, '--template', 'chat',
         '--prompt', q, '--json', '--max-new-tokens', String(zhMaxNew), '--repetition-penalty', '1.3'])
         .trim().split('\n').pop());
       assert.deepEqual(ids, want.ids, q);

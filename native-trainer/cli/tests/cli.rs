@@ -197,7 +197,8 @@ fn wgpu_backend_logits_and_generate_match_the_references() {
         return;
     }
     assert!(ok, "{err}");
-    let (_, cpu) = logits_of(&["logits", "--model", &f("tiny-llama-q4_0.gguf"), "--tokens", &t]);
+    // the WGSL kernels compute in f32, as the CPU's exact path does
+    let (_, cpu) = logits_of(&["logits", "--exact", "--model", &f("tiny-llama-q4_0.gguf"), "--tokens", &t]);
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows: Vec<Vec<f32>> = serde_json::from_value(j["logits"].clone()).unwrap();
     assert_close(&rows.concat(), &cpu, 1e-3, 0.0);
