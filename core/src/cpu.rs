@@ -1,13 +1,15 @@
-//! The CPU backend: plain loops, one comment per step, single-threaded. With
+//! The CPU backend: plain loops, one comment per step. With
 //! [`Kernels::Exact`] (`Cpu::EXACT`) it is the reference: f32 activations everywhere, the
 //! specification the GPU backends and the golden tests are held to. [`Kernels::Fast`]
 //! (`Cpu::FAST`, what the commands run by default) rounds activations to 8 bits per block before
-//! each quantised matmul and takes integer dot products (`qdot`), as llama.cpp's CPU backend does.
+//! each quantised matmul and takes integer dot products (`qdot`), as llama.cpp's CPU backend does,
+//! and splits those matmuls' output rows over its `Threads`; the exact path is single-threaded.
 
 use crate::backend::{Backend, Heads, LoraPair, Rope};
 use crate::config::Config;
 use crate::qdot::{self, ActFormat, QuantActs};
 use crate::quant::{dot_f32, dot_row, GgmlType};
+use crate::threads::Threads;
 use crate::weights::Matrix;
 use crate::{Error, Result};
 
@@ -22,16 +24,23 @@ pub enum Kernels {
     Fast,
 }
 
-#[derive(Default, Clone, Copy, Debug)]
+#[derive(Default, Clone, Debug)]
 pub struct Cpu {
     pub kernels: Kernels,
+    /// The fast path's matmul threads.
+    pub threads: Threads,
 }
 
 impl Cpu {
-    /// The reference: f32 activations in every matmul.
-    pub const EXACT: Cpu = Cpu { kernels: Kernels::Exact };
-    /// 8-bit activations and integer dot products for quantised weights.
-    pub const FAST: Cpu = Cpu { kernels: Kernels::Fast };
+    /// The reference: f32 activations in every matmul, one thread.
+    pub const EXACT: Cpu = Cpu { kernels: Kernels::Exact, threads: Threads::ONE };
+    /// 8-bit activations and integer dot products for quantised weights, one thread.
+    pub const FAST: Cpu = Cpu { kernels: Kernels::Fast, threads: Threads::ONE };
+
+    /// This backend with its fast path's matmuls split over `threads`.
+    pub fn with_threads(self, threads: Threads) -> Cpu {
+        Cpu { threads, ..self }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -79,8 +88,9 @@ pub fn matmul_forward(out: &mut [f32], x: &[f32], w: &Matrix, n: usize) {
 
 /// out = x W^T with each row of x rounded to int8 per block first and integer dot products
 /// against the stored blocks (`qdot`); types without an integer kernel take `matmul_forward`.
-/// Each weight row meets every token while it is in cache, as in `matmul_forward`.
-pub fn matmul_quantized(out: &mut [f32], x: &[f32], w: &Matrix, n: usize) {
+/// Each weight row meets every token while it is in cache, as in `matmul_forward`. The output rows
+/// are split over `threads` (each element is computed the same way on any thread).
+pub fn matmul_quantized(out: &mut [f32], x: &[f32], w: &Matrix, n: usize, threads: &Threads) {
     let (Some(format), Some(kernel)) = (ActFormat::for_weight(w.ty), qdot::kernel(w.ty)) else {
         return matmul_forward(out, x, w, n);
     };
@@ -91,19 +101,42 @@ pub fn matmul_quantized(out: &mut [f32], x: &[f32], w: &Matrix, n: usize) {
         Some(k) => (Some(k), n / 4 * 4),
         None => (None, 0),
     };
-    for r in 0..rows {
-        let row = w.row(r);
-        if let Some(k4) = kernel4 {
-            for t in (0..tiled).step_by(4) {
-                let y = k4(row, &[xq.row(t), xq.row(t + 1), xq.row(t + 2), xq.row(t + 3)]);
-                for (i, v) in y.into_iter().enumerate() {
-                    out[(t + i) * rows + r] = v;
+    assert!(out.len() >= n * rows, "matmul output of {} for {n} x {rows}", out.len());
+    let out = SharedOut(out.as_mut_ptr());
+    threads.for_rows(rows, 16, |range| {
+        for r in range {
+            let row = w.row(r);
+            // SAFETY: `out` holds n * rows values (asserted) and each (t, r) is written by the one
+            // range holding r; the ranges are disjoint.
+            let put = |t: usize, v: f32| unsafe { *out.at(t * rows + r) = v };
+            if let Some(k4) = kernel4 {
+                for t in (0..tiled).step_by(4) {
+                    let y = k4(row, &[xq.row(t), xq.row(t + 1), xq.row(t + 2), xq.row(t + 3)]);
+                    for (i, v) in y.into_iter().enumerate() {
+                        put(t + i, v);
+                    }
                 }
             }
+            for t in tiled..n {
+                put(t, kernel(row, xq.row(t)));
+            }
         }
-        for t in tiled..n {
-            out[t * rows + r] = kernel(row, xq.row(t));
-        }
+    });
+}
+
+/// The output of a matmul written from several threads, each to its own rows.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: the threads write disjoint elements (see `matmul_quantized`), and the slice's borrow
+// outlives `for_rows`, which returns once every range is done.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `i` is in bounds and no other thread touches element `i`.
+    unsafe fn at(self, i: usize) -> *mut f32 {
+        unsafe { self.0.add(i) }
     }
 }
 
@@ -175,7 +208,7 @@ impl Backend for Cpu {
         let n = x.rows;
         match self.kernels {
             Kernels::Exact => matmul_forward(&mut out.data, &x.data, w, n),
-            Kernels::Fast => matmul_quantized(&mut out.data, &x.data, w, n),
+            Kernels::Fast => matmul_quantized(&mut out.data, &x.data, w, n, &self.threads),
         }
         for (l, s) in loras {
             // ax = x A^T  (n, r); out += s * ax B^T

@@ -34,6 +34,7 @@ pub mod sample;
 pub mod stream;
 pub mod synthetic;
 pub mod tensors;
+pub mod threads;
 pub mod tokenizer;
 pub mod weights;
 

@@ -76,7 +76,10 @@ impl QuantActs {
     /// Round `x` ((rows, cols), cols a multiple of the format's block) to int8.
     pub fn quantize(format: ActFormat, x: &[f32], rows: usize, cols: usize) -> QuantActs {
         let bs = format.block();
-        assert!(cols.is_multiple_of(bs) && x.len() >= rows * cols, "activation rows of {cols} values in blocks of {bs}");
+        assert!(
+            cols.is_multiple_of(bs) && x.len() >= rows * cols,
+            "activation rows of {cols} values in blocks of {bs}"
+        );
         let mut a = QuantActs {
             format,
             rows,
@@ -85,15 +88,13 @@ impl QuantActs {
             d: vec![0.0; rows * cols / bs],
             sums: vec![0; rows * cols / 16],
         };
-        for ((xb, qb), d) in x[..rows * cols].chunks_exact(bs).zip(a.q.chunks_exact_mut(bs)).zip(a.d.iter_mut()) {
-            *d = match format {
-                ActFormat::Q8_0 => quantize_q8_0(xb, qb),
-                ActFormat::Q8K => quantize_q8_k(xb, qb),
-            };
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("sse4.1") {
+            // SAFETY: SSE4.1 was detected; it turns the rounding's floor into one instruction
+            unsafe { quantize_sse41(&mut a, x) };
+            return a;
         }
-        for (s, qb) in a.sums.iter_mut().zip(a.q.chunks_exact(16)) {
-            *s = qb.iter().map(|&v| v as i16).sum();
-        }
+        quantize_into(&mut a, x);
         a
     }
 
@@ -108,7 +109,29 @@ impl QuantActs {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.1")]
+unsafe fn quantize_sse41(a: &mut QuantActs, x: &[f32]) {
+    quantize_into(a, x)
+}
+
+#[inline(always)]
+fn quantize_into(a: &mut QuantActs, x: &[f32]) {
+    let bs = a.format.block();
+    let n = a.rows * a.cols;
+    for ((xb, qb), d) in x[..n].chunks_exact(bs).zip(a.q.chunks_exact_mut(bs)).zip(a.d.iter_mut()) {
+        *d = match a.format {
+            ActFormat::Q8_0 => quantize_q8_0(xb, qb),
+            ActFormat::Q8K => quantize_q8_k(xb, qb),
+        };
+    }
+    for (s, qb) in a.sums.iter_mut().zip(a.q.chunks_exact(16)) {
+        *s = qb.iter().map(|&v| v as i16).sum();
+    }
+}
+
 /// gguf-py's Q8_0 for one block of 32; returns the f16-rounded scale the block stores.
+#[inline(always)]
 fn quantize_q8_0(x: &[f32], q: &mut [i8]) -> f32 {
     let d = x.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
     let id = if d == 0.0 { 0.0 } else { 1.0 / d };
@@ -119,6 +142,7 @@ fn quantize_q8_0(x: &[f32], q: &mut [i8]) -> f32 {
 }
 
 /// llama.cpp's `quantize_row_q8_K_ref` for one block of 256; returns its f32 scale.
+#[inline(always)]
 fn quantize_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
@@ -321,6 +345,9 @@ mod simd {
         Q8_0 => q8_0_avx2_4, q8_0_vnni_4;
         Q4_0 => q4_0_avx2_4, q4_0_vnni_4;
         Q5_0 => q5_0_avx2_4, q5_0_vnni_4;
+        Q4_K => q4_k_avx2_4, q4_k_vnni_4;
+        Q5_K => q5_k_avx2_4, q5_k_vnni_4;
+        Q6_K => q6_k_avx2_4, q6_k_vnni_4;
     }
 
     kernels! {
@@ -331,7 +358,7 @@ mod simd {
         Q6_K => q6_k_avx2, q6_k_vnni;
         Q4_1 => q4_1_avx2, q4_1_avx2;
         Q5_1 => q5_1_avx2, q5_1_avx2;
-        Q5_K => q5_k_avx2, q5_k_avx2;
+        Q5_K => q5_k_avx2, q5_k_vnni;
     }
 
     // ---- helpers ----
@@ -502,32 +529,30 @@ mod simd {
 
     // ---- the K-quants against Q8_K activations ----
 
-    /// Q4_K/Q5_K: per super-block d · d_x · Σ_j sc_j Σ q_w q_x − dmin · d_x · Σ_j m_j Σ q_x.
+    /// Q4_K/Q5_K for `R` activation rows: per super-block
+    /// d · d_x · Σ_j sc_j Σ q_w q_x − dmin · d_x · Σ_j m_j Σ q_x, the weights decoded once for the rows.
     #[inline(always)]
-    unsafe fn q45_k<const VNNI: bool, const FIVE: bool>(row: &[u8], x: QuantRow) -> f32 {
+    unsafe fn q45_k<const VNNI: bool, const FIVE: bool, const R: usize>(row: &[u8], xs: &[QuantRow; R]) -> [f32; R] {
         let bb = if FIVE { 176 } else { 144 };
-        let nb = (row.len() / bb).min(x.d.len());
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0f32;
+        let nb = xs.iter().fold(row.len() / bb, |n, x| n.min(x.d.len()));
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut mins = [0f32; R];
         let m4 = _mm256_set1_epi8(0x0F);
         for i in 0..nb {
             let b = &row[i * bb..(i + 1) * bb];
             _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(2 * bb) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(2 * bb + 64) as *const i8);
-            let (d, dmin) = (f16(b, 0) * x.d[i], f16(b, 2) * x.d[i]);
-            let mut sc = [0u8; 8];
-            let mut msum = 0i32;
-            for (j, s) in sc.iter_mut().enumerate() {
+            let (dw, dminw) = (f16(b, 0), f16(b, 2));
+            let (mut sc, mut mn) = ([0i32; 8], [0i32; 8]);
+            for j in 0..8 {
                 let (a, m) = crate::quant::scale_min_k4(j, &b[4..16]);
-                *s = a;
-                msum += m as i32 * (x.sums[16 * i + 2 * j] as i32 + x.sums[16 * i + 2 * j + 1] as i32);
+                (sc[j], mn[j]) = (a as i32, m as i32);
             }
-            mins += dmin * msum as f32;
+            // the 8 sub-blocks of 32 as unsigned bytes (4 or 5 bits)
             let ql = b.as_ptr().add(if FIVE { 48 } else { 16 });
             let qh =
                 if FIVE { _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i) } else { _mm256_setzero_si256() };
-            let xq = x.q.as_ptr().add(QK_K * i);
-            let mut isum = _mm256_setzero_si256();
+            let mut w = [_mm256_setzero_si256(); 8];
             for c in 0..4 {
                 let q = _mm256_loadu_si256(ql.add(32 * c) as *const __m256i);
                 let mut lo = _mm256_and_si256(q, m4);
@@ -540,93 +565,116 @@ mod simd {
                     lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
                     hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 4));
                 }
-                let plo = dot_us::<VNNI>(lo, load(xq.add(64 * c)));
-                let phi = dot_us::<VNNI>(hi, load(xq.add(64 * c + 32)));
-                isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(plo, _mm256_set1_epi32(sc[2 * c] as i32)));
-                isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(phi, _mm256_set1_epi32(sc[2 * c + 1] as i32)));
+                (w[2 * c], w[2 * c + 1]) = (lo, hi);
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+            for k in 0..R {
+                let x = &xs[k];
+                let sums = &x.sums[16 * i..16 * i + 16];
+                let mut msum = 0i32;
+                for j in 0..8 {
+                    msum += mn[j] * (sums[2 * j] as i32 + sums[2 * j + 1] as i32);
+                }
+                mins[k] += dminw * x.d[i] * msum as f32;
+                let xq = x.q.as_ptr().add(QK_K * i);
+                let mut isum = _mm256_setzero_si256();
+                for j in 0..8 {
+                    let p = dot_us::<VNNI>(w[j], load(xq.add(32 * j)));
+                    isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(p, _mm256_set1_epi32(sc[j])));
+                }
+                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d[i]), _mm256_cvtepi32_ps(isum), acc[k]);
+            }
         }
-        hsum_ps(acc) - mins
+        let mut out = [0f32; R];
+        for k in 0..R {
+            out[k] = hsum_ps(acc[k]) - mins[k];
+        }
+        out
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_k_avx2(row: &[u8], x: QuantRow) -> f32 {
-        q45_k::<false, false>(row, x)
-    }
-    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    unsafe fn q4_k_vnni(row: &[u8], x: QuantRow) -> f32 {
-        q45_k::<true, false>(row, x)
-    }
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q5_k_avx2(row: &[u8], x: QuantRow) -> f32 {
-        q45_k::<false, true>(row, x)
-    }
-
-    /// Q6_K: d · d_x · Σ_g sc_g (Σ q_w q_x − 32 Σ q_x), q_w the unsigned 6-bit value, g per 16.
+    /// Q6_K for `R` activation rows: d · d_x · Σ_g sc_g (Σ q_w q_x − 32 Σ q_x), q_w the unsigned
+    /// 6-bit value, g per 16; the weights decoded once for the rows.
     #[inline(always)]
-    unsafe fn q6_k<const VNNI: bool>(row: &[u8], x: QuantRow) -> f32 {
-        let nb = (row.len() / 210).min(x.d.len());
-        let mut acc = _mm256_setzero_ps();
-        let mut offsets = 0f32;
+    unsafe fn q6_k<const VNNI: bool, const R: usize>(row: &[u8], xs: &[QuantRow; R]) -> [f32; R] {
+        let nb = xs.iter().fold(row.len() / 210, |n, x| n.min(x.d.len()));
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut offsets = [0f32; R];
         let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
         for i in 0..nb {
             let b = &row[i * 210..(i + 1) * 210];
             _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(420) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(484) as *const i8);
-            let d = f16(b, 208) * x.d[i];
+            let dw = f16(b, 208);
             let sc = &b[192..208];
-            let mut offset = 0i32;
-            for (&s, &q) in sc.iter().zip(&x.sums[16 * i..16 * i + 16]) {
-                offset += (s as i8) as i32 * q as i32;
-            }
-            let xq = x.q.as_ptr().add(QK_K * i);
-            let mut isum = _mm256_setzero_si256();
+            // 8 groups of 32 unsigned 6-bit values; element 32m + l has scale (32m + l) / 16
+            let mut w = [_mm256_setzero_si256(); 8];
+            let mut s = [_mm256_setzero_si256(); 8];
             for n in 0..2 {
                 let ql0 = _mm256_loadu_si256(b.as_ptr().add(64 * n) as *const __m256i);
                 let ql1 = _mm256_loadu_si256(b.as_ptr().add(64 * n + 32) as *const __m256i);
                 let qh = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * n) as *const __m256i);
-                let q = [
-                    _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4)),
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql1, m4),
-                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4),
-                    ),
-                ];
-                for (k, qk) in q.iter().enumerate() {
-                    // elements 128n + 32k + l, l < 32: scale (128n + 32k + l) / 16, two per 32
-                    let g = 8 * n + 2 * k;
-                    let p = dot_us::<VNNI>(*qk, load(xq.add(128 * n + 32 * k)));
-                    // the low 128-bit lane holds elements l < 16 (scale g), the high one g + 1
-                    let s = _mm256_set_m128i(
-                        _mm_set1_epi32((sc[g + 1] as i8) as i32),
-                        _mm_set1_epi32((sc[g] as i8) as i32),
-                    );
-                    isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(p, s));
-                }
+                w[4 * n] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+                w[4 * n + 1] = _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4),
+                );
+                w[4 * n + 2] = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4),
+                );
+                w[4 * n + 3] = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4),
+                );
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
-            offsets += d * (32 * offset) as f32;
+            for (m, sm) in s.iter_mut().enumerate() {
+                // the low 128-bit lane holds elements l < 16 (scale 2m), the high one 2m + 1
+                *sm = _mm256_set_m128i(
+                    _mm_set1_epi32((sc[2 * m + 1] as i8) as i32),
+                    _mm_set1_epi32((sc[2 * m] as i8) as i32),
+                );
+            }
+            for k in 0..R {
+                let x = &xs[k];
+                let mut offset = 0i32;
+                for (&sg, &q) in sc.iter().zip(&x.sums[16 * i..16 * i + 16]) {
+                    offset += (sg as i8) as i32 * q as i32;
+                }
+                let xq = x.q.as_ptr().add(QK_K * i);
+                let mut isum = _mm256_setzero_si256();
+                for m in 0..8 {
+                    let p = dot_us::<VNNI>(w[m], load(xq.add(32 * m)));
+                    isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(p, s[m]));
+                }
+                let d = dw * x.d[i];
+                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc[k]);
+                offsets[k] += d * (32 * offset) as f32;
+            }
         }
-        hsum_ps(acc) - offsets
+        let mut out = [0f32; R];
+        for k in 0..R {
+            out[k] = hsum_ps(acc[k]) - offsets[k];
+        }
+        out
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q6_k_avx2(row: &[u8], x: QuantRow) -> f32 {
-        q6_k::<false>(row, x)
+    macro_rules! kquant {
+        ($f:ident::<$($p:tt),*>, $one:ident, $four:ident, $features:literal) => {
+            #[target_feature(enable = $features)]
+            unsafe fn $one(row: &[u8], x: QuantRow) -> f32 {
+                $f::<$($p),*, 1>(row, &[x])[0]
+            }
+            #[target_feature(enable = $features)]
+            unsafe fn $four(row: &[u8], x: &[QuantRow; 4]) -> [f32; 4] {
+                $f::<$($p),*, 4>(row, x)
+            }
+        };
     }
-    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    unsafe fn q6_k_vnni(row: &[u8], x: QuantRow) -> f32 {
-        q6_k::<true>(row, x)
-    }
+    kquant!(q45_k::<false, false>, q4_k_avx2, q4_k_avx2_4, "avx2,fma,f16c");
+    kquant!(q45_k::<true, false>, q4_k_vnni, q4_k_vnni_4, "avx2,fma,f16c,avx512vnni,avx512vl");
+    kquant!(q45_k::<false, true>, q5_k_avx2, q5_k_avx2_4, "avx2,fma,f16c");
+    kquant!(q45_k::<true, true>, q5_k_vnni, q5_k_vnni_4, "avx2,fma,f16c,avx512vnni,avx512vl");
+    kquant!(q6_k::<false>, q6_k_avx2, q6_k_avx2_4, "avx2,fma,f16c");
+    kquant!(q6_k::<true>, q6_k_vnni, q6_k_vnni_4, "avx2,fma,f16c,avx512vnni,avx512vl");
 }
 
 #[cfg(test)]

@@ -118,6 +118,8 @@ fn fast_path_is_at_least_as_close_to_transformers_as_llama_cpp() {
             m.forward_blocking(&t, 0, &mut cache, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap()
         };
         let (fast, exact) = (run(Cpu::FAST), run(Cpu::EXACT));
+        let threaded = run(Cpu::FAST.with_threads(vicugna_core::threads::Threads::new(3).unwrap()));
+        assert_eq!(fast, threaded, "{q}: three threads compute every logit as one does");
         let llama = tensor(&l, &format!("llamacpp_{q}"));
         let ours = max_abs_diff(&fast, &truth);
         let theirs = max_abs_diff(&llama, &truth);

@@ -168,22 +168,34 @@ pub struct ModelArgs {
     pub kernels: KernelArgs,
 }
 
-/// The CPU backend's kernels, for every command that runs the model.
+/// The CPU backend's kernels and threads, for every command that runs the model.
 #[derive(clap::Args, Debug, Clone, Copy, Default)]
 pub struct KernelArgs {
-    /// CPU: f32 activations in every matmul (the reference the golden tests use) instead of
-    /// activations rounded to 8 bits per block with integer dot products (llama.cpp's numerics)
+    /// CPU: f32 activations in every matmul (the reference the golden tests use, single-threaded)
+    /// instead of activations rounded to 8 bits per block with integer dot products (llama.cpp's
+    /// numerics)
     #[arg(long)]
     pub exact: bool,
+    /// CPU threads for the matmuls (default: the machine's physical cores; `bench`: 1)
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 impl KernelArgs {
-    pub fn cpu(self) -> vicugna_core::cpu::Cpu {
+    /// The CPU backend these flags ask for; `threads` when --threads is not given.
+    pub fn cpu_or(self, threads: usize) -> anyhow::Result<vicugna_core::cpu::Cpu> {
+        use vicugna_core::cpu::Cpu;
+        use vicugna_core::threads::Threads;
         if self.exact {
-            vicugna_core::cpu::Cpu::EXACT
-        } else {
-            vicugna_core::cpu::Cpu::FAST
+            return Ok(Cpu::EXACT);
         }
+        let n = self.threads.map_or(threads, usize::from);
+        Ok(Cpu::FAST.with_threads(Threads::new(n)?))
+    }
+
+    /// The CPU backend these flags ask for, on the machine's physical cores by default.
+    pub fn cpu(self) -> anyhow::Result<vicugna_core::cpu::Cpu> {
+        self.cpu_or(vicugna_core::threads::Threads::physical_cores())
     }
 }
 

@@ -61,7 +61,7 @@ pub fn load_model(model: &Path, loras: &[String], backend: BackendKind, kernels:
     let w = ModelWeights::load(model).with_context(|| format!("loading model {}", model.display()))?;
     Ok(match backend {
         BackendKind::Cpu => {
-            let mut m = Model::new(kernels.cpu(), &w)?;
+            let mut m = Model::new(kernels.cpu()?, &w)?;
             attach_all(&mut m, loras)?;
             AnyModel::Cpu(m)
         }

@@ -165,7 +165,8 @@ pub fn run(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
         (GgmlType::Q8_0, Cpu::FAST),
     ];
     for s in &SHAPES {
-        for (ty, cpu) in runs {
+        for (ty, cpu) in runs.clone() {
+            let fast = cpu.kernels == Kernels::Fast;
             let w = random_model(s, ty, 7);
             let m = Model::new(cpu, &w)?;
             let steps = if quick {
@@ -191,7 +192,7 @@ pub fn run(out: &mut dyn std::io::Write, quick: bool) -> anyhow::Result<()> {
                 "{:<12} {:<5} {:<6} {:>9.1} {:>10.1} {:>10.2} {:>11.0}%",
                 s.name,
                 format!("{ty:?}"),
-                if cpu.kernels == Kernels::Fast { "fast" } else { "exact" },
+                if fast { "fast" } else { "exact" },
                 bytes / 1e6,
                 tps,
                 gbs,
@@ -217,7 +218,7 @@ pub fn run_model(
     let c = &w.cfg;
     writeln!(
         out,
-        "model {}: {} layers, hidden {}, vocab {}, {:.1} MB of weights as stored; 1 host thread",
+        "model {}: {} layers, hidden {}, vocab {}, {:.1} MB of weights as stored",
         path.display(),
         c.num_layers,
         c.hidden_size,
@@ -237,8 +238,10 @@ pub fn run_model(
     };
     let (prefill, decode) = match backend {
         BackendKind::Cpu => {
-            let m = Model::new(a.kernels.cpu(), &w)?;
-            writeln!(out, "load: {:.2} s; kernels: {}", t.elapsed().as_secs_f64(), kernels_name(a.kernels.cpu()))?;
+            let cpu = a.kernels.cpu_or(1)?;
+            let name = kernels_name(&cpu);
+            let m = Model::new(cpu, &w)?;
+            writeln!(out, "load: {:.2} s; kernels: {name}", t.elapsed().as_secs_f64())?;
             let cache = std::cell::RefCell::new(m.new_cache(prompt.len() + steps + 1)?);
             measure(&|toks, pos| {
                 Ok(m.forward_blocking(toks, pos, &mut cache.borrow_mut(), vicugna_core::Pick::Greedy)?.token()?)
@@ -262,15 +265,18 @@ pub fn run_model(
     };
     writeln!(out, "prefill ({} tokens): {prefill:.1} tok/s; decode ({steps} steps): {decode:.2} tok/s", prompt.len())?;
     if a.json {
-        let kernels = match backend {
-            BackendKind::Cpu => kernels_name(a.kernels.cpu()),
-            BackendKind::Wgpu => "wgpu".to_string(),
+        let (kernels, threads) = match backend {
+            BackendKind::Cpu => {
+                let cpu = a.kernels.cpu_or(1)?;
+                (kernels_name(&cpu), cpu.threads.count())
+            }
+            BackendKind::Wgpu => ("wgpu".to_string(), 1),
         };
         writeln!(
             out,
             "{}",
             serde_json::json!({
-                "prefill_tok_s": prefill, "decode_tok_s": decode, "threads": 1,
+                "prefill_tok_s": prefill, "decode_tok_s": decode, "threads": threads,
                 "model": path.display().to_string(), "prompt_len": prompt.len(), "gen": steps,
                 "kernels": kernels,
             })
@@ -279,10 +285,10 @@ pub fn run_model(
     Ok(())
 }
 
-/// "fast (avx512-vnni)" or "exact".
-fn kernels_name(cpu: Cpu) -> String {
+/// "fast (avx512-vnni, 2 threads)" or "exact".
+fn kernels_name(cpu: &Cpu) -> String {
     match cpu.kernels {
-        Kernels::Fast => format!("fast ({})", vicugna_core::qdot::isa()),
+        Kernels::Fast => format!("fast ({}, {} threads)", vicugna_core::qdot::isa(), cpu.threads.count()),
         Kernels::Exact => "exact".into(),
     }
 }

@@ -446,7 +446,7 @@ fn run_suite(
         stop: vec![],
         seed: a.seed,
     };
-    let mut model = Model::new(a.kernels.cpu(), w)?;
+    let mut model = Model::new(a.kernels.cpu()?, w)?;
     let base_cfg = sampling.config(tk, &model.cfg.eos_token_ids, Template::None)?;
     let chat_cfg = sampling.config(tk, &model.cfg.eos_token_ids, Template::Chat)?;
     let le = if a.data.is_empty() { None } else { Some(loss_eval(a, w, tk)?) };
