@@ -2,7 +2,7 @@
 CARGO ?= cargo
 FIXTURE_MODEL ?= tests/fixtures/tiny-llama-q4_0.gguf
 
-.PHONY: build web demo-model zh-data zh-adapter zh-sweep zh-report run chat test test-web test-postgres lint bench bench-train bench-server fixtures fuzz clean
+.PHONY: build web demo-model zh-data zh-adapter zh-sweep zh-report run chat test test-web test-postgres lint bench bench-llamacpp bench-train bench-server fixtures fuzz clean
 DEMO_ID ?= gemma-3-270m-q4_k_m
 DEMO_LICENSE ?= Gemma Terms of Use (https://ai.google.dev/gemma/terms): use under Google's Gemma terms and prohibited use policy
 
@@ -115,6 +115,11 @@ bench: build
 bench-train:
 	bash scripts/fixtures-env.sh >/dev/null
 	bash scripts/bench-train.sh
+
+# CPU inference beside llama.cpp's llama-bench on the same files, one thread each, with the ratios
+# (builds llama.cpp from the llama-cpp-python sdist once into ~/.cache/vicugna; see the script).
+bench-llamacpp:
+	bash scripts/bench-llamacpp.sh
 
 # Registry load generator: req/s, p50/p99 and MB/s at 1/8/64 clients beside nginx (if installed).
 bench-server:
