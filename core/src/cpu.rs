@@ -103,7 +103,22 @@ pub fn matmul_quantized(out: &mut [f32], x: &[f32], w: &Matrix, n: usize, thread
     };
     assert!(out.len() >= n * rows, "matmul output of {} for {n} x {rows}", out.len());
     let out = SharedOut(out.as_mut_ptr());
+    // decode (one token): four weight rows at a time where a kernel for that exists
+    let kernel_w4 = if n == 1 { qdot::kernel_w4(w.ty) } else { None };
     threads.for_rows(rows, 16, |range| {
+        let mut range = range;
+        if let Some(kw) = kernel_w4 {
+            let x0 = xq.row(0);
+            while range.len() >= 4 {
+                let r = range.start;
+                let y = kw([w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)], x0);
+                for (i, v) in y.into_iter().enumerate() {
+                    // SAFETY: as below; rows r..r + 4 belong to this range
+                    unsafe { *out.at(r + i) = v };
+                }
+                range.start += 4;
+            }
+        }
         for r in range {
             let row = w.row(r);
             // SAFETY: `out` holds n * rows values (asserted) and each (t, r) is written by the one

@@ -234,6 +234,23 @@ pub fn kernel4(ty: GgmlType) -> Option<Kernel4> {
     }
 }
 
+/// A 4-weight-row kernel: four stored rows (consecutive in the matrix) with one quantised
+/// activation row (decode's register tile).
+pub type KernelW4 = fn([&[u8]; 4], QuantRow) -> [f32; 4];
+
+/// The 4-weight-row kernel for `ty` where this CPU has one.
+pub fn kernel_w4(ty: GgmlType) -> Option<KernelW4> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::kernel_w4(ty)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        None
+    }
+}
+
 /// Which kernels [`kernel`] picks on this CPU, for benchmark reports.
 pub fn isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
@@ -250,7 +267,7 @@ pub fn isa() -> &'static str {
 /// through `kernel`, which checks them at run time once.
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{Kernel, Kernel4, QuantRow};
+    use super::{Kernel, Kernel4, KernelW4, QuantRow};
     use crate::quant::{GgmlType, QK_K};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
@@ -289,6 +306,12 @@ mod simd {
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn every_kernel(ty: GgmlType) -> Vec<(&'static str, Kernel)> {
         available().iter().filter_map(|&i| Some((name(i), kernel_with(ty, i)?))).collect()
+    }
+
+    /// Every 4-weight-row SIMD kernel this CPU can run for `ty`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn every_kernel_w4(ty: GgmlType) -> Vec<(&'static str, KernelW4)> {
+        available().iter().filter_map(|&i| Some((name(i), kernel_w4_with(ty, i)?))).collect()
     }
 
     /// Every 4-row SIMD kernel this CPU can run for `ty`.
@@ -341,6 +364,28 @@ mod simd {
             }
         };
     }
+    macro_rules! kernels_w4 {
+        ($($ty:ident => $avx2:ident, $vnni:ident;)*) => {
+            pub fn kernel_w4(ty: GgmlType) -> Option<KernelW4> {
+                kernel_w4_with(ty, detect())
+            }
+
+            fn kernel_w4_with(ty: GgmlType, isa: Isa) -> Option<KernelW4> {
+                match ty {
+                    // SAFETY (every arm): the features each kernel is compiled for were detected.
+                    $(GgmlType::$ty if isa == Isa::Vnni => Some(|r, x| unsafe { $vnni(r, x) }),
+                      GgmlType::$ty if isa == Isa::Avx2 => Some(|r, x| unsafe { $avx2(r, x) }),)*
+                    _ => None,
+                }
+            }
+        };
+    }
+    kernels_w4! {
+        Q8_0 => q8_0_avx2_w4, q8_0_vnni_w4;
+        Q4_0 => q4_0_avx2_w4, q4_0_vnni_w4;
+        Q5_0 => q5_0_avx2_w4, q5_0_vnni_w4;
+    }
+
     kernels4! {
         Q8_0 => q8_0_avx2_4, q8_0_vnni_4;
         Q4_0 => q4_0_avx2_4, q4_0_vnni_4;
@@ -412,7 +457,16 @@ mod simd {
     // ---- the 32-blocks against Q8_0 activations ----
 
     macro_rules! block32 {
-        ($avx2:ident, $vnni:ident, $avx2_4:ident, $vnni_4:ident, $bb:expr, |$b:ident| $weights:expr) => {
+        ($avx2:ident, $vnni:ident, $avx2_4:ident, $vnni_4:ident, $avx2_w4:ident, $vnni_w4:ident, $bb:expr,
+         |$b:ident| $weights:expr) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn $avx2_w4(rows: [&[u8]; 4], x: QuantRow) -> [f32; 4] {
+                block32_weight_rows::<false>(rows, x, $bb, |$b| $weights)
+            }
+            #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+            unsafe fn $vnni_w4(rows: [&[u8]; 4], x: QuantRow) -> [f32; 4] {
+                block32_weight_rows::<true>(rows, x, $bb, |$b| $weights)
+            }
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn $avx2(row: &[u8], x: QuantRow) -> f32 {
                 block32_rows::<false, 1>(row, &[x], $bb, |$b| $weights)[0]
@@ -430,6 +484,33 @@ mod simd {
                 block32_rows::<true, 4>(row, x, $bb, |$b| $weights)
             }
         };
+    }
+
+    /// Four weight rows against one activation row (decode's matrix-vector product): each
+    /// activation block is loaded once for the four, and the four accumulators are independent.
+    #[inline(always)]
+    unsafe fn block32_weight_rows<const VNNI: bool>(
+        rows: [&[u8]; 4],
+        x: QuantRow,
+        bb: usize,
+        weights: impl Fn(&[u8]) -> __m256i,
+    ) -> [f32; 4] {
+        let nb = rows.iter().fold(x.d.len(), |n, r| n.min(r.len() / bb));
+        // the four rows are consecutive in memory: fetch the next four while these are read
+        let ahead = 4 * rows[0].len();
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for i in 0..nb {
+            let y = load(x.q.as_ptr().add(32 * i));
+            let dx = x.d[i];
+            for (a, row) in acc.iter_mut().zip(rows) {
+                let b = &row[i * bb..(i + 1) * bb];
+                _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(ahead) as *const i8);
+                let w = weights(b);
+                let p = dot_us::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w));
+                *a = _mm256_fmadd_ps(_mm256_set1_ps(f16(b, 0) * dx), _mm256_cvtepi32_ps(p), *a);
+            }
+        }
+        acc.map(|a| hsum_ps(a))
     }
 
     /// For each of `R` activation rows: the sum over blocks of d_w · d_x · Σ q_w q_x, the weights
@@ -485,12 +566,14 @@ mod simd {
         }
     }
 
-    block32!(q8_0_avx2, q8_0_vnni, q8_0_avx2_4, q8_0_vnni_4, 34, |b| load(b.as_ptr().add(2) as *const i8));
-    block32!(q4_0_avx2, q4_0_vnni, q4_0_avx2_4, q4_0_vnni_4, 18, |b| _mm256_sub_epi8(
+    block32!(q8_0_avx2, q8_0_vnni, q8_0_avx2_4, q8_0_vnni_4, q8_0_avx2_w4, q8_0_vnni_w4, 34, |b| load(
+        b.as_ptr().add(2) as *const i8
+    ));
+    block32!(q4_0_avx2, q4_0_vnni, q4_0_avx2_4, q4_0_vnni_4, q4_0_avx2_w4, q4_0_vnni_w4, 18, |b| _mm256_sub_epi8(
         nibbles(b.as_ptr().add(2)),
         _mm256_set1_epi8(8)
     ));
-    block32!(q5_0_avx2, q5_0_vnni, q5_0_avx2_4, q5_0_vnni_4, 22, |b| {
+    block32!(q5_0_avx2, q5_0_vnni, q5_0_avx2_4, q5_0_vnni_4, q5_0_avx2_w4, q5_0_vnni_w4, 22, |b| {
         // (nibble | bit << 4) - 16: a clear bit makes the byte nibble | 0xF0
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
         let hi = _mm256_andnot_si256(bits_to_bytes(qh), _mm256_set1_epi8(0xF0u8 as i8));
@@ -804,6 +887,34 @@ mod tests {
             }
         }
         assert!(kernel(F32).is_none() && kernel(F16).is_none() && kernel(BF16).is_none());
+    }
+
+    /// The 4-weight-row kernels give each weight row what the 1-row reference gives it.
+    #[test]
+    fn four_weight_row_kernels_equal_the_portable_reference_per_row() {
+        let mut rng = Rng::new(6);
+        for ty in TYPES {
+            #[allow(unused_mut)]
+            let mut kernels: Vec<(&str, KernelW4)> = kernel_w4(ty).into_iter().map(|k| ("selected", k)).collect();
+            #[cfg(target_arch = "x86_64")]
+            kernels.extend(simd::every_kernel_w4(ty));
+            for (isa, k) in kernels {
+                for blocks in [1, 3, 20] {
+                    let n = blocks * ty.block_size();
+                    let rows: Vec<Vec<u8>> = (0..4).map(|_| random_row(ty, blocks, &mut rng)).collect();
+                    let x = random_x(n, &mut rng);
+                    let a = QuantActs::quantize(ActFormat::for_weight(ty).unwrap(), &x, 1, n);
+                    let got = k([&rows[0], &rows[1], &rows[2], &rows[3]], a.row(0));
+                    for (r, g) in got.iter().enumerate() {
+                        let want = dot_portable(ty, &rows[r], a.row(0));
+                        let mut w = vec![0f32; n];
+                        dequantize_row(ty, &rows[r], &mut w);
+                        let scale: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
+                        assert!((g - want).abs() <= 1e-5 * scale, "{ty:?} {isa} x{blocks} row {r}: {g} vs {want}");
+                    }
+                }
+            }
+        }
     }
 
     /// The 4-row kernels give each row what the 1-row reference gives it.
