@@ -332,13 +332,15 @@ mod simd {
         }
     }
 
-    macro_rules! kernels {
-        ($($ty:ident => $avx2:ident, $vnni:ident;)*) => {
-            pub fn kernel(ty: GgmlType) -> Option<Kernel> {
-                kernel_with(ty, detect())
+    /// `$pick(ty)`: the kernel of type `$ty` for this CPU's best instruction set; `$with(ty, isa)`:
+    /// for a given one (the tests run each).
+    macro_rules! dispatch {
+        ($pick:ident, $with:ident, $kt:ty; $($ty:ident => $avx2:ident, $vnni:ident;)*) => {
+            pub fn $pick(ty: GgmlType) -> Option<$kt> {
+                $with(ty, detect())
             }
 
-            fn kernel_with(ty: GgmlType, isa: Isa) -> Option<Kernel> {
+            fn $with(ty: GgmlType, isa: Isa) -> Option<$kt> {
                 match ty {
                     // SAFETY (every arm): the features each kernel is compiled for were detected.
                     $(GgmlType::$ty if isa == Isa::Vnni => Some(|r, x| unsafe { $vnni(r, x) }),
@@ -348,45 +350,13 @@ mod simd {
             }
         };
     }
-    macro_rules! kernels4 {
-        ($($ty:ident => $avx2:ident, $vnni:ident;)*) => {
-            pub fn kernel4(ty: GgmlType) -> Option<Kernel4> {
-                kernel4_with(ty, detect())
-            }
-
-            fn kernel4_with(ty: GgmlType, isa: Isa) -> Option<Kernel4> {
-                match ty {
-                    // SAFETY (every arm): the features each kernel is compiled for were detected.
-                    $(GgmlType::$ty if isa == Isa::Vnni => Some(|r, x| unsafe { $vnni(r, x) }),
-                      GgmlType::$ty if isa == Isa::Avx2 => Some(|r, x| unsafe { $avx2(r, x) }),)*
-                    _ => None,
-                }
-            }
-        };
-    }
-    macro_rules! kernels_w4 {
-        ($($ty:ident => $avx2:ident, $vnni:ident;)*) => {
-            pub fn kernel_w4(ty: GgmlType) -> Option<KernelW4> {
-                kernel_w4_with(ty, detect())
-            }
-
-            fn kernel_w4_with(ty: GgmlType, isa: Isa) -> Option<KernelW4> {
-                match ty {
-                    // SAFETY (every arm): the features each kernel is compiled for were detected.
-                    $(GgmlType::$ty if isa == Isa::Vnni => Some(|r, x| unsafe { $vnni(r, x) }),
-                      GgmlType::$ty if isa == Isa::Avx2 => Some(|r, x| unsafe { $avx2(r, x) }),)*
-                    _ => None,
-                }
-            }
-        };
-    }
-    kernels_w4! {
+    dispatch! { kernel_w4, kernel_w4_with, KernelW4;
         Q8_0 => q8_0_avx2_w4, q8_0_vnni_w4;
         Q4_0 => q4_0_avx2_w4, q4_0_vnni_w4;
         Q5_0 => q5_0_avx2_w4, q5_0_vnni_w4;
     }
 
-    kernels4! {
+    dispatch! { kernel4, kernel4_with, Kernel4;
         Q8_0 => q8_0_avx2_4, q8_0_vnni_4;
         Q4_0 => q4_0_avx2_4, q4_0_vnni_4;
         Q5_0 => q5_0_avx2_4, q5_0_vnni_4;
@@ -395,7 +365,7 @@ mod simd {
         Q6_K => q6_k_avx2_4, q6_k_vnni_4;
     }
 
-    kernels! {
+    dispatch! { kernel, kernel_with, Kernel;
         Q8_0 => q8_0_avx2, q8_0_vnni;
         Q4_0 => q4_0_avx2, q4_0_vnni;
         Q5_0 => q5_0_avx2, q5_0_vnni;
