@@ -86,6 +86,9 @@ pub fn matmul_forward(out: &mut [f32], x: &[f32], w: &Matrix, n: usize) {
     }
 }
 
+/// From this many tokens on, prefill's quantised matmuls use the 8-row GEMM kernels.
+const GEMM_MIN_TOKENS: usize = 4;
+
 /// out = x W^T with each row of x rounded to int8 per block first and integer dot products
 /// against the stored blocks (`qdot`); types without an integer kernel take `matmul_forward`.
 /// Each weight row meets every token while it is in cache, as in `matmul_forward`. The output rows
@@ -105,8 +108,23 @@ pub fn matmul_quantized(out: &mut [f32], x: &[f32], w: &Matrix, n: usize, thread
     let out = SharedOut(out.as_mut_ptr());
     // decode (one token): four weight rows at a time where a kernel for that exists
     let kernel_w4 = if n == 1 { qdot::kernel_w4(w.ty) } else { None };
+    // prefill: eight weight rows repacked once for all the tokens where a GEMM kernel exists (its
+    // repack costs about what a few tokens do, so short runs keep the 4-token tiles)
+    let gemm8 = if n >= GEMM_MIN_TOKENS { qdot::gemm8(w.ty) } else { None };
     threads.for_rows(rows, 16, |range| {
         let mut range = range;
+        if let Some(g) = gemm8 {
+            let mut y = vec![[0f32; 8]; n];
+            while range.len() >= 8 {
+                let r = range.start;
+                g(std::array::from_fn(|i| w.row(r + i)), &xq, &mut y);
+                for (t, v) in y.iter().enumerate() {
+                    // SAFETY: as below; rows r..r + 8 belong to this range
+                    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.at(t * rows + r), 8) };
+                }
+                range.start += 8;
+            }
+        }
         if let Some(kw) = kernel_w4 {
             let x0 = xq.row(0);
             while range.len() >= 4 {

@@ -46,8 +46,10 @@ impl ModelWeights {
     }
 
     /// A GGUF in llama.cpp's conventions. Tokenizer metadata is copied from `tokenizer_from`
-    /// (a GGUF source) or, for HF sources, the tokenizer.json text is embedded as
-    /// `tokenizer.huggingface.json`.
+    /// (a GGUF source) or, for HF sources, written from the tokenizer.json as the
+    /// `tokenizer.ggml.*` keys llama.cpp reads (`tokenizer::gguf_vocab_from_hf_json`); a
+    /// vocabulary with no GGUF form is embedded as `tokenizer.huggingface.json` instead, which
+    /// only our loader reads.
     pub fn to_gguf(&self, tokenizer_from: Option<&GgufFile>, tokenizer_json: Option<&str>) -> Result<GgufWriter> {
         if self.cfg.arch != crate::config::Arch::Llama {
             return Err(crate::Error::unsupported(
@@ -85,12 +87,24 @@ impl ModelWeights {
                 }
             }
         } else if let Some(j) = tokenizer_json {
-            g.set("tokenizer.huggingface.json", Value::String(j.to_string()));
-            if let Some(b) = c.bos_token_id {
-                g.set("tokenizer.ggml.bos_token_id", Value::U32(b));
-            }
-            if let Some(&e) = c.eos_token_ids.first() {
-                g.set("tokenizer.ggml.eos_token_id", Value::U32(e));
+            match crate::tokenizer::gguf_vocab_from_hf_json(j.as_bytes(), &format!("{}/tokenizer.json", self.source)) {
+                Ok(vocab) => {
+                    for (k, v) in vocab {
+                        g.set(&k, v);
+                    }
+                }
+                // a vocabulary llama.cpp has no form for: embed the tokenizer.json itself, which our
+                // loader reads (llama.cpp will refuse the file)
+                Err(Error::Unsupported { .. }) => {
+                    g.set("tokenizer.huggingface.json", Value::String(j.to_string()));
+                    if let Some(b) = c.bos_token_id {
+                        g.set("tokenizer.ggml.bos_token_id", Value::U32(b));
+                    }
+                    if let Some(&e) = c.eos_token_ids.first() {
+                        g.set("tokenizer.ggml.eos_token_id", Value::U32(e));
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         let mat = |g: &mut GgufWriter, name: &str, m: &Matrix| {

@@ -251,6 +251,26 @@ pub fn kernel_w4(ty: GgmlType) -> Option<KernelW4> {
     }
 }
 
+/// A GEMM kernel for prefill: eight stored rows (consecutive in the matrix) against every row of
+/// `xs`, writing `out[t] = [row_0 · x_t, …, row_7 · x_t]`. It repacks the eight rows once per call
+/// (lanes = rows, as llama.cpp's CPU "repack" buffers store Q4_0x8), so the per-token work has no
+/// horizontal sums and one scale multiply per block for all eight rows; the repack is worth it
+/// from a few tokens on.
+pub type Gemm8 = fn([&[u8]; 8], &QuantActs, &mut [[f32; 8]]);
+
+/// The 8-row GEMM kernel for `ty` where this CPU has one (Q4_0; Q8_0 with VNNI).
+pub fn gemm8(ty: GgmlType) -> Option<Gemm8> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::gemm8(ty)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        None
+    }
+}
+
 /// Which kernels [`kernel`] picks on this CPU, for benchmark reports.
 pub fn isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
@@ -267,7 +287,7 @@ pub fn isa() -> &'static str {
 /// through `kernel`, which checks them at run time once.
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{Kernel, Kernel4, KernelW4, QuantRow};
+    use super::{Gemm8, Kernel, Kernel4, KernelW4, QuantActs, QuantRow};
     use crate::quant::{GgmlType, QK_K};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
@@ -320,6 +340,12 @@ mod simd {
         available().iter().filter_map(|&i| Some((name(i), kernel4_with(ty, i)?))).collect()
     }
 
+    /// Every 8-row GEMM kernel this CPU can run for `ty`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn every_gemm8(ty: GgmlType) -> Vec<(&'static str, Gemm8)> {
+        available().iter().filter_map(|&i| Some((name(i), gemm8_with(ty, i)?))).collect()
+    }
+
     pub fn isa() -> &'static str {
         name(detect())
     }
@@ -354,6 +380,26 @@ mod simd {
         Q8_0 => q8_0_avx2_w4, q8_0_vnni_w4;
         Q4_0 => q4_0_avx2_w4, q4_0_vnni_w4;
         Q5_0 => q5_0_avx2_w4, q5_0_vnni_w4;
+    }
+
+    /// The GEMM kernels. Q4_0 is what llama.cpp repacks on x86 (its `q4_0_8x8_q8_0`: the same
+    /// products added in the same order); Q8_0 (VNNI only: vpmaddubsw's pair sums would saturate
+    /// on its offset bytes) takes whole-block integer sums where llama.cpp's `vec_dot` rounds each
+    /// 4-element lane sum to f32, so fewer roundings. Q5_0 keeps llama.cpp's `vec_dot` order: on
+    /// Gemma-3's file (mostly Q5_0) the golden test holds our rounding against llama.cpp's own runs,
+    /// and a different summation order there moves logits by as much as llama.cpp's two runs differ.
+    pub fn gemm8(ty: GgmlType) -> Option<Gemm8> {
+        gemm8_with(ty, detect())
+    }
+
+    fn gemm8_with(ty: GgmlType, isa: Isa) -> Option<Gemm8> {
+        // SAFETY (every arm): the features each kernel is compiled for were detected.
+        match (ty, isa) {
+            (GgmlType::Q4_0, Isa::Vnni) => Some(|r, x, o| unsafe { gemm8_q4_0_vnni(r, x, o) }),
+            (GgmlType::Q4_0, Isa::Avx2) => Some(|r, x, o| unsafe { gemm8_q4_0_avx2(r, x, o) }),
+            (GgmlType::Q8_0, Isa::Vnni) => Some(|r, x, o| unsafe { gemm8_q8_0_vnni(r, x, o) }),
+            _ => None,
+        }
     }
 
     dispatch! { kernel4, kernel4_with, Kernel4;
@@ -549,6 +595,108 @@ mod simd {
         let hi = _mm256_andnot_si256(bits_to_bytes(qh), _mm256_set1_epi8(0xF0u8 as i8));
         _mm256_or_si256(nibbles(b.as_ptr().add(6)), hi)
     });
+
+    // ---- prefill GEMM: eight rows repacked with lanes = rows ----
+
+    /// The 8×8 transpose of 32-bit elements: `w[r]` holds row r's bytes 4j..4j+4 in element j;
+    /// afterwards `w[j]` holds them for every row r in element r.
+    #[inline(always)]
+    unsafe fn transpose8(w: &mut [__m256i; 8]) {
+        let t0 = _mm256_unpacklo_epi32(w[0], w[1]);
+        let t1 = _mm256_unpackhi_epi32(w[0], w[1]);
+        let t2 = _mm256_unpacklo_epi32(w[2], w[3]);
+        let t3 = _mm256_unpackhi_epi32(w[2], w[3]);
+        let t4 = _mm256_unpacklo_epi32(w[4], w[5]);
+        let t5 = _mm256_unpackhi_epi32(w[4], w[5]);
+        let t6 = _mm256_unpacklo_epi32(w[6], w[7]);
+        let t7 = _mm256_unpackhi_epi32(w[6], w[7]);
+        let u0 = _mm256_unpacklo_epi64(t0, t2);
+        let u1 = _mm256_unpackhi_epi64(t0, t2);
+        let u2 = _mm256_unpacklo_epi64(t1, t3);
+        let u3 = _mm256_unpackhi_epi64(t1, t3);
+        let u4 = _mm256_unpacklo_epi64(t4, t6);
+        let u5 = _mm256_unpackhi_epi64(t4, t6);
+        let u6 = _mm256_unpacklo_epi64(t5, t7);
+        let u7 = _mm256_unpackhi_epi64(t5, t7);
+        w[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+        w[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+        w[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+        w[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+        w[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+        w[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+        w[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+        w[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+    }
+
+    /// Eight rows of 32-blocks (`bb` bytes each, the f16 scale first) against every activation
+    /// row. Each block's weights are `unsigned(b)` = q + `offset` ≥ 0 (so `vpdpbusd` applies), and
+    /// `offset · Σ x` is taken back per block from the activations' 16-sums: the result is the
+    /// same integer sum as the reference's, times the same scales.
+    #[inline(always)]
+    unsafe fn gemm8_block32<const VNNI: bool>(
+        rows: [&[u8]; 8],
+        xs: &QuantActs,
+        out: &mut [[f32; 8]],
+        bb: usize,
+        offset: i32,
+        unsigned: impl Fn(&[u8]) -> __m256i,
+    ) {
+        let nb = rows.iter().fold(xs.cols / 32, |n, r| n.min(r.len() / bb));
+        // the repack: per block, eight registers of (row r: 4 bytes) and the eight rows' scales
+        let mut packed: Vec<[__m256i; 8]> = Vec::with_capacity(nb);
+        let mut scales: Vec<__m256> = Vec::with_capacity(nb);
+        for i in 0..nb {
+            let mut w = [_mm256_setzero_si256(); 8];
+            let mut d = [0u16; 8];
+            for (r, row) in rows.iter().enumerate() {
+                let b = &row[i * bb..(i + 1) * bb];
+                w[r] = unsigned(b);
+                d[r] = u16::from_le_bytes([b[0], b[1]]);
+            }
+            transpose8(&mut w);
+            packed.push(w);
+            scales.push(_mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i)));
+        }
+        for (t, o) in out.iter_mut().enumerate().take(xs.rows) {
+            let x = xs.row(t);
+            // one accumulator, blocks in order: llama.cpp's repacked Q4_0 GEMM adds the same
+            // products in the same order
+            let mut sum = _mm256_setzero_ps();
+            for (i, (w, dw)) in packed.iter().zip(&scales).enumerate() {
+                let q = x.q.as_ptr().add(32 * i) as *const i32;
+                let s = x.sums[2 * i] as i32 + x.sums[2 * i + 1] as i32;
+                // lane r (row r) ends as Σ_e (q_e + offset) x_e - offset · Σ_e x_e
+                let mut acc = _mm256_set1_epi32(-offset * s);
+                for (j, wj) in w.iter().enumerate() {
+                    let xj = _mm256_set1_epi32(q.add(j).read_unaligned());
+                    acc = if VNNI {
+                        _mm256_dpbusd_epi32(acc, *wj, xj)
+                    } else {
+                        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(*wj, xj), _mm256_set1_epi16(1)))
+                    };
+                }
+                let d = _mm256_mul_ps(*dw, _mm256_set1_ps(x.d[i]));
+                sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), d, sum);
+            }
+            _mm256_storeu_ps(o.as_mut_ptr(), sum);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn gemm8_q4_0_avx2(rows: [&[u8]; 8], xs: &QuantActs, out: &mut [[f32; 8]]) {
+        gemm8_block32::<false>(rows, xs, out, 18, 8, |b| nibbles(b.as_ptr().add(2)))
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn gemm8_q4_0_vnni(rows: [&[u8]; 8], xs: &QuantActs, out: &mut [[f32; 8]]) {
+        gemm8_block32::<true>(rows, xs, out, 18, 8, |b| nibbles(b.as_ptr().add(2)))
+    }
+    /// Q8_0 unsigned: q + 128 (the sign bit flipped).
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn gemm8_q8_0_vnni(rows: [&[u8]; 8], xs: &QuantActs, out: &mut [[f32; 8]]) {
+        gemm8_block32::<true>(rows, xs, out, 34, 128, |b| {
+            _mm256_xor_si256(load(b.as_ptr().add(2) as *const i8), _mm256_set1_epi8(-128))
+        })
+    }
 
     /// Q4_1/Q5_1: d · d_x · Σ q_w q_x + m · d_x · Σ q_x (unsigned weights, no sign trick).
     #[inline(always)]
@@ -884,6 +1032,45 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The 8-row GEMM kernels give each (token, row) what the 1-row reference gives it.
+    #[test]
+    fn gemm_kernels_equal_the_portable_reference_per_row_and_token() {
+        let mut rng = Rng::new(8);
+        for ty in TYPES {
+            #[allow(unused_mut)]
+            let mut kernels: Vec<(&str, Gemm8)> = gemm8(ty).into_iter().map(|k| ("selected", k)).collect();
+            #[cfg(target_arch = "x86_64")]
+            kernels.extend(simd::every_gemm8(ty));
+            for (isa, k) in kernels {
+                for (blocks, tokens) in [(1, 1), (3, 5), (20, 9)] {
+                    let n = blocks * ty.block_size();
+                    let rows: Vec<Vec<u8>> = (0..8).map(|_| random_row(ty, blocks, &mut rng)).collect();
+                    let x = random_x(tokens * n, &mut rng);
+                    let a = QuantActs::quantize(ActFormat::for_weight(ty).unwrap(), &x, tokens, n);
+                    let mut got = vec![[f32::NAN; 8]; tokens];
+                    k(std::array::from_fn(|r| rows[r].as_slice()), &a, &mut got);
+                    for (t, g) in got.iter().enumerate() {
+                        let xt = &x[t * n..(t + 1) * n];
+                        for (r, g) in g.iter().enumerate() {
+                            let want = dot_portable(ty, &rows[r], a.row(t));
+                            let mut w = vec![0f32; n];
+                            dequantize_row(ty, &rows[r], &mut w);
+                            let scale: f32 = w.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
+                            assert!(
+                                (g - want).abs() <= 1e-5 * scale,
+                                "{ty:?} {isa} x{blocks} token {t} row {r}: {g} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            assert!(gemm8(GgmlType::Q4_0).is_some(), "the Q4_0 GEMM is there on AVX2");
         }
     }
 

@@ -64,7 +64,9 @@ impl Threads {
         if let Some(p) = &self.0 {
             // a few ranges per thread, so an unlucky one (a page fault, the other SMT sibling)
             // does not hold the whole matmul up
-            let chunk = rows.div_ceil(4 * p.n).max(min_chunk);
+            // ranges start at multiples of `min_chunk`, so a kernel's row groups fall the same way
+            // on any thread count
+            let chunk = rows.div_ceil(4 * p.n).max(min_chunk).next_multiple_of(min_chunk.max(1));
             if chunk < rows {
                 use rayon::prelude::*;
                 p.pool.install(|| {

@@ -626,6 +626,172 @@ impl StreamDecoder {
     }
 }
 
+/// The Split regexes of the byte-level BPE pre-tokenizers llama.cpp implements, as HF
+/// tokenizer.json files spell them, with the `tokenizer.ggml.pre` name llama.cpp knows them by.
+const HF_PRE_TOKENIZERS: &[(&str, &str)] = &[
+    (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        "llama-bpe",
+    ),
+    (LLAMA3_RE, "llama-bpe"),
+    (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        "qwen2",
+    ),
+    (QWEN2_RE, "qwen2"),
+];
+
+/// The vocabulary of an HF `tokenizer.json` as the `tokenizer.ggml.*` metadata llama.cpp reads
+/// (what `convert_hf_to_gguf.py` writes), so a GGUF made from an HF directory carries a
+/// vocabulary llama.cpp and our own GGUF tokenizers load:
+///
+/// - SentencePiece-style BPE (byte fallback, `▁` for spaces: LLaMA 1/2, Mistral, Chinese-LLaMA) as
+///   `llama`, with token types as llama.cpp's SentencePiece path gives them (`<unk>` unknown,
+///   special added tokens control, `<0xNN>` byte, other added tokens user-defined). The scores
+///   are −(1 + the rank of the first merge that makes each token) (0 for tokens no merge makes),
+///   so SentencePiece's highest-score-first merging follows the BPE merge order. (llama.cpp's
+///   own converter writes −1000 for every token when there is no `tokenizer.model`, which makes
+///   its tokenizer merge left to right instead.)
+/// - byte-level BPE (Llama 3, Qwen2, GPT-2) as `gpt2` with its merges and the pre-tokenizer named
+///   as llama.cpp names it (`llama-bpe`, `qwen2`, `gpt-2`), recognised from the Split regex.
+///
+/// Special ids (BOS, EOS, unknown, padding when the model has one) and `add_bos_token` /
+/// `add_eos_token` from the post-processor are written too. A tokenizer this cannot express
+/// (WordPiece, Unigram, an unknown pre-tokenizer) is an `Unsupported` error naming what.
+pub fn gguf_vocab_from_hf_json(bytes: &[u8], name: &str) -> Result<Vec<(String, crate::gguf::Value)>> {
+    use crate::gguf::Value;
+    let tk = Tokenizer::from_hf_json(bytes, name)?;
+    let j: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::format(name, format!("invalid JSON: {e}")))?;
+    let model = &j["model"];
+    let ty = model["type"].as_str().unwrap_or("?");
+    if ty != "BPE" {
+        return Err(Error::unsupported(name, format!("writing a `{ty}` tokenizer as GGUF (only BPE models)")));
+    }
+    let has = |v: &serde_json::Value, t: &str| v.to_string().contains(&format!("\"type\":\"{t}\""));
+    let byte_level = has(&j["pre_tokenizer"], "ByteLevel") || has(&j["decoder"], "ByteLevel");
+    let byte_fallback = model["byte_fallback"].as_bool().unwrap_or(false);
+    let merges: Vec<(String, String)> = match model["merges"].as_array() {
+        Some(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, m)| match m {
+                // tokenizers >= 0.20 writes pairs, older files "a b" strings
+                serde_json::Value::Array(p) if p.len() == 2 => {
+                    Ok((p[0].as_str().unwrap_or("").to_string(), p[1].as_str().unwrap_or("").to_string()))
+                }
+                serde_json::Value::String(s) => s
+                    .split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| Error::field(name, "model.merges", format!("entry {i} `{s}` has no space"))),
+                other => Err(Error::field(name, "model.merges", format!("entry {i} is {other}, not a pair"))),
+            })
+            .collect::<Result<_>>()?,
+        None => return Err(Error::field(name, "model.merges", "missing")),
+    };
+    let n = tk.texts.len();
+    let added: HashMap<u32, bool> = j["added_tokens"]
+        .as_array()
+        .map(|a| {
+            a.iter().filter_map(|t| Some((t["id"].as_u64()? as u32, t["special"].as_bool().unwrap_or(false)))).collect()
+        })
+        .unwrap_or_default();
+    let unk = model["unk_token"].as_str().and_then(|u| tk.token_id(u));
+    // a TemplateProcessing whose single-sequence template ends in the EOS token appends it
+    let add_eos = tk.eos.is_some_and(|e| {
+        j["post_processor"]["single"].as_array().and_then(|a| a.last()).and_then(|l| l["SpecialToken"]["id"].as_str())
+            == Some(tk.texts[e as usize].as_str())
+    });
+    let mut out: Vec<(String, Value)> = Vec::new();
+    let types: Vec<i32> = (0..n as u32)
+        .map(|id| match added.get(&id) {
+            _ if Some(id) == unk && !byte_level => 2,
+            Some(true) => 3,
+            Some(false) => 4,
+            None if !byte_level && byte_token(&tk.texts[id as usize]).is_some() => 6,
+            None => 1,
+        })
+        .collect();
+    if byte_level {
+        let pre_json = &j["pre_tokenizer"];
+        let regex = |v: &serde_json::Value| v["pattern"]["Regex"].as_str().map(String::from);
+        let split = match pre_json["type"].as_str() {
+            Some("Sequence") => pre_json["pretokenizers"].as_array().and_then(|a| a.iter().find_map(regex)),
+            Some("Split") => regex(pre_json),
+            _ => None,
+        };
+        let pre = match &split {
+            Some(r) => HF_PRE_TOKENIZERS.iter().find(|(p, _)| p == r).map(|(_, n)| *n).ok_or_else(|| {
+                Error::unsupported(
+                    name,
+                    format!("writing the BPE pre-tokenizer regex `{r}` as GGUF (known: llama-bpe, qwen2, gpt-2)"),
+                )
+            })?,
+            // GPT-2: a bare ByteLevel pre-tokenizer with its built-in regex
+            None if has(pre_json, "ByteLevel") && pre_json.to_string().contains("\"use_regex\":true") => "gpt-2",
+            None => {
+                return Err(Error::unsupported(
+                    name,
+                    format!("writing the byte-level BPE pre-tokenizer {pre_json} as GGUF (no Split regex)"),
+                ))
+            }
+        };
+        out.push(("tokenizer.ggml.model".into(), Value::String("gpt2".into())));
+        out.push(("tokenizer.ggml.pre".into(), Value::String(pre.into())));
+        out.push((
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tk.texts.iter().map(|t| Value::String(t.clone())).collect()),
+        ));
+        out.push(("tokenizer.ggml.token_type".into(), Value::Array(types.into_iter().map(Value::I32).collect())));
+        out.push((
+            "tokenizer.ggml.merges".into(),
+            Value::Array(merges.iter().map(|(a, b)| Value::String(format!("{a} {b}"))).collect()),
+        ));
+    } else if byte_fallback {
+        let mut first: HashMap<String, usize> = HashMap::with_capacity(merges.len());
+        for (r, (a, b)) in merges.iter().enumerate() {
+            first.entry(format!("{a}{b}")).or_insert(r);
+        }
+        let scores =
+            tk.texts.iter().map(|t| Value::F32(first.get(t).map(|&r| -((r + 1) as f32)).unwrap_or(0.0))).collect();
+        let norm = j["normalizer"].to_string();
+        let pre = &j["pre_tokenizer"];
+        let add_space_prefix = norm.contains("\"prepend\":\"\u{2581}\"")
+            || (has(pre, "Metaspace")
+                && pre["prepend_scheme"]
+                    .as_str()
+                    .map(|s| s != "never")
+                    .unwrap_or(pre["add_prefix_space"].as_bool().unwrap_or(true)));
+        out.push(("tokenizer.ggml.model".into(), Value::String("llama".into())));
+        out.push(("tokenizer.ggml.pre".into(), Value::String("default".into())));
+        out.push((
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tk.texts.iter().map(|t| Value::String(t.clone())).collect()),
+        ));
+        out.push(("tokenizer.ggml.scores".into(), Value::Array(scores)));
+        out.push(("tokenizer.ggml.token_type".into(), Value::Array(types.into_iter().map(Value::I32).collect())));
+        out.push(("tokenizer.ggml.add_space_prefix".into(), Value::Bool(add_space_prefix)));
+    } else {
+        return Err(Error::unsupported(
+            name,
+            "writing a BPE tokenizer with neither byte fallback nor a byte-level pre-tokenizer as GGUF",
+        ));
+    }
+    let id = |k: &str, v: Option<u32>, out: &mut Vec<(String, Value)>| {
+        if let Some(v) = v {
+            out.push((format!("tokenizer.ggml.{k}"), Value::U32(v)));
+        }
+    };
+    id("bos_token_id", tk.bos, &mut out);
+    id("eos_token_id", tk.eos, &mut out);
+    id("unknown_token_id", unk, &mut out);
+    let pad = j["padding"]["pad_id"].as_u64().map(|v| v as u32).filter(|&v| (v as usize) < n);
+    id("padding_token_id", pad, &mut out);
+    out.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(tk.add_bos)));
+    out.push(("tokenizer.ggml.add_eos_token".into(), Value::Bool(add_eos)));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,12 +35,28 @@ pub struct BenchArgs {
     /// With --model: end with one JSON line of the figures
     #[arg(long)]
     pub json: bool,
+    /// With --model: also measure the single-thread read bandwidth and say what share of it decode reaches
+    #[arg(long)]
+    pub bandwidth: bool,
+    /// Write a random-weight F32 model of --shape as an HF directory (config.json +
+    /// model.safetensors) and exit, for `vicugna convert` and other programs to measure
+    #[arg(long, value_name = "DIR", conflicts_with = "model")]
+    pub write_hf: Option<PathBuf>,
+    /// The shape --write-hf writes: stories15M or stories110M
+    #[arg(long, default_value = "stories110M", requires = "write_hf")]
+    pub shape: String,
     #[command(flatten)]
     pub kernels: crate::args::KernelArgs,
 }
 
 impl BenchArgs {
     pub fn run(&self, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+        if let Some(dir) = &self.write_hf {
+            let s = shape(&self.shape)?;
+            random_model(s, GgmlType::F32, 7).save_hf_dir(dir)?;
+            writeln!(out, "wrote a random {} (F32) to {}", s.name, dir.display())?;
+            return Ok(());
+        }
         match (&self.model, self.backend) {
             (Some(m), b) => run_model(out, m, b, self),
             (None, BackendKind::Cpu) => run(out, self.quick),
@@ -110,6 +126,11 @@ pub const SHAPES: [Shape; 2] = [
     Shape { name: "stories15M", dim: 288, hidden: 768, layers: 6, heads: 6, vocab: 32000, tied: true },
     Shape { name: "stories110M", dim: 768, hidden: 2048, layers: 12, heads: 12, vocab: 32000, tied: true },
 ];
+
+/// A benchmark shape by name.
+pub fn shape(name: &str) -> anyhow::Result<&'static Shape> {
+    SHAPES.iter().find(|s| s.name == name).ok_or_else(|| anyhow::anyhow!("--shape {name}: stories15M or stories110M"))
+}
 
 /// Random weights of a benchmark shape in `ty` (values ±0.05, unit norms).
 pub fn random_model(s: &Shape, ty: GgmlType, seed: u64) -> ModelWeights {
@@ -227,6 +248,10 @@ pub fn run_model(
     )?;
     let prompt: Vec<u32> = (0..a.prompt_len.max(1)).map(|i| (1000 + i * 37) as u32 % c.vocab_size as u32).collect();
     let measure = |m: &dyn Fn(&[u32], usize) -> anyhow::Result<u32>| -> anyhow::Result<(f64, f64)> {
+        // a warm-up pass first, as llama-bench does: the first touch of every mapped weight page
+        // (and the first use of each pipeline) is not what a user waits for on later prompts
+        let tok = m(&prompt, 0)?;
+        m(&[tok], prompt.len())?;
         let t = Instant::now();
         let mut tok = m(&prompt, 0)?;
         let prefill = prompt.len() as f64 / t.elapsed().as_secs_f64();
@@ -264,6 +289,17 @@ pub fn run_model(
         }
     };
     writeln!(out, "prefill ({} tokens): {prefill:.1} tok/s; decode ({steps} steps): {decode:.2} tok/s", prompt.len())?;
+    // every weight matrix once per decode step (the tied classifier in full); the KV cache not counted
+    let decode_gbs = weight_bytes(&w) as f64 * decode / 1e9;
+    let bw = a.bandwidth.then(read_bandwidth);
+    match bw {
+        Some(bw) => writeln!(
+            out,
+            "decode reads {decode_gbs:.2} GB/s of weights: {:.0}% of the read bandwidth (1 thread, 1 GiB sum: {bw:.1} GB/s)",
+            100.0 * decode_gbs / bw
+        )?,
+        None => writeln!(out, "decode reads {decode_gbs:.2} GB/s of weights")?,
+    }
     if a.json {
         let (kernels, threads) = match backend {
             BackendKind::Cpu => {
@@ -278,7 +314,7 @@ pub fn run_model(
             serde_json::json!({
                 "prefill_tok_s": prefill, "decode_tok_s": decode, "threads": threads,
                 "model": path.display().to_string(), "prompt_len": prompt.len(), "gen": steps,
-                "kernels": kernels,
+                "kernels": kernels, "decode_weight_gb_s": decode_gbs, "read_bandwidth_gb_s": bw,
             })
         )?;
     }
@@ -392,10 +428,7 @@ pub fn run_train(
     use vicugna_train::backend::{AdamW, TrainBackend};
     use vicugna_train::cpu::CpuTrain;
     use vicugna_train::model::{FrozenModel, LoraParams, Pass};
-    let s = SHAPES
-        .iter()
-        .find(|s| s.name == shape)
-        .ok_or_else(|| anyhow::anyhow!("--shape {shape}: stories15M or stories110M"))?;
+    let s = self::shape(shape)?;
     let ty = GgmlType::from(base);
     vicugna_train::cpu::keep_freed_memory();
     let w = random_model(s, ty, 7);

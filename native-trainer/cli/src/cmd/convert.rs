@@ -40,7 +40,25 @@ pub(crate) fn source_gguf(model: &Path) -> Result<Option<(GgufFile, vicugna_core
 pub(crate) fn write_gguf(w: &ModelWeights, model: &Path, out: &Path) -> Result<()> {
     let src = source_gguf(model)?;
     let tj = if model.is_dir() { std::fs::read_to_string(model.join("tokenizer.json")).ok() } else { None };
-    let g = w.to_gguf(src.as_ref().map(|s| &s.0), tj.as_deref())?;
+    let mut g = w.to_gguf(src.as_ref().map(|s| &s.0), tj.as_deref())?;
+    if model.is_dir() {
+        if g.metadata.iter().any(|(k, _)| k == "tokenizer.huggingface.json") {
+            eprintln!(
+                "warning: {}/tokenizer.json has no llama.cpp (tokenizer.ggml.*) form; it is embedded as is, \
+                 which vicugna reads and llama.cpp does not",
+                model.display()
+            );
+        }
+        // the chat template, as llama.cpp's converter carries it
+        let tc = model.join("tokenizer_config.json");
+        if let Ok(text) = std::fs::read_to_string(&tc) {
+            let j: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", tc.display()))?;
+            if let Some(t) = j.get("chat_template").and_then(|t| t.as_str()) {
+                g.set("tokenizer.chat_template", vicugna_core::gguf::Value::String(t.to_string()));
+            }
+        }
+    }
     // write next to the target and rename, so a failed run never leaves a half-written model
     let tmp = out.with_extension("gguf.partial");
     let mut f =
