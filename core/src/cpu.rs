@@ -93,7 +93,15 @@ const GEMM_MIN_TOKENS: usize = 4;
 /// against the stored blocks (`qdot`); types without an integer kernel take `matmul_forward`.
 /// Each weight row meets every token while it is in cache, as in `matmul_forward`. The output rows
 /// are split over `threads` (each element is computed the same way on any thread).
-pub fn matmul_quantized(out: &mut [f32], x: &[f32], w: &Matrix, n: usize, threads: &Threads) {
+/// `packed`: `w`'s rows repacked eight at a time (Q4_0), read instead of the stored rows it covers.
+pub fn matmul_quantized(
+    out: &mut [f32],
+    x: &[f32],
+    w: &Matrix,
+    packed: Option<&qdot::PackedQ4_0>,
+    n: usize,
+    threads: &Threads,
+) {
     let (Some(format), Some(kernel)) = (ActFormat::for_weight(w.ty), qdot::kernel(w.ty)) else {
         return matmul_forward(out, x, w, n);
     };
@@ -111,8 +119,22 @@ pub fn matmul_quantized(out: &mut [f32], x: &[f32], w: &Matrix, n: usize, thread
     // prefill: eight weight rows repacked once for all the tokens where a GEMM kernel exists (its
     // repack costs about what a few tokens do, so short runs keep the 4-token tiles)
     let gemm8 = if n >= GEMM_MIN_TOKENS { qdot::gemm8(w.ty) } else { None };
+    let packed = packed.zip(qdot::packed_q4_0_kernel());
     threads.for_rows(rows, 16, |range| {
         let mut range = range;
+        if let Some((p, k)) = packed {
+            // the ranges start at multiples of 16, so the groups of eight fall on them
+            let mut y = vec![[0f32; 8]; n];
+            while range.len() >= 8 && range.start / 8 < p.groups {
+                let r = range.start;
+                k(p.group(r / 8), p.blocks, &xq, &mut y);
+                for (t, v) in y.iter().enumerate() {
+                    // SAFETY: as below; rows r..r + 8 belong to this range
+                    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.at(t * rows + r), 8) };
+                }
+                range.start += 8;
+            }
+        }
         if let Some(g) = gemm8 {
             let mut y = vec![[0f32; 8]; n];
             while range.len() >= 8 {
@@ -182,8 +204,24 @@ pub fn rmsnorm_forward(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     }
 }
 
+/// A weight matrix as the CPU backend holds it: the stored matrix, and on the fast path for Q4_0
+/// (where this CPU has the kernel) its full groups of eight rows also repacked with lanes = rows
+/// ([`qdot::PackedQ4_0`]), which decode and prefill read instead of the stored rows.
+#[derive(Clone, Debug)]
+pub struct CpuWeight {
+    pub m: Matrix,
+    pub packed: Option<std::sync::Arc<qdot::PackedQ4_0>>,
+}
+
+impl std::ops::Deref for CpuWeight {
+    type Target = Matrix;
+    fn deref(&self) -> &Matrix {
+        &self.m
+    }
+}
+
 impl Backend for Cpu {
-    type Weight = Matrix;
+    type Weight = CpuWeight;
     type Vector = Vec<f32>;
     type Lora = CpuLora;
     type Act = CpuAct;
@@ -195,8 +233,13 @@ impl Backend for Cpu {
             Kernels::Fast => "cpu",
         }
     }
-    fn load_matrix(&self, m: &Matrix) -> Result<Matrix> {
-        Ok(m.clone())
+    fn load_matrix(&self, m: &Matrix) -> Result<CpuWeight> {
+        let packed = (self.kernels == Kernels::Fast
+            && m.ty == GgmlType::Q4_0
+            && m.rows >= 8
+            && qdot::packed_q4_0_kernel().is_some())
+        .then(|| std::sync::Arc::new(qdot::PackedQ4_0::pack(&m.data, m.rows, m.cols)));
+        Ok(CpuWeight { m: m.clone(), packed })
     }
     fn load_vector(&self, v: &[f32]) -> Result<Vec<f32>> {
         Ok(v.to_vec())
@@ -224,7 +267,7 @@ impl Backend for Cpu {
         CpuAct { rows: 1, cols: x.cols, data: x.data[(x.rows - 1) * x.cols..].to_vec() }
     }
 
-    fn embed(&self, out: &mut CpuAct, table: &Matrix, tokens: &[u32]) {
+    fn embed(&self, out: &mut CpuAct, table: &CpuWeight, tokens: &[u32]) {
         for (t, &tok) in tokens.iter().enumerate() {
             table.row_f32(tok as usize, &mut out.data[t * out.cols..(t + 1) * out.cols]);
         }
@@ -237,11 +280,11 @@ impl Backend for Cpu {
         }
     }
 
-    fn matmul(&self, out: &mut CpuAct, x: &CpuAct, w: &Matrix, loras: &[(&CpuLora, f32)]) {
+    fn matmul(&self, out: &mut CpuAct, x: &CpuAct, w: &CpuWeight, loras: &[(&CpuLora, f32)]) {
         let n = x.rows;
         match self.kernels {
             Kernels::Exact => matmul_forward(&mut out.data, &x.data, w, n),
-            Kernels::Fast => matmul_quantized(&mut out.data, &x.data, w, n, &self.threads),
+            Kernels::Fast => matmul_quantized(&mut out.data, &x.data, w, w.packed.as_deref(), n, &self.threads),
         }
         for (l, s) in loras {
             // ax = x A^T  (n, r); out += s * ax B^T

@@ -271,6 +271,65 @@ pub fn gemm8(ty: GgmlType) -> Option<Gemm8> {
     }
 }
 
+/// Q4_0 rows repacked eight at a time with lanes = rows, made once when a model is loaded for the
+/// fast path (llama.cpp's CPU backend does the same with its `block_q4_0x8` "repack" buffers). Per
+/// group of eight rows and per block: the eight f16 scales (16 bytes), then for each four-byte
+/// column c of the 16 nibble bytes, the eight rows' bytes 4c..4c+4 (4 × 32 bytes): one load gives
+/// a register whose lane r holds row r's elements 4c..4c+4 (low nibbles) and 16+4c.. (high).
+/// 144 bytes per eight row-blocks, the size of the stored blocks. Rows past the last full group
+/// stay in the stored matrix.
+#[derive(Clone, Debug)]
+pub struct PackedQ4_0 {
+    pub groups: usize,
+    pub blocks: usize,
+    data: Vec<u8>,
+}
+
+/// Bytes of one packed block of eight rows.
+const PACKED_BLOCK: usize = 144;
+
+impl PackedQ4_0 {
+    /// Repack the full groups of eight rows of a Q4_0 matrix (`data`, rows of `cols` values).
+    pub fn pack(data: &[u8], rows: usize, cols: usize) -> PackedQ4_0 {
+        let (blocks, groups) = (cols / QK, rows / 8);
+        let rb = blocks * 18;
+        let mut out = vec![0u8; groups * blocks * PACKED_BLOCK];
+        for g in 0..groups {
+            for i in 0..blocks {
+                let o = &mut out[(g * blocks + i) * PACKED_BLOCK..][..PACKED_BLOCK];
+                for r in 0..8 {
+                    let b = &data[(8 * g + r) * rb + i * 18..][..18];
+                    o[2 * r..2 * r + 2].copy_from_slice(&b[..2]);
+                    for c in 0..4 {
+                        o[16 + 32 * c + 4 * r..][..4].copy_from_slice(&b[2 + 4 * c..2 + 4 * c + 4]);
+                    }
+                }
+            }
+        }
+        PackedQ4_0 { groups, blocks, data: out }
+    }
+
+    /// The packed blocks of group `g` (rows 8g..8g+8).
+    pub fn group(&self, g: usize) -> &[u8] {
+        &self.data[g * self.blocks * PACKED_BLOCK..(g + 1) * self.blocks * PACKED_BLOCK]
+    }
+}
+
+/// A kernel over one packed group: `out[t] = [row_0 · x_t, …, row_7 · x_t]` for every row of `xs`.
+pub type PackedKernel = fn(&[u8], usize, &QuantActs, &mut [[f32; 8]]);
+
+/// The packed-Q4_0 kernel where this CPU has one (`None`: the fast path does not repack).
+pub fn packed_q4_0_kernel() -> Option<PackedKernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::packed_q4_0()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
 /// Which kernels [`kernel`] picks on this CPU, for benchmark reports.
 pub fn isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
@@ -287,7 +346,7 @@ pub fn isa() -> &'static str {
 /// through `kernel`, which checks them at run time once.
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{Gemm8, Kernel, Kernel4, KernelW4, QuantActs, QuantRow};
+    use super::{Gemm8, Kernel, Kernel4, KernelW4, PackedKernel, QuantActs, QuantRow, PACKED_BLOCK};
     use crate::quant::{GgmlType, QK_K};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
@@ -338,6 +397,25 @@ mod simd {
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn every_kernel4(ty: GgmlType) -> Vec<(&'static str, Kernel4)> {
         available().iter().filter_map(|&i| Some((name(i), kernel4_with(ty, i)?))).collect()
+    }
+
+    pub fn packed_q4_0() -> Option<PackedKernel> {
+        packed_q4_0_with(detect())
+    }
+
+    fn packed_q4_0_with(isa: Isa) -> Option<PackedKernel> {
+        // SAFETY (both arms): the features each kernel is compiled for were detected.
+        match isa {
+            Isa::Vnni => Some(|g, nb, x, o| unsafe { packed_q4_0_vnni(g, nb, x, o) }),
+            Isa::Avx2 => Some(|g, nb, x, o| unsafe { packed_q4_0_avx2(g, nb, x, o) }),
+            Isa::Portable => None,
+        }
+    }
+
+    /// Every packed-Q4_0 kernel this CPU can run.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn every_packed_q4_0() -> Vec<(&'static str, PackedKernel)> {
+        available().iter().filter_map(|&i| Some((name(i), packed_q4_0_with(i)?))).collect()
     }
 
     /// Every 8-row GEMM kernel this CPU can run for `ty`.
@@ -690,6 +768,76 @@ mod simd {
     unsafe fn gemm8_q4_0_vnni(rows: [&[u8]; 8], xs: &QuantActs, out: &mut [[f32; 8]]) {
         gemm8_block32::<true>(rows, xs, out, 18, 8, |b| nibbles(b.as_ptr().add(2)))
     }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn packed_q4_0_avx2(g: &[u8], nb: usize, xs: &QuantActs, out: &mut [[f32; 8]]) {
+        packed_q4_0_tiles::<false>(g, nb, xs, out)
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn packed_q4_0_vnni(g: &[u8], nb: usize, xs: &QuantActs, out: &mut [[f32; 8]]) {
+        packed_q4_0_tiles::<true>(g, nb, xs, out)
+    }
+
+    /// The tokens four at a time (each packed block unpacked once for the four), then the rest.
+    #[inline(always)]
+    unsafe fn packed_q4_0_tiles<const VNNI: bool>(g: &[u8], nb: usize, xs: &QuantActs, out: &mut [[f32; 8]]) {
+        let nb = nb.min(xs.cols / 32).min(g.len() / PACKED_BLOCK);
+        let mut t = 0;
+        while t + 4 <= xs.rows {
+            packed_q4_0_tile::<VNNI, 4>(g, nb, xs, t, out);
+            t += 4;
+        }
+        while t < xs.rows {
+            packed_q4_0_tile::<VNNI, 1>(g, nb, xs, t, out);
+            t += 1;
+        }
+    }
+
+    /// `R` tokens against one packed group. Per block and token: one integer sum per row (lanes =
+    /// rows; weights q + 8 ≥ 0 and the 8 · Σx taken back), then one FMA for the eight rows, the
+    /// blocks in order into one accumulator — llama.cpp's `q4_0_8x8_q8_0` GEMV/GEMM arithmetic.
+    #[inline(always)]
+    unsafe fn packed_q4_0_tile<const VNNI: bool, const R: usize>(
+        g: &[u8],
+        nb: usize,
+        xs: &QuantActs,
+        t0: usize,
+        out: &mut [[f32; 8]],
+    ) {
+        let x: [QuantRow; R] = std::array::from_fn(|k| xs.row(t0 + k));
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut sum = [_mm256_setzero_ps(); R];
+        for i in 0..nb {
+            let b = g.as_ptr().add(i * PACKED_BLOCK);
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(4 * PACKED_BLOCK) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(4 * PACKED_BLOCK + 64) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(4 * PACKED_BLOCK + 128) as *const i8);
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(b as *const __m128i));
+            let mut w = [_mm256_setzero_si256(); 8];
+            for c in 0..4 {
+                let q = _mm256_loadu_si256(b.add(16 + 32 * c) as *const __m256i);
+                w[c] = _mm256_and_si256(q, m4);
+                w[c + 4] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            }
+            for k in 0..R {
+                let q = x[k].q.as_ptr().add(32 * i) as *const i32;
+                let s = x[k].sums[2 * i] as i32 + x[k].sums[2 * i + 1] as i32;
+                let mut acc = _mm256_set1_epi32(-8 * s);
+                for (j, wj) in w.iter().enumerate() {
+                    let xj = _mm256_set1_epi32(q.add(j).read_unaligned());
+                    acc = if VNNI {
+                        _mm256_dpbusd_epi32(acc, *wj, xj)
+                    } else {
+                        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(*wj, xj), _mm256_set1_epi16(1)))
+                    };
+                }
+                sum[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_mul_ps(dw, _mm256_set1_ps(x[k].d[i])), sum[k]);
+            }
+        }
+        for k in 0..R {
+            _mm256_storeu_ps(out[t0 + k].as_mut_ptr(), sum[k]);
+        }
+    }
+
     /// Q8_0 unsigned: q + 128 (the sign bit flipped).
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     unsafe fn gemm8_q8_0_vnni(rows: [&[u8]; 8], xs: &QuantActs, out: &mut [[f32; 8]]) {
@@ -1029,6 +1177,47 @@ mod tests {
                         dequantize_row(ty, &rows[r], &mut w);
                         let scale: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
                         assert!((g - want).abs() <= 1e-5 * scale, "{ty:?} {isa} x{blocks} row {r}: {g} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The packed Q4_0 kernels give each (token, row) what the 1-row reference gives the stored
+    /// rows, on every token count (the 4-token tiles and the rest) and with rows past the groups.
+    #[test]
+    fn packed_q4_0_kernels_equal_the_portable_reference() {
+        let mut rng = Rng::new(9);
+        #[allow(unused_mut)]
+        let mut kernels: Vec<(&str, PackedKernel)> =
+            packed_q4_0_kernel().into_iter().map(|k| ("selected", k)).collect();
+        #[cfg(target_arch = "x86_64")]
+        kernels.extend(simd::every_packed_q4_0());
+        for (isa, k) in kernels {
+            for (blocks, rows, tokens) in [(1, 8, 1), (3, 17, 6), (20, 16, 9)] {
+                let n = blocks * QK;
+                let stored: Vec<Vec<u8>> = (0..rows).map(|_| random_row(Q4_0, blocks, &mut rng)).collect();
+                let p = PackedQ4_0::pack(&stored.concat(), rows, n);
+                assert_eq!((p.groups, p.blocks), (rows / 8, blocks));
+                let x = random_x(tokens * n, &mut rng);
+                let a = QuantActs::quantize(ActFormat::Q8_0, &x, tokens, n);
+                for g in 0..p.groups {
+                    let mut got = vec![[f32::NAN; 8]; tokens];
+                    k(p.group(g), p.blocks, &a, &mut got);
+                    for (t, y) in got.iter().enumerate() {
+                        let xt = &x[t * n..(t + 1) * n];
+                        for (r, y) in y.iter().enumerate() {
+                            let row = &stored[8 * g + r];
+                            let want = dot_portable(Q4_0, row, a.row(t));
+                            let mut w = vec![0f32; n];
+                            dequantize_row(Q4_0, row, &mut w);
+                            let scale: f32 = w.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
+                            assert!(
+                                (y - want).abs() <= 1e-5 * scale,
+                                "{isa} x{blocks} token {t} row {}: {y} vs {want}",
+                                8 * g + r
+                            );
+                        }
                     }
                 }
             }

@@ -253,7 +253,7 @@ fn ggml_gelu(x: f32) -> f32 {
 }
 
 impl Backend for GgmlGelu {
-    type Weight = Matrix;
+    type Weight = vicugna_core::cpu::CpuWeight;
     type Vector = Vec<f32>;
     type Lora = CpuLora;
     type Act = CpuAct;
@@ -261,7 +261,7 @@ impl Backend for GgmlGelu {
     fn name(&self) -> &'static str {
         "cpu+ggml-gelu"
     }
-    fn load_matrix(&self, m: &Matrix) -> Result<Matrix> {
+    fn load_matrix(&self, m: &Matrix) -> Result<vicugna_core::cpu::CpuWeight> {
         Cpu::EXACT.load_matrix(m)
     }
     fn load_vector(&self, v: &[f32]) -> Result<Vec<f32>> {
@@ -288,13 +288,13 @@ impl Backend for GgmlGelu {
     fn last_row(&self, x: &CpuAct) -> CpuAct {
         Cpu::EXACT.last_row(x)
     }
-    fn embed(&self, out: &mut CpuAct, table: &Matrix, tokens: &[u32]) {
+    fn embed(&self, out: &mut CpuAct, table: &vicugna_core::cpu::CpuWeight, tokens: &[u32]) {
         Cpu::EXACT.embed(out, table, tokens)
     }
     fn rmsnorm(&self, out: &mut CpuAct, x: &CpuAct, w: &Vec<f32>, eps: f32) {
         Cpu::EXACT.rmsnorm(out, x, w, eps)
     }
-    fn matmul(&self, out: &mut CpuAct, x: &CpuAct, w: &Matrix, loras: &[(&CpuLora, f32)]) {
+    fn matmul(&self, out: &mut CpuAct, x: &CpuAct, w: &vicugna_core::cpu::CpuWeight, loras: &[(&CpuLora, f32)]) {
         Cpu::EXACT.matmul(out, x, w, loras)
     }
     fn rope(&self, x: &mut CpuAct, n_heads: usize, head_dim: usize, pos0: usize, rope: &Rope) {
