@@ -103,6 +103,9 @@ pub fn matmul_quantized(
     threads: &Threads,
 ) {
     let (Some(format), Some(kernel)) = (ActFormat::for_weight(w.ty), qdot::kernel(w.ty)) else {
+        if let Some(k) = qdot::float_kernel(w.ty) {
+            return matmul_float(out, x, w, n, threads, k);
+        }
         return matmul_forward(out, x, w, n);
     };
     let xq = QuantActs::quantize(format, x, n, w.cols);
@@ -174,6 +177,29 @@ pub fn matmul_quantized(
             }
             for t in tiled..n {
                 put(t, kernel(row, xq.row(t)));
+            }
+        }
+    });
+}
+
+/// The fast path's F16/BF16 matmul: f32 activations, each weight row widened once per four
+/// tokens, the rows split over `threads`.
+fn matmul_float(out: &mut [f32], x: &[f32], w: &Matrix, n: usize, threads: &Threads, k: qdot::FloatKernel) {
+    let (rows, cols) = (w.rows, w.cols);
+    assert!(out.len() >= n * rows && x.len() >= n * cols, "matmul of {n} x {cols} by {rows} x {cols}");
+    let out = SharedOut(out.as_mut_ptr());
+    threads.for_rows(rows, 16, |range| {
+        let mut y = [0f32; 4];
+        for r in range {
+            let row = w.row(r);
+            for t in (0..n).step_by(4) {
+                let m = (n - t).min(4);
+                let xs: [&[f32]; 4] = std::array::from_fn(|i| &x[(t + i.min(m - 1)) * cols..][..cols]);
+                k(row, &xs[..m], &mut y);
+                for (i, &v) in y.iter().enumerate().take(m) {
+                    // SAFETY: as in `matmul_quantized`: row r belongs to this range only
+                    unsafe { *out.at((t + i) * rows + r) = v };
+                }
             }
         }
     });

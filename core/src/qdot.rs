@@ -330,6 +330,25 @@ pub fn packed_q4_0_kernel() -> Option<PackedKernel> {
     }
 }
 
+/// A float-weight kernel of the fast path: one stored F16/BF16 row against one to four f32
+/// activation rows (`xs.len()`), writing `out[k] = row · xs[k]`; the weights are widened with F16C
+/// (a shift for BF16) once for the rows. Exact products of the widened weights; only the f32
+/// summation order differs from the exact path's.
+pub type FloatKernel = fn(&[u8], &[&[f32]], &mut [f32]);
+
+/// The F16/BF16 kernel where this CPU has one.
+pub fn float_kernel(ty: GgmlType) -> Option<FloatKernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::float_kernel(ty)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        None
+    }
+}
+
 /// Which kernels [`kernel`] picks on this CPU, for benchmark reports.
 pub fn isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
@@ -346,7 +365,7 @@ pub fn isa() -> &'static str {
 /// through `kernel`, which checks them at run time once.
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{Gemm8, Kernel, Kernel4, KernelW4, PackedKernel, QuantActs, QuantRow, PACKED_BLOCK};
+    use super::{FloatKernel, Gemm8, Kernel, Kernel4, KernelW4, PackedKernel, QuantActs, QuantRow, PACKED_BLOCK};
     use crate::quant::{GgmlType, QK_K};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
@@ -397,6 +416,74 @@ mod simd {
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn every_kernel4(ty: GgmlType) -> Vec<(&'static str, Kernel4)> {
         available().iter().filter_map(|&i| Some((name(i), kernel4_with(ty, i)?))).collect()
+    }
+
+    pub fn float_kernel(ty: GgmlType) -> Option<FloatKernel> {
+        // SAFETY (both arms): AVX2, FMA and F16C were detected (every isa past Portable has them).
+        match ty {
+            GgmlType::F16 if detect() != Isa::Portable => Some(|r, x, o| unsafe { float_f16(r, x, o) }),
+            GgmlType::BF16 if detect() != Isa::Portable => Some(|r, x, o| unsafe { float_bf16(r, x, o) }),
+            _ => None,
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn widen_f16(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn widen_bf16(p: *const u8) -> __m256 {
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)), 16))
+    }
+
+    macro_rules! float_kernel {
+        ($name:ident, $widen:ident) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn $name(row: &[u8], xs: &[&[f32]], out: &mut [f32]) {
+                match xs.len() {
+                    1 => out[0] = float_rows::<1>(row, [xs[0]], |p| $widen(p))[0],
+                    2 => out[..2].copy_from_slice(&float_rows::<2>(row, [xs[0], xs[1]], |p| $widen(p))),
+                    3 => out[..3].copy_from_slice(&float_rows::<3>(row, [xs[0], xs[1], xs[2]], |p| $widen(p))),
+                    _ => out[..4].copy_from_slice(&float_rows::<4>(row, [xs[0], xs[1], xs[2], xs[3]], |p| $widen(p))),
+                }
+            }
+        };
+    }
+    float_kernel!(float_f16, widen_f16);
+    float_kernel!(float_bf16, widen_bf16);
+
+    /// Eight 2-byte weights at a time widened to f32 by `widen`, against `R` activation rows,
+    /// two accumulators per row; the tail (cols not a multiple of 16) in scalar f32.
+    #[inline(always)]
+    unsafe fn float_rows<const R: usize>(row: &[u8], x: [&[f32]; R], widen: impl Fn(*const u8) -> __m256) -> [f32; R] {
+        let n = x.iter().fold(row.len() / 2, |n, v| n.min(v.len()));
+        let (mut a, mut b) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
+        let mut i = 0;
+        while i + 16 <= n {
+            let (w0, w1) = (widen(row.as_ptr().add(2 * i)), widen(row.as_ptr().add(2 * i + 16)));
+            for k in 0..R {
+                a[k] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[k].as_ptr().add(i)), a[k]);
+                b[k] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[k].as_ptr().add(i + 8)), b[k]);
+            }
+            i += 16;
+        }
+        let mut out = [0f32; R];
+        let mut tail = [0f32; 16];
+        let rest = n - i;
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = hsum_ps(_mm256_add_ps(a[k], b[k]));
+        }
+        if rest > 0 {
+            // widen the last weights through a zero-padded copy (never reads past the row)
+            let mut pad = [0u8; 32];
+            pad[..2 * rest].copy_from_slice(&row[2 * i..2 * n]);
+            _mm256_storeu_ps(tail.as_mut_ptr(), widen(pad.as_ptr()));
+            _mm256_storeu_ps(tail.as_mut_ptr().add(8), widen(pad.as_ptr().add(16)));
+            for (k, o) in out.iter_mut().enumerate() {
+                *o += (0..rest).map(|e| tail[e] * x[k][i + e]).sum::<f32>();
+            }
+        }
+        out
     }
 
     pub fn packed_q4_0() -> Option<PackedKernel> {
@@ -1180,6 +1267,36 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The F16/BF16 kernels equal the f32 product of the widened weights (sizes with tails).
+    #[test]
+    fn float_kernels_equal_the_f32_product() {
+        let mut rng = Rng::new(10);
+        for ty in [F16, BF16] {
+            let Some(k) = float_kernel(ty) else { continue };
+            for n in [1, 15, 16, 40, 640] {
+                let w = random_x(n, &mut rng);
+                let row = quantize_row(ty, &w);
+                let mut wide = vec![0f32; n];
+                dequantize_row(ty, &row, &mut wide);
+                let xs: Vec<Vec<f32>> = (0..4).map(|_| random_x(n, &mut rng)).collect();
+                let mut got = [0f32; 4];
+                k(&row, &[&xs[0], &xs[1], &xs[2], &xs[3]], &mut got);
+                let mut one = [0f32; 1];
+                k(&row, &[&xs[2]], &mut one);
+                assert_eq!(one[0], got[2], "{ty:?} n={n}: one row as in four");
+                for (t, g) in got.iter().enumerate() {
+                    let want: f32 = wide.iter().zip(&xs[t]).map(|(a, b)| a * b).sum();
+                    let scale: f32 = wide.iter().zip(&xs[t]).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
+                    assert!((g - want).abs() <= 1e-5 * scale, "{ty:?} n={n} row {t}: {g} vs {want}");
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx2") {
+            assert!(float_kernel(F16).is_some() && float_kernel(BF16).is_some());
         }
     }
 

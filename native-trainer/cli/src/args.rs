@@ -88,6 +88,8 @@ impl From<TrainTemplate> for TrainTemplateArg {
 pub enum ConvertType {
     F32,
     F16,
+    #[value(name = "bf16")]
+    Bf16,
     #[value(name = "q8_0")]
     Q8_0,
     #[value(name = "q4_0")]
@@ -101,6 +103,7 @@ impl From<ConvertType> for GgmlType {
         match t {
             ConvertType::F32 => GgmlType::F32,
             ConvertType::F16 => GgmlType::F16,
+            ConvertType::Bf16 => GgmlType::BF16,
             ConvertType::Q8_0 => GgmlType::Q8_0,
             ConvertType::Q4_0 => GgmlType::Q4_0,
             ConvertType::Q4_1 => GgmlType::Q4_1,
