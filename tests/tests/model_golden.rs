@@ -162,3 +162,29 @@ fn incremental_decode_equals_one_shot_prefill() {
     }
     check(&rows, &tensor(&r, "hf_base"), 1e-4, 0.0);
 }
+
+/// F16 and BF16 weights on the fast path (F16C widening, f32 activations) give the exact path's
+/// logits up to the f32 summation order, on any thread count.
+#[test]
+fn fast_path_half_precision_weights_equal_the_exact_path() {
+    let r = safetensors("reference.safetensors");
+    let t = ids(&r, "tokens");
+    let base = ModelWeights::load(&fixture("tiny-llama")).unwrap();
+    for ty in [vicugna_core::quant::GgmlType::F16, vicugna_core::quant::GgmlType::BF16] {
+        let w = base.convert(ty).unwrap();
+        let run = |cpu: Cpu| {
+            let m = Model::new(cpu, &w).unwrap();
+            let mut cache = m.new_cache(t.len()).unwrap();
+            m.forward_blocking(&t, 0, &mut cache, vicugna_core::Pick::AllLogits).unwrap().logits().unwrap()
+        };
+        let (fast, exact) = (run(Cpu::FAST), run(Cpu::EXACT));
+        assert_eq!(
+            fast,
+            run(Cpu::FAST.with_threads(vicugna_core::threads::Threads::new(3).unwrap())),
+            "{ty:?}: threads"
+        );
+        let d = max_abs_diff(&fast, &exact);
+        eprintln!("{ty:?}: max |fast - exact| = {d:.2e}");
+        assert!(d < 1e-4, "{ty:?}: fast and exact differ by {d}");
+    }
+}
