@@ -7,8 +7,8 @@
 # AVX2/AVX-512/VNNI flags — GGML_NATIVE builds die with SIGILL on some of these VMs (AMX). About 9
 # minutes on 2 cores the first time. Needs cmake (pip install cmake ninja) and a C++ compiler.
 #
-# Models: Gemma-3 270M Q4_K_M (scripts/fetch-gemma.sh), random-weight TinyStories-110M shapes in Q4_0
-# and Q8_0 (made once by `vicugna bench --write-hf` + `vicugna convert` into $VICUGNA_CACHE/bench-models),
+# Models: Gemma-3 270M Q4_K_M (scripts/fetch-gemma.sh), random-weight TinyStories-110M shapes in Q4_0,
+# Q8_0 and F16 (made once by `vicugna bench --write-hf` + `vicugna convert` into $VICUGNA_CACHE/bench-models),
 # and any extra GGUF paths given as arguments. The read bandwidth is measured once, in the same run.
 # Set PROMPT (default 64) and GEN (default 32); VICUGNA_BIN to measure a binary built elsewhere.
 set -euo pipefail
@@ -56,17 +56,17 @@ pin=(); command -v taskset >/dev/null && pin=(taskset -c 0)
 # fixtures), written as an HF directory and converted by `vicugna convert`: the files llama.cpp
 # loads are the ones our converter writes
 MODELS="$CACHE/bench-models"
-if [ ! -f "$MODELS/stories110M-q8_0.gguf" ]; then
+if [ ! -f "$MODELS/stories110M-q8_0.gguf" ] || [ ! -f "$MODELS/stories110M-f16.gguf" ]; then
   mkdir -p "$MODELS"
   rm -rf "$MODELS/stories110M-hf"
   "$VICUGNA_BIN" bench --write-hf "$MODELS/stories110M-hf" --shape stories110M >&2
   cp tests/fixtures/tiny-llama/tokenizer.json "$MODELS/stories110M-hf/"
-  for t in q4_0 q8_0; do
+  for t in q4_0 q8_0 f16; do
     "$VICUGNA_BIN" convert --model "$MODELS/stories110M-hf" --type "$t" --out "$MODELS/stories110M-$t.gguf"
   done
   rm -rf "$MODELS/stories110M-hf"
 fi
-models=("$(bash scripts/fetch-gemma.sh)" "$MODELS/stories110M-q4_0.gguf" "$MODELS/stories110M-q8_0.gguf" "$@")
+models=("$(bash scripts/fetch-gemma.sh)" "$MODELS/stories110M-q4_0.gguf" "$MODELS/stories110M-q8_0.gguf" "$MODELS/stories110M-f16.gguf" "$@")
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); 1 thread; prompt $PROMPT, gen $GEN"
 printf '%-34s %14s %14s %14s %14s %8s %8s\n' model "ours prefill" "llama prefill" "ours decode" "llama decode" prefill decode
 bw=--bandwidth # the first model's run measures it

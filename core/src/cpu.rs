@@ -182,23 +182,38 @@ pub fn matmul_quantized(
     });
 }
 
+/// Weight bytes of one row block of the F16/BF16 matmul (about half a core's L2).
+const FLOAT_BLOCK_BYTES: usize = 256 << 10;
+
 /// The fast path's F16/BF16 matmul: f32 activations, each weight row widened once per four
 /// tokens, the rows split over `threads`.
 fn matmul_float(out: &mut [f32], x: &[f32], w: &Matrix, n: usize, threads: &Threads, k: qdot::FloatKernel) {
     let (rows, cols) = (w.rows, w.cols);
     assert!(out.len() >= n * rows && x.len() >= n * cols, "matmul of {n} x {cols} by {rows} x {cols}");
     let out = SharedOut(out.as_mut_ptr());
+    // blocked: a few rows (in L2) meet one 4-token tile (in L1) at a time, so neither the weights
+    // nor the activations stream from further out once per row
+    let block = (FLOAT_BLOCK_BYTES / w.row_bytes().max(1)).clamp(1, 64);
     threads.for_rows(rows, 16, |range| {
-        let mut y = [0f32; 4];
-        for r in range {
-            let row = w.row(r);
+        let mut y = [[0f32; 4]; 2];
+        for r0 in range.clone().step_by(block) {
+            let rs = r0..(r0 + block).min(range.end);
             for t in (0..n).step_by(4) {
                 let m = (n - t).min(4);
                 let xs: [&[f32]; 4] = std::array::from_fn(|i| &x[(t + i.min(m - 1)) * cols..][..cols]);
-                k(row, &xs[..m], &mut y);
-                for (i, &v) in y.iter().enumerate().take(m) {
-                    // SAFETY: as in `matmul_quantized`: row r belongs to this range only
-                    unsafe { *out.at((t + i) * rows + r) = v };
+                // two weight rows per call for prefill (each activation load serves both); one
+                // for decode, which streams the weights and measured faster with one stream
+                let per = if m == 1 { 1 } else { 2 };
+                for r in rs.clone().step_by(per) {
+                    let pair = [w.row(r), w.row((r + 1).min(rs.end - 1))];
+                    let nw = if r + 1 < rs.end { per } else { 1 };
+                    k(&pair[..nw], &xs[..m], &mut y);
+                    for (j, yj) in y.iter().enumerate().take(nw) {
+                        for (i, &v) in yj.iter().enumerate().take(m) {
+                            // SAFETY: as in `matmul_quantized`: row r + j belongs to this range only
+                            unsafe { *out.at((t + i) * rows + r + j) = v };
+                        }
+                    }
                 }
             }
         }

@@ -330,11 +330,12 @@ pub fn packed_q4_0_kernel() -> Option<PackedKernel> {
     }
 }
 
-/// A float-weight kernel of the fast path: one stored F16/BF16 row against one to four f32
-/// activation rows (`xs.len()`), writing `out[k] = row · xs[k]`; the weights are widened with F16C
-/// (a shift for BF16) once for the rows. Exact products of the widened weights; only the f32
-/// summation order differs from the exact path's.
-pub type FloatKernel = fn(&[u8], &[&[f32]], &mut [f32]);
+/// A float-weight kernel of the fast path: one or two stored F16/BF16 rows (`rows.len()`) against
+/// one to four f32 activation rows (`xs.len()`), writing `out[w][k] = rows[w] · xs[k]`; the weights
+/// are widened with F16C (a shift for BF16) once for the activation rows, and each activation load
+/// serves both weight rows. Exact products of the widened weights; only the f32 summation order
+/// differs from the exact path's.
+pub type FloatKernel = fn(&[&[u8]], &[&[f32]], &mut [[f32; 4]; 2]);
 
 /// The F16/BF16 kernel where this CPU has one.
 pub fn float_kernel(ty: GgmlType) -> Option<FloatKernel> {
@@ -419,12 +420,39 @@ mod simd {
     }
 
     pub fn float_kernel(ty: GgmlType) -> Option<FloatKernel> {
-        // SAFETY (both arms): AVX2, FMA and F16C were detected (every isa past Portable has them).
+        static AVX512F: OnceLock<bool> = OnceLock::new();
+        let zmm = *AVX512F.get_or_init(|| is_x86_feature_detected!("avx512f")) && detect() != Isa::Portable;
+        // SAFETY (every arm): AVX2, FMA and F16C were detected (every isa past Portable has them),
+        // and AVX-512F for the 512-bit ones.
         match ty {
+            GgmlType::F16 if zmm => Some(|r, x, o| unsafe { float_f16_zmm(r, x, o) }),
+            GgmlType::BF16 if zmm => Some(|r, x, o| unsafe { float_bf16_zmm(r, x, o) }),
             GgmlType::F16 if detect() != Isa::Portable => Some(|r, x, o| unsafe { float_f16(r, x, o) }),
             GgmlType::BF16 if detect() != Isa::Portable => Some(|r, x, o| unsafe { float_bf16(r, x, o) }),
             _ => None,
         }
+    }
+
+    /// Every F16/BF16 kernel this CPU can run (256- and 512-bit).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn every_float_kernel(ty: GgmlType) -> Vec<(&'static str, FloatKernel)> {
+        let mut v: Vec<(&'static str, FloatKernel)> = Vec::new();
+        if detect() == Isa::Portable {
+            return v;
+        }
+        // SAFETY: as in `float_kernel`
+        match ty {
+            GgmlType::F16 => v.push(("avx2", |r, x, o| unsafe { float_f16(r, x, o) })),
+            GgmlType::BF16 => v.push(("avx2", |r, x, o| unsafe { float_bf16(r, x, o) })),
+            _ => return v,
+        }
+        if is_x86_feature_detected!("avx512f") {
+            match ty {
+                GgmlType::F16 => v.push(("avx512f", |r, x, o| unsafe { float_f16_zmm(r, x, o) })),
+                _ => v.push(("avx512f", |r, x, o| unsafe { float_bf16_zmm(r, x, o) })),
+            }
+        }
+        v
     }
 
     #[inline(always)]
@@ -439,18 +467,112 @@ mod simd {
     macro_rules! float_kernel {
         ($name:ident, $widen:ident) => {
             #[target_feature(enable = "avx2,fma,f16c")]
-            unsafe fn $name(row: &[u8], xs: &[&[f32]], out: &mut [f32]) {
-                match xs.len() {
-                    1 => out[0] = float_rows::<1>(row, [xs[0]], |p| $widen(p))[0],
-                    2 => out[..2].copy_from_slice(&float_rows::<2>(row, [xs[0], xs[1]], |p| $widen(p))),
-                    3 => out[..3].copy_from_slice(&float_rows::<3>(row, [xs[0], xs[1], xs[2]], |p| $widen(p))),
-                    _ => out[..4].copy_from_slice(&float_rows::<4>(row, [xs[0], xs[1], xs[2], xs[3]], |p| $widen(p))),
+            unsafe fn $name(rows: &[&[u8]], xs: &[&[f32]], out: &mut [[f32; 4]; 2]) {
+                for (row, o) in rows.iter().zip(out.iter_mut()) {
+                    match xs.len() {
+                        1 => o[0] = float_rows::<1>(row, [xs[0]], |p| $widen(p))[0],
+                        2 => o[..2].copy_from_slice(&float_rows::<2>(row, [xs[0], xs[1]], |p| $widen(p))),
+                        3 => o[..3].copy_from_slice(&float_rows::<3>(row, [xs[0], xs[1], xs[2]], |p| $widen(p))),
+                        _ => *o = float_rows::<4>(row, [xs[0], xs[1], xs[2], xs[3]], |p| $widen(p)),
+                    }
                 }
             }
         };
     }
     float_kernel!(float_f16, widen_f16);
     float_kernel!(float_bf16, widen_bf16);
+
+    #[inline(always)]
+    unsafe fn widen_f16_zmm(p: *const u8) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+    #[inline(always)]
+    unsafe fn widen_bf16_zmm(p: *const u8) -> __m512 {
+        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)), 16))
+    }
+
+    macro_rules! float_kernel_zmm {
+        ($name:ident, $widen:ident) => {
+            #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+            unsafe fn $name(rows: &[&[u8]], xs: &[&[f32]], out: &mut [[f32; 4]; 2]) {
+                let w = |p: *const u8| $widen(p);
+                macro_rules! tile {
+                    ($W:literal, $R:literal) => {{
+                        let y = float_tile_zmm::<$W, $R>(
+                            std::array::from_fn(|i| rows[i]),
+                            std::array::from_fn(|k| xs[k]),
+                            w,
+                        );
+                        for (o, y) in out.iter_mut().zip(y) {
+                            o[..$R].copy_from_slice(&y);
+                        }
+                    }};
+                }
+                match (rows.len(), xs.len()) {
+                    (1, 1) => tile!(1, 1),
+                    (1, 2) => tile!(1, 2),
+                    (1, 3) => tile!(1, 3),
+                    (1, _) => tile!(1, 4),
+                    (_, 1) => tile!(2, 1),
+                    (_, 2) => tile!(2, 2),
+                    (_, 3) => tile!(2, 3),
+                    _ => tile!(2, 4),
+                }
+            }
+        };
+    }
+    float_kernel_zmm!(float_f16_zmm, widen_f16_zmm);
+    float_kernel_zmm!(float_bf16_zmm, widen_bf16_zmm);
+
+    /// `W` weight rows × `R` activation rows on 512-bit vectors: sixteen weights per conversion,
+    /// one accumulator per (weight row, activation row); the tail (fewer than 16) in scalar f32.
+    #[inline(always)]
+    unsafe fn float_tile_zmm<const W: usize, const R: usize>(
+        rows: [&[u8]; W],
+        x: [&[f32]; R],
+        widen: impl Fn(*const u8) -> __m512,
+    ) -> [[f32; R]; W] {
+        let n = x.iter().fold(rows.iter().fold(usize::MAX, |n, r| n.min(r.len() / 2)), |n, v| n.min(v.len()));
+        // two accumulator sets (even and odd 16s), so even one row by one token has two FMA chains
+        let (mut acc, mut odd) = ([[_mm512_setzero_ps(); R]; W], [[_mm512_setzero_ps(); R]; W]);
+        let mut i = 0;
+        while i + 32 <= n {
+            let w: [__m512; W] = std::array::from_fn(|j| widen(rows[j].as_ptr().add(2 * i)));
+            let v: [__m512; W] = std::array::from_fn(|j| widen(rows[j].as_ptr().add(2 * i + 32)));
+            for k in 0..R {
+                let (xa, xb) = (_mm512_loadu_ps(x[k].as_ptr().add(i)), _mm512_loadu_ps(x[k].as_ptr().add(i + 16)));
+                for j in 0..W {
+                    acc[j][k] = _mm512_fmadd_ps(w[j], xa, acc[j][k]);
+                    odd[j][k] = _mm512_fmadd_ps(v[j], xb, odd[j][k]);
+                }
+            }
+            i += 32;
+        }
+        if i + 16 <= n {
+            let w: [__m512; W] = std::array::from_fn(|j| widen(rows[j].as_ptr().add(2 * i)));
+            for k in 0..R {
+                let xa = _mm512_loadu_ps(x[k].as_ptr().add(i));
+                for j in 0..W {
+                    acc[j][k] = _mm512_fmadd_ps(w[j], xa, acc[j][k]);
+                }
+            }
+            i += 16;
+        }
+        let mut out = [[0f32; R]; W];
+        for j in 0..W {
+            for k in 0..R {
+                out[j][k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][k], odd[j][k]));
+                if i < n {
+                    let mut pad = [0u8; 32];
+                    pad[..2 * (n - i)].copy_from_slice(&rows[j][2 * i..2 * n]);
+                    let mut tail = [0f32; 16];
+                    _mm512_storeu_ps(tail.as_mut_ptr(), widen(pad.as_ptr()));
+                    out[j][k] += (0..n - i).map(|e| tail[e] * x[k][i + e]).sum::<f32>();
+                }
+            }
+        }
+        out
+    }
 
     /// Eight 2-byte weights at a time widened to f32 by `widen`, against `R` activation rows,
     /// two accumulators per row; the tail (cols not a multiple of 16) in scalar f32.
@@ -1275,22 +1397,34 @@ mod tests {
     fn float_kernels_equal_the_f32_product() {
         let mut rng = Rng::new(10);
         for ty in [F16, BF16] {
-            let Some(k) = float_kernel(ty) else { continue };
-            for n in [1, 15, 16, 40, 640] {
+            #[allow(unused_mut)]
+            let mut kernels: Vec<(&str, FloatKernel)> = float_kernel(ty).into_iter().map(|k| ("selected", k)).collect();
+            #[cfg(target_arch = "x86_64")]
+            kernels.extend(simd::every_float_kernel(ty));
+            for ((isa, k), n) in kernels.into_iter().flat_map(|k| [1, 15, 16, 40, 33, 640].map(|n| (k, n))) {
                 let w = random_x(n, &mut rng);
                 let row = quantize_row(ty, &w);
                 let mut wide = vec![0f32; n];
                 dequantize_row(ty, &row, &mut wide);
                 let xs: Vec<Vec<f32>> = (0..4).map(|_| random_x(n, &mut rng)).collect();
-                let mut got = [0f32; 4];
-                k(&row, &[&xs[0], &xs[1], &xs[2], &xs[3]], &mut got);
-                let mut one = [0f32; 1];
-                k(&row, &[&xs[2]], &mut one);
-                assert_eq!(one[0], got[2], "{ty:?} n={n}: one row as in four");
+                let mut out = [[0f32; 4]; 2];
+                let row2 = quantize_row(ty, &random_x(n, &mut rng));
+                k(&[&row, &row2], &[&xs[0], &xs[1], &xs[2], &xs[3]], &mut out);
+                let got = out[0];
+                let mut one = [[0f32; 4]; 2];
+                k(&[&row], &[&xs[2]], &mut one);
+                assert_eq!(one[0][0], got[2], "{ty:?} {isa} n={n}: one row as in four");
+                let mut wide2 = vec![0f32; n];
+                dequantize_row(ty, &row2, &mut wide2);
+                for (t, g) in out[1].iter().enumerate() {
+                    let want: f32 = wide2.iter().zip(&xs[t]).map(|(a, b)| a * b).sum();
+                    let scale: f32 = wide2.iter().zip(&xs[t]).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
+                    assert!((g - want).abs() <= 1e-5 * scale, "{ty:?} {isa} n={n} second row {t}: {g} vs {want}");
+                }
                 for (t, g) in got.iter().enumerate() {
                     let want: f32 = wide.iter().zip(&xs[t]).map(|(a, b)| a * b).sum();
                     let scale: f32 = wide.iter().zip(&xs[t]).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
-                    assert!((g - want).abs() <= 1e-5 * scale, "{ty:?} n={n} row {t}: {g} vs {want}");
+                    assert!((g - want).abs() <= 1e-5 * scale, "{ty:?} {isa} n={n} row {t}: {g} vs {want}");
                 }
             }
         }
