@@ -122,6 +122,7 @@ pub fn matmul_quantized(
     // prefill: eight weight rows repacked once for all the tokens where a GEMM kernel exists (its
     // repack costs about what a few tokens do, so short runs keep the 4-token tiles)
     let gemm8 = if n >= GEMM_MIN_TOKENS { qdot::gemm8(w.ty) } else { None };
+    let corr = if gemm8.is_some() { qdot::gemm8_corrections(w.ty, &xq) } else { Vec::new() };
     let packed = packed.zip(qdot::packed_q4_0_kernel());
     threads.for_rows(rows, 16, |range| {
         let mut range = range;
@@ -142,7 +143,7 @@ pub fn matmul_quantized(
             let mut y = vec![[0f32; 8]; n];
             while range.len() >= 8 {
                 let r = range.start;
-                g(std::array::from_fn(|i| w.row(r + i)), &xq, &mut y);
+                g(std::array::from_fn(|i| w.row(r + i)), &xq, &corr, &mut y);
                 for (t, v) in y.iter().enumerate() {
                     // SAFETY: as below; rows r..r + 8 belong to this range
                     unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.at(t * rows + r), 8) };

@@ -253,12 +253,25 @@ pub fn kernel_w4(ty: GgmlType) -> Option<KernelW4> {
 
 /// A GEMM kernel for prefill: eight stored rows (consecutive in the matrix) against every row of
 /// `xs`, writing `out[t] = [row_0 · x_t, …, row_7 · x_t]`. It repacks the eight rows once per call
-/// (lanes = rows, as llama.cpp's CPU "repack" buffers store Q4_0x8), so the per-token work has no
-/// horizontal sums and one scale multiply per block for all eight rows; the repack is worth it
-/// from a few tokens on.
-pub type Gemm8 = fn([&[u8]; 8], &QuantActs, &mut [[f32; 8]]);
+/// (lanes = rows, as llama.cpp's CPU "repack" buffers lay out Q4_0x8), so the per-token work needs
+/// no horizontal sums and one scale multiply per block for all eight rows. The arithmetic per row
+/// is llama.cpp's `vec_dot` / tinyBLAS one for these types: each 4-element integer sum rounded to
+/// f32, times d_w·d_x, into its own accumulator (eight of them, blocks in order), the eight added
+/// as `hsum_float_8` adds them. `corr` comes from [`gemm8_corrections`] for the same `xs`.
+pub type Gemm8 = fn([&[u8]; 8], &QuantActs, &[i32], &mut [[f32; 8]]);
 
-/// The 8-row GEMM kernel for `ty` where this CPU has one (Q4_0; Q8_0 with VNNI).
+/// The per-4-quant corrections a [`Gemm8`] kernel of `ty` takes: −offset · (x_4k + … + x_4k+3),
+/// where the kernel's unsigned weights are q + offset (Q5_0: 16, Q8_0: 128).
+pub fn gemm8_corrections(ty: GgmlType, xs: &QuantActs) -> Vec<i32> {
+    let offset = match ty {
+        GgmlType::Q8_0 => 128,
+        _ => 16,
+    };
+    xs.q.chunks_exact(4).map(|c| -offset * c.iter().map(|&v| v as i32).sum::<i32>()).collect()
+}
+
+/// The 8-row GEMM kernel for `ty` where this CPU has one (Q5_0; Q8_0 with VNNI; Q4_0 is packed at
+/// load instead, [`PackedQ4_0`]).
 pub fn gemm8(ty: GgmlType) -> Option<Gemm8> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -669,12 +682,8 @@ mod simd {
         Q5_0 => q5_0_avx2_w4, q5_0_vnni_w4;
     }
 
-    /// The GEMM kernels. Q4_0 is what llama.cpp repacks on x86 (its `q4_0_8x8_q8_0`: the same
-    /// products added in the same order); Q8_0 (VNNI only: vpmaddubsw's pair sums would saturate
-    /// on its offset bytes) takes whole-block integer sums where llama.cpp's `vec_dot` rounds each
-    /// 4-element lane sum to f32, so fewer roundings. Q5_0 keeps llama.cpp's `vec_dot` order: on
-    /// Gemma-3's file (mostly Q5_0) the golden test holds our rounding against llama.cpp's own runs,
-    /// and a different summation order there moves logits by as much as llama.cpp's two runs differ.
+    /// The GEMM kernels: Q8_0 with VNNI only (vpmaddubsw's pair sums would saturate on its offset
+    /// bytes).
     pub fn gemm8(ty: GgmlType) -> Option<Gemm8> {
         gemm8_with(ty, detect())
     }
@@ -682,9 +691,9 @@ mod simd {
     fn gemm8_with(ty: GgmlType, isa: Isa) -> Option<Gemm8> {
         // SAFETY (every arm): the features each kernel is compiled for were detected.
         match (ty, isa) {
-            (GgmlType::Q4_0, Isa::Vnni) => Some(|r, x, o| unsafe { gemm8_q4_0_vnni(r, x, o) }),
-            (GgmlType::Q4_0, Isa::Avx2) => Some(|r, x, o| unsafe { gemm8_q4_0_avx2(r, x, o) }),
-            (GgmlType::Q8_0, Isa::Vnni) => Some(|r, x, o| unsafe { gemm8_q8_0_vnni(r, x, o) }),
+            (GgmlType::Q5_0, Isa::Vnni) => Some(|r, x, c, o| unsafe { gemm8_q5_0_vnni(r, x, c, o) }),
+            (GgmlType::Q5_0, Isa::Avx2) => Some(|r, x, c, o| unsafe { gemm8_q5_0_avx2(r, x, c, o) }),
+            (GgmlType::Q8_0, Isa::Vnni) => Some(|r, x, c, o| unsafe { gemm8_q8_0_vnni(r, x, c, o) }),
             _ => None,
         }
     }
@@ -916,19 +925,20 @@ mod simd {
     }
 
     /// Eight rows of 32-blocks (`bb` bytes each, the f16 scale first) against every activation
-    /// row. Each block's weights are `unsigned(b)` = q + `offset` ≥ 0 (so `vpdpbusd` applies), and
-    /// `offset · Σ x` is taken back per block from the activations' 16-sums: the result is the
-    /// same integer sum as the reference's, times the same scales.
+    /// row. Each block's weights are `unsigned(b)` = q + offset ≥ 0 (so `vpdpbusd` applies), and
+    /// each 4-element sum starts at `corr` = −offset · Σ of those 4 x: the same integer lane sums as
+    /// llama.cpp's signed ones.
     #[inline(always)]
     unsafe fn gemm8_block32<const VNNI: bool>(
         rows: [&[u8]; 8],
         xs: &QuantActs,
+        corr: &[i32],
         out: &mut [[f32; 8]],
         bb: usize,
-        offset: i32,
         unsigned: impl Fn(&[u8]) -> __m256i,
     ) {
         let nb = rows.iter().fold(xs.cols / 32, |n, r| n.min(r.len() / bb));
+        assert!(corr.len() >= xs.rows * xs.cols / 4, "corrections for every 4 activations");
         // the repack: per block, eight registers of (row r: 4 bytes) and the eight rows' scales
         let mut packed: Vec<[__m256i; 8]> = Vec::with_capacity(nb);
         let mut scales: Vec<__m256> = Vec::with_capacity(nb);
@@ -946,37 +956,47 @@ mod simd {
         }
         for (t, o) in out.iter_mut().enumerate().take(xs.rows) {
             let x = xs.row(t);
-            // one accumulator, blocks in order: llama.cpp's repacked Q4_0 GEMM adds the same
-            // products in the same order
-            let mut sum = _mm256_setzero_ps();
+            let c = &corr[t * xs.cols / 4..(t + 1) * xs.cols / 4];
+            // acc[j]: the eight rows' lane j (elements 4j..4j+4 of each block), as llama.cpp's
+            // 8-lane accumulator holds it
+            let mut acc = [_mm256_setzero_ps(); 8];
             for (i, (w, dw)) in packed.iter().zip(&scales).enumerate() {
                 let q = x.q.as_ptr().add(32 * i) as *const i32;
-                let s = x.sums[2 * i] as i32 + x.sums[2 * i + 1] as i32;
-                // lane r (row r) ends as Σ_e (q_e + offset) x_e - offset · Σ_e x_e
-                let mut acc = _mm256_set1_epi32(-offset * s);
-                for (j, wj) in w.iter().enumerate() {
-                    let xj = _mm256_set1_epi32(q.add(j).read_unaligned());
-                    acc = if VNNI {
-                        _mm256_dpbusd_epi32(acc, *wj, xj)
-                    } else {
-                        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(*wj, xj), _mm256_set1_epi16(1)))
-                    };
-                }
                 let d = _mm256_mul_ps(*dw, _mm256_set1_ps(x.d[i]));
-                sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), d, sum);
+                for (j, (wj, a)) in w.iter().zip(acc.iter_mut()).enumerate() {
+                    let init = _mm256_set1_epi32(c[8 * i + j]);
+                    let xj = _mm256_set1_epi32(q.add(j).read_unaligned());
+                    let p = if VNNI {
+                        _mm256_dpbusd_epi32(init, *wj, xj)
+                    } else {
+                        _mm256_add_epi32(init, _mm256_madd_epi16(_mm256_maddubs_epi16(*wj, xj), _mm256_set1_epi16(1)))
+                    };
+                    *a = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), *a);
+                }
             }
+            // hsum_float_8's order: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))
+            let c: [__m256; 4] = std::array::from_fn(|k| _mm256_add_ps(acc[k], acc[k + 4]));
+            let sum = _mm256_add_ps(_mm256_add_ps(c[0], c[2]), _mm256_add_ps(c[1], c[3]));
             _mm256_storeu_ps(o.as_mut_ptr(), sum);
         }
     }
 
+    /// Q5_0 unsigned: nibble | bit << 4, 0..32.
+    #[inline(always)]
+    unsafe fn q5_0_unsigned(b: &[u8]) -> __m256i {
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let hi = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
+        _mm256_or_si256(nibbles(b.as_ptr().add(6)), hi)
+    }
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn gemm8_q4_0_avx2(rows: [&[u8]; 8], xs: &QuantActs, out: &mut [[f32; 8]]) {
-        gemm8_block32::<false>(rows, xs, out, 18, 8, |b| nibbles(b.as_ptr().add(2)))
+    unsafe fn gemm8_q5_0_avx2(rows: [&[u8]; 8], xs: &QuantActs, corr: &[i32], out: &mut [[f32; 8]]) {
+        gemm8_block32::<false>(rows, xs, corr, out, 22, |b| q5_0_unsigned(b))
     }
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    unsafe fn gemm8_q4_0_vnni(rows: [&[u8]; 8], xs: &QuantActs, out: &mut [[f32; 8]]) {
-        gemm8_block32::<true>(rows, xs, out, 18, 8, |b| nibbles(b.as_ptr().add(2)))
+    unsafe fn gemm8_q5_0_vnni(rows: [&[u8]; 8], xs: &QuantActs, corr: &[i32], out: &mut [[f32; 8]]) {
+        gemm8_block32::<true>(rows, xs, corr, out, 22, |b| q5_0_unsigned(b))
     }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn packed_q4_0_avx2(g: &[u8], nb: usize, xs: &QuantActs, out: &mut [[f32; 8]]) {
         packed_q4_0_tiles::<false>(g, nb, xs, out)
@@ -1049,8 +1069,8 @@ mod simd {
 
     /// Q8_0 unsigned: q + 128 (the sign bit flipped).
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    unsafe fn gemm8_q8_0_vnni(rows: [&[u8]; 8], xs: &QuantActs, out: &mut [[f32; 8]]) {
-        gemm8_block32::<true>(rows, xs, out, 34, 128, |b| {
+    unsafe fn gemm8_q8_0_vnni(rows: [&[u8]; 8], xs: &QuantActs, corr: &[i32], out: &mut [[f32; 8]]) {
+        gemm8_block32::<true>(rows, xs, corr, out, 34, |b| {
             _mm256_xor_si256(load(b.as_ptr().add(2) as *const i8), _mm256_set1_epi8(-128))
         })
     }
@@ -1475,6 +1495,58 @@ mod tests {
         }
     }
 
+    /// llama.cpp's AVX2 `ggml_vec_dot_q5_0_q8_0` / `_q8_0_q8_0` (and tinyBLAS's) arithmetic in
+    /// scalar form: per block, eight 4-element integer sums rounded to f32, `fma(d_w · d_x, sum,
+    /// acc[lane])`, then `hsum_float_8`'s order.
+    fn llama_cpp_vec_dot(ty: GgmlType, row: &[u8], x: QuantRow) -> f32 {
+        let (mut q, mut scale, mut min) = ([0i8; QK_K], [0f32; QK_K / 16], [0f32; QK_K / 16]);
+        let mut acc = [0f32; 8];
+        for (i, b) in row.chunks_exact(ty.block_bytes()).enumerate() {
+            unpack_block(ty, b, &mut q, &mut scale, &mut min).unwrap();
+            let d = crate::quant::f16_at(b, 0) * x.d[i];
+            for (l, a) in acc.iter_mut().enumerate() {
+                let s: i32 = (4 * l..4 * l + 4).map(|e| q[e] as i32 * x.q[32 * i + e] as i32).sum();
+                *a = d.mul_add(s as f32, *a);
+            }
+        }
+        let c: [f32; 4] = std::array::from_fn(|k| acc[k] + acc[k + 4]);
+        (c[0] + c[2]) + (c[1] + c[3])
+    }
+
+    /// The Q5_0/Q8_0 GEMM (prefill) and 4-weight-row (decode) kernels compute llama.cpp's
+    /// `vec_dot` bit for bit.
+    #[test]
+    fn gemm_and_decode_kernels_are_llama_cpps_vec_dot_bit_for_bit() {
+        let mut rng = Rng::new(11);
+        for ty in [Q5_0, Q8_0] {
+            let blocks = 20;
+            let n = blocks * QK;
+            let rows: Vec<Vec<u8>> = (0..8).map(|_| random_row(ty, blocks, &mut rng)).collect();
+            let x = random_x(5 * n, &mut rng);
+            let a = QuantActs::quantize(ActFormat::Q8_0, &x, 5, n);
+            let want: Vec<[u32; 8]> =
+                (0..5).map(|t| std::array::from_fn(|r| llama_cpp_vec_dot(ty, &rows[r], a.row(t)).to_bits())).collect();
+            #[allow(unused_mut)]
+            let mut gemms: Vec<(&str, Gemm8)> = Vec::new();
+            #[cfg(target_arch = "x86_64")]
+            gemms.extend(simd::every_gemm8(ty));
+            for (isa, k) in gemms {
+                let mut got = vec![[0f32; 8]; 5];
+                k(std::array::from_fn(|r| rows[r].as_slice()), &a, &gemm8_corrections(ty, &a), &mut got);
+                let got: Vec<[u32; 8]> = got.iter().map(|g| g.map(f32::to_bits)).collect();
+                assert_eq!(got, want, "{ty:?} {isa} GEMM");
+            }
+            #[allow(unused_mut)]
+            let mut w4: Vec<(&str, KernelW4)> = Vec::new();
+            #[cfg(target_arch = "x86_64")]
+            w4.extend(simd::every_kernel_w4(ty));
+            for (isa, k) in w4 {
+                let got = k([&rows[0], &rows[1], &rows[2], &rows[3]], a.row(3)).map(f32::to_bits);
+                assert_eq!(got[..], want[3][..4], "{ty:?} {isa} decode");
+            }
+        }
+    }
+
     /// The 8-row GEMM kernels give each (token, row) what the 1-row reference gives it.
     #[test]
     fn gemm_kernels_equal_the_portable_reference_per_row_and_token() {
@@ -1491,7 +1563,7 @@ mod tests {
                     let x = random_x(tokens * n, &mut rng);
                     let a = QuantActs::quantize(ActFormat::for_weight(ty).unwrap(), &x, tokens, n);
                     let mut got = vec![[f32::NAN; 8]; tokens];
-                    k(std::array::from_fn(|r| rows[r].as_slice()), &a, &mut got);
+                    k(std::array::from_fn(|r| rows[r].as_slice()), &a, &gemm8_corrections(ty, &a), &mut got);
                     for (t, g) in got.iter().enumerate() {
                         let xt = &x[t * n..(t + 1) * n];
                         for (r, g) in g.iter().enumerate() {
@@ -1510,7 +1582,7 @@ mod tests {
         }
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
-            assert!(gemm8(GgmlType::Q4_0).is_some(), "the Q4_0 GEMM is there on AVX2");
+            assert!(gemm8(GgmlType::Q5_0).is_some(), "the Q5_0 GEMM is there on AVX2");
         }
     }
 
