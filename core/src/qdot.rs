@@ -1156,8 +1156,11 @@ mod simd {
                 let xq = x.q.as_ptr().add(QK_K * i);
                 let mut isum = _mm256_setzero_si256();
                 for j in 0..8 {
-                    let p = dot_us::<VNNI>(w[j], load(xq.add(32 * j)));
-                    isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(p, _mm256_set1_epi32(sc[j])));
+                    // the scale applied to the 16-bit pair sums (≤ 2·31·127) in the same
+                    // instruction that adds the pairs: the lane sums dot_us · sc gives, without
+                    // vpmulld's two µops
+                    let p = _mm256_maddubs_epi16(w[j], load(xq.add(32 * j)));
+                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, _mm256_set1_epi16(sc[j] as i16)));
                 }
                 acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x.d[i]), _mm256_cvtepi32_ps(isum), acc[k]);
             }
@@ -1207,8 +1210,8 @@ mod simd {
             for (m, sm) in s.iter_mut().enumerate() {
                 // the low 128-bit lane holds elements l < 16 (scale 2m), the high one 2m + 1
                 *sm = _mm256_set_m128i(
-                    _mm_set1_epi32((sc[2 * m + 1] as i8) as i32),
-                    _mm_set1_epi32((sc[2 * m] as i8) as i32),
+                    _mm_set1_epi16((sc[2 * m + 1] as i8) as i16),
+                    _mm_set1_epi16((sc[2 * m] as i8) as i16),
                 );
             }
             for k in 0..R {
@@ -1220,8 +1223,9 @@ mod simd {
                 let xq = x.q.as_ptr().add(QK_K * i);
                 let mut isum = _mm256_setzero_si256();
                 for m in 0..8 {
-                    let p = dot_us::<VNNI>(w[m], load(xq.add(32 * m)));
-                    isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(p, s[m]));
+                    // pair sums ≤ 2·63·127 fit 16 bits; vpmaddwd applies the scale as it adds them
+                    let p = _mm256_maddubs_epi16(w[m], load(xq.add(32 * m)));
+                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, s[m]));
                 }
                 let d = dw * x.d[i];
                 acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc[k]);
