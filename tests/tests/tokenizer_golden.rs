@@ -47,15 +47,26 @@ fn llama_bpe_vectors_all_pass() {
     assert_eq!(ok, n, "llama-bpe: {ok}/{n}; failures:\n{}", fails.join("\n"));
 }
 
+/// SentencePiece's own ids for the fixture texts (`spm_vectors.json`).
+fn spm_vectors() -> Vec<(String, Vec<u32>)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("spm_vectors.json")).unwrap()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let ids = c["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+            (c["text"].as_str().unwrap().to_string(), ids)
+        })
+        .collect()
+}
+
 #[test]
 fn hf_tokenizer_json_matches_sentencepiece_and_gguf_spm() {
     let hf = Tokenizer::load(&fixture("tiny-llama")).unwrap();
     let spm = Tokenizer::load(&fixture("vocab/ggml-vocab-llama-spm.gguf")).unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("spm_vectors.json")).unwrap()).unwrap();
-    for case in v.as_array().unwrap() {
-        let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    for (text, want) in spm_vectors() {
+        let text = text.as_str();
         assert_eq!(hf.encode(text, false).unwrap(), want, "tokenizer.json on {text:?}");
         assert_eq!(spm.encode(text, false).unwrap(), want, "GGUF SentencePiece on {text:?}");
         // BOS is added when asked
@@ -129,11 +140,8 @@ fn convert_writes_the_sentencepiece_vocabulary_llama_cpp_reads() {
     let tk = Tokenizer::from_gguf(&g).unwrap();
     let (n, ok, fails) = run_vectors_with(&tk, "llama-spm");
     assert_eq!(ok, n, "converted vocabulary on llama.cpp's llama-spm vectors: {ok}/{n}\n{}", fails.join("\n"));
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("spm_vectors.json")).unwrap()).unwrap();
-    for case in v.as_array().unwrap() {
-        let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    for (text, want) in spm_vectors() {
+        let text = text.as_str();
         assert_eq!(tk.encode(text, false).unwrap(), want, "converted GGUF on {text:?}");
         assert_eq!(tk.encode(text, true).unwrap()[0], 1);
     }
