@@ -36,6 +36,7 @@ pub mod synthetic;
 pub mod tensors;
 pub mod threads;
 pub mod tokenizer;
+pub mod vmath;
 pub mod weights;
 
 pub use bytes::Bytes;

@@ -89,11 +89,34 @@ impl QuantActs {
             sums: vec![0; rows * cols / 16],
         };
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("sse4.1") {
-            // SAFETY: SSE4.1 was detected; it turns the rounding's floor into one instruction
-            unsafe { quantize_sse41(&mut a, x) };
-            return a;
+        {
+            if has_avx512f() {
+                // SAFETY: AVX-512F was detected
+                unsafe { quantize_zmm(&mut a, x) };
+                return a;
+            }
+            if is_x86_feature_detected!("sse4.1") {
+                // SAFETY: SSE4.1 was detected; it turns the rounding's floor into one instruction
+                unsafe { quantize_sse41(&mut a, x) };
+                return a;
+            }
         }
+        quantize_into(&mut a, x);
+        a
+    }
+
+    /// `quantize` through the portable rule only (the tests hold the SIMD form to it).
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn quantize_portable(format: ActFormat, x: &[f32], rows: usize, cols: usize) -> QuantActs {
+        let bs = format.block();
+        let mut a = QuantActs {
+            format,
+            rows,
+            cols,
+            q: vec![0; rows * cols],
+            d: vec![0.0; rows * cols / bs],
+            sums: vec![0; rows * cols / 16],
+        };
         quantize_into(&mut a, x);
         a
     }
@@ -113,6 +136,74 @@ impl QuantActs {
 #[target_feature(enable = "sse4.1")]
 unsafe fn quantize_sse41(a: &mut QuantActs, x: &[f32]) {
     quantize_into(a, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512f() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
+}
+
+/// `quantize_into` sixteen values at a time, bit for bit: the same products, Q8_0's rounding half
+/// away from zero as trunc(y) + sign(y)·(|y − trunc(y)| ≥ ½) (the difference is exact), Q8_K's
+/// `nearest_int` as the conversion's round-half-to-even, and its signed extreme the first value of
+/// largest magnitude. Each 16-sum is the sum of one vector's integers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize_zmm(a: &mut QuantActs, x: &[f32]) {
+    use std::arch::x86_64::*;
+    let bs = a.format.block();
+    let n = a.rows * a.cols;
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let one = _mm512_set1_epi32(1f32.to_bits() as i32);
+    for (b, (xb, d)) in x[..n].chunks_exact(bs).zip(a.d.iter_mut()).enumerate() {
+        let mut m = _mm512_setzero_ps();
+        for v in xb.chunks_exact(16) {
+            m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(v.as_ptr())));
+        }
+        let amax = _mm512_reduce_max_ps(m);
+        let qb = &mut a.q[b * bs..(b + 1) * bs];
+        let sums = &mut a.sums[b * bs / 16..(b + 1) * bs / 16];
+        match a.format {
+            ActFormat::Q8_0 => {
+                let dq = amax / 127.0;
+                let id = _mm512_set1_ps(if dq == 0.0 { 0.0 } else { 1.0 / dq });
+                for (j, v) in xb.chunks_exact(16).enumerate() {
+                    let y = _mm512_mul_ps(_mm512_loadu_ps(v.as_ptr()), id);
+                    let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+                    let half =
+                        _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(_mm512_sub_ps(y, t)), _mm512_set1_ps(0.5));
+                    let step =
+                        _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(y), sign), one));
+                    let i = _mm512_cvttps_epi32(_mm512_mask_add_ps(t, half, t, step));
+                    _mm_storeu_si128(qb.as_mut_ptr().add(16 * j) as *mut __m128i, _mm512_cvtsepi32_epi8(i));
+                    sums[j] = _mm512_reduce_add_epi32(i) as i16;
+                }
+                *d = half::f16::from_f32(dq).to_f32();
+            }
+            ActFormat::Q8K => {
+                if amax == 0.0 {
+                    qb.fill(0);
+                    sums.fill(0);
+                    *d = 0.0;
+                    continue;
+                }
+                let first = xb.iter().position(|v| v.abs() == amax).expect("the extreme is in the block");
+                let iscale = -127.0 / xb[first];
+                let is = _mm512_set1_ps(iscale);
+                for (j, v) in xb.chunks_exact(16).enumerate() {
+                    let y = _mm512_mul_ps(_mm512_loadu_ps(v.as_ptr()), is);
+                    let i = _mm512_min_epi32(
+                        _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y),
+                        _mm512_set1_epi32(127),
+                    );
+                    _mm_storeu_si128(qb.as_mut_ptr().add(16 * j) as *mut __m128i, _mm512_cvtsepi32_epi8(i));
+                    sums[j] = _mm512_reduce_add_epi32(i) as i16;
+                }
+                *d = 1.0 / iscale;
+            }
+        }
+    }
 }
 
 #[inline(always)]
@@ -1330,6 +1421,33 @@ mod tests {
         }
         let zero = QuantActs::quantize(ActFormat::Q8K, &[0.0; 256], 1, 256);
         assert_eq!((zero.d[0], zero.q.iter().all(|&v| v == 0)), (0.0, true));
+    }
+
+    /// The 16-lane quantiser against the portable rule, bit for bit: random rows, rounding ties,
+    /// zero blocks and an extreme that appears with both signs (the first one counts).
+    #[test]
+    fn simd_activation_rounding_equals_the_portable_rule() {
+        let mut rng = Rng::new(9);
+        for format in [ActFormat::Q8_0, ActFormat::Q8K] {
+            let bs = format.block();
+            let mut x = random_x(bs * 24, &mut rng);
+            x[..bs].fill(0.0);
+            // a scale of exactly 1 (the extreme is ±127) and values on .5: ties in both rules
+            for (i, v) in x[bs..2 * bs].iter_mut().enumerate() {
+                *v = (i % 64) as f32 - 31.5;
+            }
+            x[bs] = -127.0;
+            x[2 * bs] = 5.0;
+            x[2 * bs + 3] = -5.0;
+            x[3 * bs + 1] = -5.0;
+            x[3 * bs + 9] = 5.0;
+            let got = QuantActs::quantize(format, &x, 4, 6 * bs);
+            let want = QuantActs::quantize_portable(format, &x, 4, 6 * bs);
+            assert_eq!(got.q, want.q, "{format:?} quants");
+            assert_eq!(got.sums, want.sums, "{format:?} sums");
+            let bits = |v: &[f32]| v.iter().map(|d| d.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got.d), bits(&want.d), "{format:?} scales");
+        }
     }
 
     /// The integer formula against f32 arithmetic on the dequantised weights and activations.
