@@ -1,20 +1,22 @@
 //! Vector math for the fast path's element-wise ops: the gated activations (SiLU, tanh-GELU) and
 //! the exponentials of softmax, on whole rows at a time.
 //!
-//! The exact path calls libm per element (`f32::exp`, `f32::tanh`): the reference, and at
-//! ~13 ns per element GeGLU alone was 12% of Gemma-3's prefill. Here `exp` is Cephes' `expf`
-//! (range reduction by ln 2 in two parts, a degree-5 minimax polynomial, scaling by 2^n), 1–2 ulp
-//! from the true value, on 16 lanes (AVX-512F), 8 lanes (AVX2+FMA) or one (portable). The gates
-//! are written through the logistic function, which is the same function:
+//! SiLU: the exact path calls libm's `expf` per element; here `exp` is Cephes' `expf` (range
+//! reduction by ln 2 in two parts, a degree-5 minimax polynomial, scaling by 2^n), ≤ 1 ulp from
+//! the true value, on 16 lanes (AVX-512F), 8 lanes (AVX2+FMA) or one (portable), and
+//! x·σ(x) = x / (1 + e^−x): one exponential and one division per element. The input of `exp` is
+//! clamped to [−87.3, 88.3], where 2^n is a normal float: far out, σ saturates to 0 or 1 as it
+//! should and nothing is NaN.
 //!
-//! - SiLU: x·σ(x) = x / (1 + e^−x)
-//! - tanh-GELU: ½x(1 + tanh u) = x·σ(2u) = x / (1 + e^−2u), u = √(2/π)(x + 0.044715x³)
-//!
-//! so one exponential and one division per element, and no cancellation near 0 (tanh through
-//! exponentials would lose the small values). The input of `exp` is clamped to [−87.3, 88.3], where
-//! 2^n is a normal float: far out, σ saturates to 0 or 1 as it should and nothing is NaN.
-//! llama.cpp's GELU on the CPU is a lookup table indexed by the input rounded to f16, so this is
-//! closer to the exact formula than the reference we are measured against.
+//! tanh-GELU, ½x(1 + tanh u) with u = √(2/π)·x·(1 + 0.044715x²), is computed the same way on both
+//! paths, bit for bit: [`tanhf`] is fdlibm's `tanhf` (and its `expm1f`) ported operation for
+//! operation, which is what glibc's `tanhf` is through 2.40 (all 2^32 inputs compared on glibc
+//! 2.36), and the AVX-512 kernel evaluates every branch of it on 16 lanes and selects per lane
+//! (no FMA anywhere, so every rounding is the scalar code's). Libm's `tanhf` took ~13 ns per element:
+//! GeGLU was 12% of Gemma-3's prefill. A faster formula (x / (1 + e^−2u), ≤ 5e-7 from it) was
+//! measured and not kept: its ulp-level differences re-roll the fast path's int8 activation
+//! rounding, and one Gemma-3 golden prompt then moved by 1.29x llama.cpp's own rounding (1.25x
+//! allowed). With the same bits the fast path's fidelity figures stay what they were.
 
 /// exp(x) for |x| within [−87.3, 88.3] (clamped outside): the portable form of the vector kernels.
 pub fn exp(x: f32) -> f32 {
@@ -40,18 +42,143 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// gate = gelu_tanh(gate) · up, element-wise (Gemma's GeGLU).
+/// gate = gelu_tanh(gate) · up, element-wise (Gemma's GeGLU): [`gelu_tanh`]'s bits on every width.
 pub fn gelu_mul(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len());
     #[cfg(target_arch = "x86_64")]
     {
-        if let Some(f) = simd::gates().map(|g| g.gelu) {
-            // SAFETY: as in `silu_mul`
+        if let Some(f) = simd::gelu() {
+            // SAFETY: `gelu` returns a kernel only when AVX-512F was detected
             return unsafe { f(gate, up) };
         }
     }
     for (g, u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + exp(-2.0 * gelu_inner(*g))) * u;
+        *g = gelu_tanh(*g) * u;
+    }
+}
+
+/// GELU, tanh approximation (`gelu_pytorch_tanh`; ggml's formula), through [`tanhf`].
+pub fn gelu_tanh(x: f32) -> f32 {
+    0.5 * x * (1.0 + tanhf(SQRT_2_OVER_PI * x * (1.0 + GELU_A * x * x)))
+}
+
+/// tanh(x), fdlibm's `s_tanhf.c` operation for operation (glibc's `tanhf` through 2.40).
+pub fn tanhf(x: f32) -> f32 {
+    let ix = x.to_bits() & 0x7fff_ffff;
+    if ix >= 0x7f80_0000 {
+        // tanh(±inf) = ±1, tanh(NaN) = NaN
+        return if x.is_nan() { x + x } else { 1.0f32.copysign(x) };
+    }
+    let z = if ix < 0x41b0_0000 {
+        // |x| < 22
+        if ix == 0 {
+            return x;
+        }
+        if ix < 0x2400_0000 {
+            // |x| < 2^-55: tanh(x) = x(1 + x) rounded
+            return x * (1.0 + x);
+        }
+        let ax = f32::from_bits(ix);
+        if ix >= 0x3f80_0000 {
+            // |x| >= 1
+            let t = expm1f(2.0 * ax);
+            1.0 - 2.0 / (t + 2.0)
+        } else {
+            let t = expm1f(-2.0 * ax);
+            -t / (t + 2.0)
+        }
+    } else {
+        1.0 - TINY
+    };
+    if x.is_sign_negative() {
+        -z
+    } else {
+        z
+    }
+}
+
+const TINY: f32 = 1.0e-30;
+const HUGE: f32 = 1.0e30;
+const FD_LN2_HI: f32 = f32::from_bits(0x3f31_7180);
+const FD_LN2_LO: f32 = f32::from_bits(0x3717_f7d1);
+const FD_INVLN2: f32 = f32::from_bits(0x3fb8_aa3b);
+const FD_Q: [f32; 5] = [
+    f32::from_bits(0xbd08_8889),
+    f32::from_bits(0x3ad0_0d01),
+    f32::from_bits(0xb8a6_70cd),
+    f32::from_bits(0x3686_7e54),
+    f32::from_bits(0xb457_edbb),
+];
+
+/// e^x − 1, fdlibm's `s_expm1f.c` (the cases `tanhf` reaches, and the rest).
+fn expm1f(x: f32) -> f32 {
+    let hx = x.to_bits();
+    let neg = hx & 0x8000_0000 != 0;
+    let hx = hx & 0x7fff_ffff;
+    if hx >= 0x4195_b844 {
+        // |x| >= 27 ln2
+        if hx >= 0x42b1_7218 {
+            if hx > 0x7f80_0000 {
+                return x + x;
+            }
+            if hx == 0x7f80_0000 {
+                return if neg { -1.0 } else { x };
+            }
+            if x > f32::from_bits(0x42b1_7180) {
+                return HUGE * HUGE;
+            }
+        }
+        if neg {
+            return TINY - 1.0;
+        }
+    }
+    let (x, c, k) = if hx > 0x3eb1_7218 {
+        // |x| > ln2 / 2
+        let (hi, lo, k) = if hx < 0x3f85_1592 {
+            if neg {
+                (x + FD_LN2_HI, -FD_LN2_LO, -1)
+            } else {
+                (x - FD_LN2_HI, FD_LN2_LO, 1)
+            }
+        } else {
+            let k = (FD_INVLN2 * x + if neg { -0.5 } else { 0.5 }) as i32;
+            let t = k as f32;
+            (x - t * FD_LN2_HI, t * FD_LN2_LO, k)
+        };
+        let xr = hi - lo;
+        (xr, (hi - xr) - lo, k)
+    } else if hx < 0x3300_0000 {
+        // |x| < 2^-25
+        let t = HUGE + x;
+        return x - (t - (HUGE + x));
+    } else {
+        (x, 0.0, 0)
+    };
+    let hfx = 0.5 * x;
+    let hxs = x * hfx;
+    let r1 = 1.0 + hxs * (FD_Q[0] + hxs * (FD_Q[1] + hxs * (FD_Q[2] + hxs * (FD_Q[3] + hxs * FD_Q[4]))));
+    let t = 3.0 - r1 * hfx;
+    let e = hxs * ((r1 - t) / (6.0 - x * t));
+    if k == 0 {
+        return x - (x * e - hxs);
+    }
+    let e = (x * (e - c) - c) - hxs;
+    if k == -1 {
+        return 0.5 * (x - e) - 0.5;
+    }
+    if k == 1 {
+        return if x < -0.25 { -2.0 * (e - (x + 0.5)) } else { 1.0 + 2.0 * (x - e) };
+    }
+    let scale = |y: f32| f32::from_bits((y.to_bits() as i32).wrapping_add(k << 23) as u32);
+    if k <= -2 || k > 56 {
+        return scale(1.0 - (e - x)) - 1.0;
+    }
+    if k < 23 {
+        let t = f32::from_bits(0x3f80_0000 - (0x0100_0000 >> k));
+        scale(t - (e - x))
+    } else {
+        let t = f32::from_bits(((0x7f - k) << 23) as u32);
+        scale((x - (e + t)) + 1.0)
     }
 }
 
@@ -74,13 +201,11 @@ fn poly(r: f32) -> f32 {
     y * (r * r) + r + 1.0
 }
 
-fn gelu_inner(x: f32) -> f32 {
-    SQRT_2_OVER_PI * x * (1.0 + GELU_A * x * x)
-}
-
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{GELU_A, HI, LN2_HI, LN2_LO, LO, LOG2E, P, SQRT_2_OVER_PI};
+    use super::{
+        FD_INVLN2, FD_LN2_HI, FD_LN2_LO, FD_Q, GELU_A, HI, LN2_HI, LN2_LO, LO, LOG2E, P, SQRT_2_OVER_PI, TINY,
+    };
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
 
@@ -89,7 +214,6 @@ mod simd {
     #[derive(Clone, Copy)]
     pub struct Gates {
         pub silu: Gate,
-        pub gelu: Gate,
     }
 
     /// The widest gate kernels this CPU runs, or None (portable).
@@ -103,9 +227,9 @@ mod simd {
         ALL.get_or_init(|| {
             let mut v = Vec::new();
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                v.push(Some(Gates { silu: silu_ymm, gelu: gelu_ymm }));
+                v.push(Some(Gates { silu: silu_ymm }));
                 if is_x86_feature_detected!("avx512f") {
-                    v.push(Some(Gates { silu: silu_zmm, gelu: gelu_zmm }));
+                    v.push(Some(Gates { silu: silu_zmm }));
                 }
             }
             v
@@ -205,18 +329,146 @@ mod simd {
     }
 
     ymm_gate!(silu_ymm, |g| _mm256_sub_ps(_mm256_setzero_ps(), g));
-    ymm_gate!(gelu_ymm, |g| {
-        // −2u = −2√(2/π)·x·(1 + a·x²)
-        let x2 = _mm256_mul_ps(g, g);
-        let inner = _mm256_fmadd_ps(_mm256_set1_ps(GELU_A), x2, _mm256_set1_ps(1.0));
-        _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0 * SQRT_2_OVER_PI), g), inner)
-    });
     zmm_gate!(silu_zmm, |g| _mm512_sub_ps(_mm512_setzero_ps(), g));
-    zmm_gate!(gelu_zmm, |g| {
-        let x2 = _mm512_mul_ps(g, g);
-        let inner = _mm512_fmadd_ps(_mm512_set1_ps(GELU_A), x2, _mm512_set1_ps(1.0));
-        _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(-2.0 * SQRT_2_OVER_PI), g), inner)
-    });
+
+    /// The GeGLU kernel with [`super::gelu_tanh`]'s bits, where AVX-512F is present.
+    pub fn gelu() -> Option<Gate> {
+        static AVX512F: OnceLock<bool> = OnceLock::new();
+        AVX512F.get_or_init(|| is_x86_feature_detected!("avx512f")).then_some(gelu_zmm as Gate)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gelu_zmm(gate: &mut [f32], up: &[f32]) {
+        let n = gate.len();
+        let mut i = 0;
+        while i + 16 <= n {
+            let r = gelu16(_mm512_loadu_ps(gate.as_ptr().add(i)), _mm512_loadu_ps(up.as_ptr().add(i)));
+            _mm512_storeu_ps(gate.as_mut_ptr().add(i), r);
+            i += 16;
+        }
+        if i < n {
+            let m: __mmask16 = (1u32 << (n - i)) as u16 - 1;
+            let g = _mm512_maskz_loadu_ps(m, gate.as_ptr().add(i));
+            let u = _mm512_maskz_loadu_ps(m, up.as_ptr().add(i));
+            _mm512_mask_storeu_ps(gate.as_mut_ptr().add(i), m, gelu16(g, u));
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        _mm512_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn bits(x: u32) -> __m512i {
+        _mm512_set1_epi32(x as i32)
+    }
+
+    /// gelu_tanh(x)·u on 16 lanes, `super::gelu_tanh`'s operations in its order.
+    #[inline(always)]
+    unsafe fn gelu16(x: __m512, up: __m512) -> __m512 {
+        let one = splat(1.0);
+        let u = _mm512_mul_ps(
+            _mm512_mul_ps(splat(SQRT_2_OVER_PI), x),
+            _mm512_add_ps(one, _mm512_mul_ps(_mm512_mul_ps(splat(GELU_A), x), x)),
+        );
+        let t = tanh16(u);
+        _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(splat(0.5), x), _mm512_add_ps(one, t)), up)
+    }
+
+    #[inline(always)]
+    unsafe fn negate(x: __m512) -> __m512 {
+        _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), bits(0x8000_0000)))
+    }
+
+    /// y with `ksh` (k << 23) added to its exponent bits.
+    #[inline(always)]
+    unsafe fn scale(y: __m512, ksh: __m512i) -> __m512 {
+        _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(y), ksh))
+    }
+
+    /// `super::tanhf` on 16 lanes: both of its expm1 branches, selected per lane.
+    #[inline(always)]
+    unsafe fn tanh16(x: __m512) -> __m512 {
+        let (one, two) = (splat(1.0), splat(2.0));
+        let ix = _mm512_and_si512(_mm512_castps_si512(x), bits(0x7fff_ffff));
+        let sign = _mm512_and_si512(_mm512_castps_si512(x), bits(0x8000_0000));
+        let ax = _mm512_castsi512_ps(ix);
+        let ge1 = _mm512_cmpge_epu32_mask(ix, bits(0x3f80_0000));
+        // expm1(2|x|) where |x| >= 1, expm1(−2|x|) below
+        let z = _mm512_mask_blend_ps(ge1, _mm512_mul_ps(splat(-2.0), ax), _mm512_mul_ps(two, ax));
+        let t = expm1_16(z);
+        let big = _mm512_sub_ps(one, _mm512_div_ps(two, _mm512_add_ps(t, two)));
+        let small = _mm512_div_ps(negate(t), _mm512_add_ps(t, two));
+        let mut r = _mm512_mask_blend_ps(ge1, small, big);
+        // |x| >= 22 (and ±inf): 1 − tiny
+        r = _mm512_mask_blend_ps(_mm512_cmpge_epu32_mask(ix, bits(0x41b0_0000)), r, _mm512_sub_ps(one, splat(TINY)));
+        // the sign, as −z does
+        r = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(r), sign));
+        // |x| < 2^-55 (and ±0): x(1 + x), which is x at 0; NaN: x + x
+        r = _mm512_mask_blend_ps(
+            _mm512_cmplt_epu32_mask(ix, bits(0x2400_0000)),
+            r,
+            _mm512_mul_ps(x, _mm512_add_ps(one, x)),
+        );
+        _mm512_mask_blend_ps(_mm512_cmpgt_epu32_mask(ix, bits(0x7f80_0000)), r, _mm512_add_ps(x, x))
+    }
+
+    /// `super::expm1f` on 16 lanes for |x| < 27 ln2 or 0 < x < 88.7 (what `tanh16` passes it):
+    /// every reduction and reconstruction branch computed, the lane's own selected.
+    #[inline(always)]
+    unsafe fn expm1_16(x: __m512) -> __m512 {
+        let (one, half) = (splat(1.0), splat(0.5));
+        let hx = _mm512_and_si512(_mm512_castps_si512(x), bits(0x7fff_ffff));
+        let neg = _mm512_cmplt_ps_mask(x, _mm512_setzero_ps());
+        let reduce = _mm512_cmpgt_epu32_mask(hx, bits(0x3eb1_7218));
+        let near = reduce & _mm512_cmplt_epu32_mask(hx, bits(0x3f85_1592));
+        let kf = _mm512_cvttps_epi32(_mm512_add_ps(
+            _mm512_mul_ps(splat(FD_INVLN2), x),
+            _mm512_mask_blend_ps(neg, half, splat(-0.5)),
+        ));
+        let k = _mm512_mask_blend_epi32(near, kf, _mm512_mask_blend_epi32(neg, bits(1), bits(u32::MAX)));
+        let k = _mm512_maskz_mov_epi32(reduce, k);
+        // k = ±1: x ∓ ln2_hi and ±ln2_lo are t·ln2_hi and t·ln2_lo with t = ±1, exactly
+        let t = _mm512_cvtepi32_ps(k);
+        let hi = _mm512_sub_ps(x, _mm512_mul_ps(t, splat(FD_LN2_HI)));
+        let lo = _mm512_mul_ps(t, splat(FD_LN2_LO));
+        let xr = _mm512_mask_blend_ps(reduce, x, _mm512_sub_ps(hi, lo));
+        let c = _mm512_sub_ps(_mm512_sub_ps(hi, xr), lo);
+        let hfx = _mm512_mul_ps(half, xr);
+        let hxs = _mm512_mul_ps(xr, hfx);
+        let mut p = splat(FD_Q[4]);
+        for &q in FD_Q[..4].iter().rev() {
+            p = _mm512_add_ps(splat(q), _mm512_mul_ps(hxs, p));
+        }
+        let r1 = _mm512_add_ps(one, _mm512_mul_ps(hxs, p));
+        let t3 = _mm512_sub_ps(splat(3.0), _mm512_mul_ps(r1, hfx));
+        let e =
+            _mm512_mul_ps(hxs, _mm512_div_ps(_mm512_sub_ps(r1, t3), _mm512_sub_ps(splat(6.0), _mm512_mul_ps(xr, t3))));
+        let k0 = _mm512_sub_ps(xr, _mm512_sub_ps(_mm512_mul_ps(xr, e), hxs));
+        let e = _mm512_sub_ps(_mm512_sub_ps(_mm512_mul_ps(xr, _mm512_sub_ps(e, c)), c), hxs);
+        let km1 = _mm512_sub_ps(_mm512_mul_ps(half, _mm512_sub_ps(xr, e)), half);
+        let k1 = _mm512_mask_blend_ps(
+            _mm512_cmplt_ps_mask(xr, splat(-0.25)),
+            _mm512_add_ps(one, _mm512_mul_ps(splat(2.0), _mm512_sub_ps(xr, e))),
+            _mm512_mul_ps(splat(-2.0), _mm512_sub_ps(e, _mm512_add_ps(xr, half))),
+        );
+        let ksh = _mm512_slli_epi32::<23>(k);
+        let far = _mm512_sub_ps(scale(_mm512_sub_ps(one, _mm512_sub_ps(e, xr)), ksh), one);
+        let tlo = _mm512_castsi512_ps(_mm512_sub_epi32(bits(0x3f80_0000), _mm512_srlv_epi32(bits(0x0100_0000), k)));
+        let mid = scale(_mm512_sub_ps(tlo, _mm512_sub_ps(e, xr)), ksh);
+        let thi = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_sub_epi32(bits(0x7f), k)));
+        let high = scale(_mm512_add_ps(_mm512_sub_ps(xr, _mm512_add_ps(e, thi)), one), ksh);
+        // k <= −2 or k > 56: far; 2 <= k < 23: mid; 23 <= k <= 56: high
+        let mut r = _mm512_mask_blend_ps(_mm512_cmplt_epi32_mask(k, _mm512_set1_epi32(23)), high, mid);
+        let is_far =
+            _mm512_cmple_epi32_mask(k, _mm512_set1_epi32(-2)) | _mm512_cmpgt_epi32_mask(k, _mm512_set1_epi32(56));
+        r = _mm512_mask_blend_ps(is_far, r, far);
+        r = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(k, bits(1)), r, k1);
+        r = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(k, bits(u32::MAX)), r, km1);
+        r = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(k, _mm512_setzero_si512()), r, k0);
+        // |x| < 2^-25: x
+        _mm512_mask_blend_ps(_mm512_cmplt_epu32_mask(hx, bits(0x3300_0000)), r, x)
+    }
 }
 
 #[cfg(test)]
@@ -272,13 +524,13 @@ mod tests {
     fn gates_match_the_formulas_on_every_width() {
         let mut rng = Rng::new(7);
         for (g, u) in rows(&mut rng) {
-            let mut kernels: Vec<(&str, Gate, Gate)> = vec![("dispatch", silu_mul, gelu_mul)];
             let portable: (Gate, Gate) = (
                 |g, u| g.iter_mut().zip(u).for_each(|(g, u)| *g = *g / (1.0 + exp(-*g)) * u),
-                |g, u| g.iter_mut().zip(u).for_each(|(g, u)| *g = *g / (1.0 + exp(-2.0 * gelu_inner(*g))) * u),
+                |g, u| g.iter_mut().zip(u).for_each(|(g, u)| *g = gelu_tanh(*g) * u),
             );
-            kernels.push(("portable", portable.0, portable.1));
-            for (name, silu, gelu) in kernels {
+            for (name, silu, gelu) in
+                [("dispatch", silu_mul as Gate, gelu_mul as Gate), ("portable", portable.0, portable.1)]
+            {
                 let (mut s, mut e) = (g.clone(), g.clone());
                 silu(&mut s, &u);
                 gelu(&mut e, &u);
@@ -287,17 +539,83 @@ mod tests {
             }
             #[cfg(target_arch = "x86_64")]
             for gates in simd::every().iter().flatten() {
-                let (mut s, mut e) = (g.clone(), g.clone());
+                let mut s = g.clone();
                 // SAFETY: `every` lists only what this CPU runs
-                unsafe {
-                    (gates.silu)(&mut s, &u);
-                    (gates.gelu)(&mut e, &u);
-                }
-                let (ws, we) = (worst(&s, &g, &u, silu_f64), worst(&e, &g, &u, gelu_f64));
+                unsafe { (gates.silu)(&mut s, &u) };
+                let ws = worst(&s, &g, &u, silu_f64);
                 if g.len() == 2053 {
-                    println!("simd: silu {ws:.2e} gelu {we:.2e} of |x·u|");
+                    println!("simd: silu {ws:.2e} of |x·u|");
                 }
-                assert!(ws < 5e-7 && we < 5e-7, "simd n={}: silu {ws:e} gelu {we:e}", g.len());
+                assert!(ws < 5e-7, "simd n={}: silu {ws:e}", g.len());
+            }
+        }
+    }
+
+    /// Every 4099th bit pattern (both signs, subnormals, ±inf, NaN) and the values near each
+    /// branch point of tanhf/expm1f.
+    fn sweep() -> Vec<f32> {
+        let mut v: Vec<f32> = (0..=u32::MAX).step_by(4099).map(f32::from_bits).collect();
+        for edge in
+            [0x2400_0000u32, 0x3300_0000, 0x3e31_7218, 0x3eb1_7218, 0x3f05_1592, 0x3f85_1592, 0x3f80_0000, 0x41b0_0000]
+        {
+            for d in 0..64 {
+                for s in [0, 0x8000_0000] {
+                    v.push(f32::from_bits((edge + d - 32) | s));
+                }
+            }
+        }
+        v.extend([0.0, -0.0, 1.0, -1.0, 22.0, -22.0, 10.0, -10.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+        v
+    }
+
+    #[test]
+    fn tanhf_is_within_two_ulp_of_the_truth() {
+        let mut worst = 0f64;
+        for x in sweep() {
+            let got = tanhf(x);
+            if x.is_nan() {
+                assert!(got.is_nan());
+                continue;
+            }
+            let want = (x as f64).tanh();
+            // absolute in ulps of the result's magnitude (tanh ≈ x for small x keeps it relative)
+            let ulp = (want.abs() as f32).max(f32::MIN_POSITIVE);
+            let e = (got as f64 - want).abs() / (f32::from_bits(ulp.to_bits() + 1) - ulp) as f64;
+            worst = worst.max(e);
+            assert!(got.abs() <= 1.0 && (got == 0.0 || got.is_sign_negative() == x.is_sign_negative()), "{x}: {got}");
+        }
+        // glibc's libm-test-ulps lists 2 ulp for this tanhf on x86_64; the sweep measures 2.07
+        // (the ulp here is the gap above |truth|, half the one below it at a power of two)
+        println!("tanhf: worst {worst:.3} ulp over the sweep");
+        assert!(worst < 2.5, "tanhf: {worst} ulp");
+    }
+
+    /// The AVX-512 GeGLU is `gelu_tanh(x)·u` bit for bit, on every sweep value and tail length.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn simd_gelu_is_the_scalar_bit_for_bit() {
+        let Some(kernel) = simd::gelu() else { return };
+        let mut rng = Rng::new(11);
+        // the sweep as gate values (through u = f(x) that covers tanh's branches too), and
+        // as tanh's own inputs via x = the GELU input whose u is near them
+        let mut xs = sweep();
+        xs.extend(rng.vec(20_000, 12.0));
+        for n in [xs.len(), 1, 15, 16, 17, 31] {
+            let g: Vec<f32> = xs[..n].to_vec();
+            let u: Vec<f32> = (0..n).map(|i| [1.0, -0.75, 3.5][i % 3]).collect();
+            let mut got = g.clone();
+            // SAFETY: `gelu` returns a kernel only for a CPU with AVX-512F
+            unsafe { kernel(&mut got, &u) };
+            for i in 0..n {
+                let want = gelu_tanh(g[i]) * u[i];
+                assert!(
+                    got[i].to_bits() == want.to_bits() || (got[i].is_nan() && want.is_nan()),
+                    "x = {:e} ({:#010x}): simd {:e} vs scalar {:e}",
+                    g[i],
+                    g[i].to_bits(),
+                    got[i],
+                    want
+                );
             }
         }
     }
