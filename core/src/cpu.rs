@@ -123,8 +123,11 @@ pub fn matmul_quantized(
     // prefill: eight weight rows repacked once for all the tokens where a GEMM kernel exists (its
     // repack costs about what a few tokens do, so short runs keep the 4-token tiles)
     let gemm8 = if n >= GEMM_MIN_TOKENS { qdot::gemm8(w.ty) } else { None };
+    let gemm16 = if gemm8.is_some() { qdot::gemm16(w.ty) } else { None };
     let corr = if gemm8.is_some() { qdot::gemm8_corrections(w.ty, &xq) } else { Vec::new() };
     let packed = packed.zip(qdot::packed_q4_0_kernel());
+    // prefill on the K-quants: each row decoded once for all the tokens
+    let kernel_rows = if n >= GEMM_MIN_TOKENS { qdot::kernel_rows(w.ty) } else { None };
     threads.for_rows(rows, 16, |range| {
         let mut range = range;
         if let Some((p, k)) = packed {
@@ -138,6 +141,18 @@ pub fn matmul_quantized(
                     unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.at(t * rows + r), 8) };
                 }
                 range.start += 8;
+            }
+        }
+        if let Some(g) = gemm16 {
+            let mut y = vec![[0f32; 16]; n];
+            while range.len() >= 16 {
+                let r = range.start;
+                g(std::array::from_fn(|i| w.row(r + i)), &xq, &corr, &mut y);
+                for (t, v) in y.iter().enumerate() {
+                    // SAFETY: as below; rows r..r + 16 belong to this range
+                    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.at(t * rows + r), 16) };
+                }
+                range.start += 16;
             }
         }
         if let Some(g) = gemm8 {
@@ -163,6 +178,17 @@ pub fn matmul_quantized(
                 }
                 range.start += 4;
             }
+        }
+        if let Some(kr) = kernel_rows {
+            let mut y = vec![0f32; n];
+            for r in range.clone() {
+                kr(w.row(r), &xq, &mut y);
+                for (t, &v) in y.iter().enumerate() {
+                    // SAFETY: as below
+                    unsafe { *out.at(t * rows + r) = v };
+                }
+            }
+            return;
         }
         for r in range {
             let row = w.row(r);

@@ -325,6 +325,24 @@ pub fn kernel4(ty: GgmlType) -> Option<Kernel4> {
     }
 }
 
+/// A row kernel for prefill: one stored row against every activation row of `xs`
+/// (`out[t] = row · x_t`), the row's blocks decoded once for all of them; per (row, token) the
+/// arithmetic of [`kernel4`]'s kernel (four tokens at a time) and [`kernel`]'s (the rest).
+pub type KernelRows = fn(&[u8], &QuantActs, &mut [f32]);
+
+/// The row kernel for `ty` where this CPU has one (the K-quants with AVX-512BW).
+pub fn kernel_rows(ty: GgmlType) -> Option<KernelRows> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::kernel_rows(ty)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        None
+    }
+}
+
 /// A 4-weight-row kernel: four stored rows (consecutive in the matrix) with one quantised
 /// activation row (decode's register tile).
 pub type KernelW4 = fn([&[u8]; 4], QuantRow) -> [f32; 4];
@@ -367,6 +385,23 @@ pub fn gemm8(ty: GgmlType) -> Option<Gemm8> {
     #[cfg(target_arch = "x86_64")]
     {
         simd::gemm8(ty)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        None
+    }
+}
+
+/// [`Gemm8`] for sixteen rows on 512-bit vectors (lane r = row r, each lane's arithmetic the 8-row
+/// kernel's, so the same bits): one `vpdpbusd` and one FMA serve twice the rows.
+pub type Gemm16 = fn([&[u8]; 16], &QuantActs, &[i32], &mut [[f32; 16]]);
+
+/// The 16-row GEMM kernel for `ty` where this CPU has one (Q5_0 and Q8_0 with AVX-512 VNNI).
+pub fn gemm16(ty: GgmlType) -> Option<Gemm16> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::gemm16(ty)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -470,7 +505,10 @@ pub fn isa() -> &'static str {
 /// through `kernel`, which checks them at run time once.
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{FloatKernel, Gemm8, Kernel, Kernel4, KernelW4, PackedKernel, QuantActs, QuantRow, PACKED_BLOCK};
+    use super::{
+        FloatKernel, Gemm16, Gemm8, Kernel, Kernel4, KernelRows, KernelW4, PackedKernel, QuantActs, QuantRow,
+        PACKED_BLOCK,
+    };
     use crate::quant::{GgmlType, QK_K};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
@@ -508,7 +546,8 @@ mod simd {
     /// Every SIMD kernel this CPU can run for `ty`, with its instruction set (the tests compare each).
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn every_kernel(ty: GgmlType) -> Vec<(&'static str, Kernel)> {
-        available().iter().filter_map(|&i| Some((name(i), kernel_with(ty, i)?))).collect()
+        let v = available().iter().filter_map(|&i| Some((name(i), kernel_with(ty, i)?)));
+        v.chain(kernel_zmm(ty).map(|k| ("avx512bw", k))).collect()
     }
 
     /// Every 4-weight-row SIMD kernel this CPU can run for `ty`.
@@ -520,7 +559,8 @@ mod simd {
     /// Every 4-row SIMD kernel this CPU can run for `ty`.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn every_kernel4(ty: GgmlType) -> Vec<(&'static str, Kernel4)> {
-        available().iter().filter_map(|&i| Some((name(i), kernel4_with(ty, i)?))).collect()
+        let v = available().iter().filter_map(|&i| Some((name(i), kernel4_with(ty, i)?)));
+        v.chain(kernel4_zmm(ty).map(|k| ("avx512bw", k))).collect()
     }
 
     pub fn float_kernel(ty: GgmlType) -> Option<FloatKernel> {
@@ -752,8 +792,11 @@ mod simd {
     /// `$pick(ty)`: the kernel of type `$ty` for this CPU's best instruction set; `$with(ty, isa)`:
     /// for a given one (the tests run each).
     macro_rules! dispatch {
-        ($pick:ident, $with:ident, $kt:ty; $($ty:ident => $avx2:ident, $vnni:ident;)*) => {
+        ($pick:ident, $with:ident, $kt:ty $(, $wide:ident)?; $($ty:ident => $avx2:ident, $vnni:ident;)*) => {
             pub fn $pick(ty: GgmlType) -> Option<$kt> {
+                $(if let Some(k) = $wide(ty) {
+                    return Some(k);
+                })?
                 $with(ty, detect())
             }
 
@@ -767,6 +810,38 @@ mod simd {
             }
         };
     }
+
+    /// AVX-512BW on 512-bit vectors (with VNNI's CPUs' other features): the K-quant kernels below
+    /// take two sub-blocks per instruction where the others take one.
+    fn zmm() -> bool {
+        static ZMM: OnceLock<bool> = OnceLock::new();
+        *ZMM.get_or_init(|| {
+            detect() == Isa::Vnni && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+        })
+    }
+
+    /// The 512-bit 1-row K-quant kernel for `ty`, where this CPU runs it.
+    pub fn kernel_zmm(ty: GgmlType) -> Option<Kernel> {
+        // SAFETY (every arm): `zmm` detected the features these are compiled for
+        match ty {
+            GgmlType::Q4_K if zmm() => Some(|r, x| unsafe { q4_k_zmm(r, x) }),
+            GgmlType::Q5_K if zmm() => Some(|r, x| unsafe { q5_k_zmm(r, x) }),
+            GgmlType::Q6_K if zmm() => Some(|r, x| unsafe { q6_k_zmm(r, x) }),
+            _ => None,
+        }
+    }
+
+    /// The 512-bit 4-row K-quant kernel for `ty`, where this CPU runs it.
+    pub fn kernel4_zmm(ty: GgmlType) -> Option<Kernel4> {
+        // SAFETY: as in `kernel_zmm`
+        match ty {
+            GgmlType::Q4_K if zmm() => Some(|r, x| unsafe { q4_k_zmm_4(r, x) }),
+            GgmlType::Q5_K if zmm() => Some(|r, x| unsafe { q5_k_zmm_4(r, x) }),
+            GgmlType::Q6_K if zmm() => Some(|r, x| unsafe { q6_k_zmm_4(r, x) }),
+            _ => None,
+        }
+    }
+
     dispatch! { kernel_w4, kernel_w4_with, KernelW4;
         Q8_0 => q8_0_avx2_w4, q8_0_vnni_w4;
         Q4_0 => q4_0_avx2_w4, q4_0_vnni_w4;
@@ -789,7 +864,19 @@ mod simd {
         }
     }
 
-    dispatch! { kernel4, kernel4_with, Kernel4;
+    /// The 16-row GEMM kernels (AVX-512F with VNNI's 512-bit `vpdpbusd`).
+    pub fn gemm16(ty: GgmlType) -> Option<Gemm16> {
+        static ZMM: OnceLock<bool> = OnceLock::new();
+        let zmm = *ZMM.get_or_init(|| detect() == Isa::Vnni && is_x86_feature_detected!("avx512f"));
+        // SAFETY (every arm): the features each kernel is compiled for were detected.
+        match ty {
+            GgmlType::Q5_0 if zmm => Some(|r, x, c, o| unsafe { gemm16_q5_0(r, x, c, o) }),
+            GgmlType::Q8_0 if zmm => Some(|r, x, c, o| unsafe { gemm16_q8_0(r, x, c, o) }),
+            _ => None,
+        }
+    }
+
+    dispatch! { kernel4, kernel4_with, Kernel4, kernel4_zmm;
         Q8_0 => q8_0_avx2_4, q8_0_vnni_4;
         Q4_0 => q4_0_avx2_4, q4_0_vnni_4;
         Q5_0 => q5_0_avx2_4, q5_0_vnni_4;
@@ -1072,6 +1159,71 @@ mod simd {
         }
     }
 
+    /// [`gemm8_block32`] for sixteen rows: rows 0..8 in the low 256 bits of every register, 8..16
+    /// in the high ones, each lane's operations those of the 8-row kernel.
+    #[inline(always)]
+    unsafe fn gemm16_block32(
+        rows: [&[u8]; 16],
+        xs: &QuantActs,
+        corr: &[i32],
+        out: &mut [[f32; 16]],
+        bb: usize,
+        unsigned: impl Fn(&[u8]) -> __m256i,
+    ) {
+        let nb = rows.iter().fold(xs.cols / 32, |n, r| n.min(r.len() / bb));
+        assert!(corr.len() >= xs.rows * xs.cols / 4, "corrections for every 4 activations");
+        let mut packed: Vec<[__m512i; 8]> = Vec::with_capacity(nb);
+        let mut scales: Vec<__m512> = Vec::with_capacity(nb);
+        for i in 0..nb {
+            let mut w = [[_mm256_setzero_si256(); 8]; 2];
+            let mut d = [0u16; 16];
+            for (r, row) in rows.iter().enumerate() {
+                let b = &row[i * bb..(i + 1) * bb];
+                w[r / 8][r % 8] = unsigned(b);
+                d[r] = u16::from_le_bytes([b[0], b[1]]);
+            }
+            transpose8(&mut w[0]);
+            transpose8(&mut w[1]);
+            let mut v = [_mm512_setzero_si512(); 8];
+            for j in 0..8 {
+                v[j] = join(w[0][j], w[1][j]);
+            }
+            packed.push(v);
+            scales.push(_mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr() as *const __m256i)));
+        }
+        for (t, o) in out.iter_mut().enumerate().take(xs.rows) {
+            let x = xs.row(t);
+            let c = &corr[t * xs.cols / 4..(t + 1) * xs.cols / 4];
+            let mut acc = [_mm512_setzero_ps(); 8];
+            for (i, (w, dw)) in packed.iter().zip(&scales).enumerate() {
+                let q = x.q.as_ptr().add(32 * i) as *const i32;
+                let d = _mm512_mul_ps(*dw, _mm512_set1_ps(x.d[i]));
+                for (j, (wj, a)) in w.iter().zip(acc.iter_mut()).enumerate() {
+                    let p = _mm512_dpbusd_epi32(
+                        _mm512_set1_epi32(c[8 * i + j]),
+                        *wj,
+                        _mm512_set1_epi32(q.add(j).read_unaligned()),
+                    );
+                    *a = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), *a);
+                }
+            }
+            let c: [__m512; 4] = std::array::from_fn(|k| _mm512_add_ps(acc[k], acc[k + 4]));
+            let sum = _mm512_add_ps(_mm512_add_ps(c[0], c[2]), _mm512_add_ps(c[1], c[3]));
+            _mm512_storeu_ps(o.as_mut_ptr(), sum);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl")]
+    unsafe fn gemm16_q5_0(rows: [&[u8]; 16], xs: &QuantActs, corr: &[i32], out: &mut [[f32; 16]]) {
+        gemm16_block32(rows, xs, corr, out, 22, |b| q5_0_unsigned(b))
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl")]
+    unsafe fn gemm16_q8_0(rows: [&[u8]; 16], xs: &QuantActs, corr: &[i32], out: &mut [[f32; 16]]) {
+        gemm16_block32(rows, xs, corr, out, 34, |b| {
+            _mm256_xor_si256(load(b.as_ptr().add(2) as *const i8), _mm256_set1_epi8(-128))
+        })
+    }
+
     /// Q5_0 unsigned: nibble | bit << 4, 0..32.
     #[inline(always)]
     unsafe fn q5_0_unsigned(b: &[u8]) -> __m256i {
@@ -1330,6 +1482,298 @@ mod simd {
         out
     }
 
+    /// Sixteen i16 pair sums of a super-block's activation sums against `m16` (each weight
+    /// scale or min twice, or once per 16), as one i32: the integer the scalar loops add up.
+    #[inline(always)]
+    unsafe fn dot_sums16(sums: &[i16], m16: __m256i) -> i32 {
+        let p = _mm256_madd_epi16(_mm256_loadu_si256(sums.as_ptr() as *const __m256i), m16);
+        let q = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p));
+        let q = _mm_add_epi32(q, _mm_shuffle_epi32::<0b01_00_11_10>(q));
+        let q = _mm_add_epi32(q, _mm_shuffle_epi32::<0b10_11_00_01>(q));
+        _mm_cvtsi128_si32(q)
+    }
+
+    /// Q6_K group m's scales as i16: its low 128-bit lane has scale 2m, the high one 2m + 1.
+    #[inline(always)]
+    unsafe fn group_scales(sc: &[u8], m: usize) -> __m256i {
+        _mm256_set_m128i(_mm_set1_epi16((sc[2 * m + 1] as i8) as i16), _mm_set1_epi16((sc[2 * m] as i8) as i16))
+    }
+
+    /// [`dot_sums16`] for four activation rows at once: the four integers in one register.
+    #[inline(always)]
+    unsafe fn dot_sums16_x4(xs: &[QuantRow], i: usize, m16: __m256i) -> __m128i {
+        let mut p = [_mm256_setzero_si256(); 4];
+        for k in 0..4 {
+            p[k] =
+                _mm256_madd_epi16(_mm256_loadu_si256(xs[k].sums[16 * i..16 * i + 16].as_ptr() as *const __m256i), m16);
+        }
+        let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+        _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+    }
+
+    /// Two 256-bit halves as one 512-bit vector (`lo` in the low half).
+    #[inline(always)]
+    unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    }
+
+    /// The eight low 256-bit lanes of a 512-bit i32 sum plus the eight high ones: `q45_k`'s and
+    /// `q6_k`'s per-lane integers, which add sub-block j in lane l whichever half held it.
+    #[inline(always)]
+    unsafe fn fold(v: __m512i) -> __m256i {
+        _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
+    }
+
+    /// One K-quant super-block decoded for the 512-bit kernels: the weights as unsigned bytes, two
+    /// sub-blocks (Q4_K/Q5_K) or groups of 32 (Q6_K) per register with their scales as i16 in the
+    /// matching halves; `m16`, the mins (each twice) or the Q6_K group scales against the 16
+    /// activation sums; `low` = dmin (Q4_K/Q5_K) or d (Q6_K), `shift` 0 or 5 (Q6_K's 32·Σ).
+    #[derive(Clone, Copy)]
+    pub struct KBlock {
+        w: [__m512i; 4],
+        s: [__m512i; 4],
+        m16: __m256i,
+        d: f32,
+        low: f32,
+    }
+
+    #[inline(always)]
+    unsafe fn decode_q45_k<const FIVE: bool>(b: &[u8]) -> KBlock {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let (d, low) = (f16(b, 0), f16(b, 2));
+        // the 6-bit scales and mins of the 8 sub-blocks (ggml's kmask unpacking of `scale_min_k4`)
+        let u: [u32; 3] = std::array::from_fn(|k| u32::from_le_bytes(b[4 + 4 * k..8 + 4 * k].try_into().unwrap()));
+        let [u0, u1, u2] = u;
+        let sc = [(u0 & 0x3f3f_3f3f), (u2 & 0x0f0f_0f0f) | (((u0 >> 6) & 0x0303_0303) << 4)];
+        let mn = [(u1 & 0x3f3f_3f3f), ((u2 >> 4) & 0x0f0f_0f0f) | (((u1 >> 6) & 0x0303_0303) << 4)];
+        let sc: [u8; 8] = std::array::from_fn(|j| (sc[j / 4] >> (8 * (j % 4))) as u8);
+        let mb = _mm_set_epi32(0, 0, mn[1] as i32, mn[0] as i32);
+        let m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mb, mb));
+        let ql = b.as_ptr().add(if FIVE { 48 } else { 16 });
+        let qh = if FIVE { _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i) } else { _mm256_setzero_si256() };
+        let mut w = [_mm512_setzero_si512(); 4];
+        let mut s = [_mm512_setzero_si512(); 4];
+        for c in 0..4 {
+            let q = _mm256_loadu_si256(ql.add(32 * c) as *const __m256i);
+            let mut lo = _mm256_and_si256(q, m4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if FIVE {
+                let one = _mm256_set1_epi8(1);
+                let b0 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32)), one);
+                let b1 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32 + 1)), one);
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 4));
+            }
+            // sub-blocks 2c and 2c + 1
+            w[c] = join(lo, hi);
+            s[c] = join(_mm256_set1_epi16(sc[2 * c] as i16), _mm256_set1_epi16(sc[2 * c + 1] as i16));
+        }
+        KBlock { w, s, m16, d, low }
+    }
+
+    #[inline(always)]
+    unsafe fn decode_q6_k(b: &[u8]) -> KBlock {
+        let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+        let d = f16(b, 208);
+        let sc = &b[192..208];
+        let m16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc.as_ptr() as *const __m128i));
+        let mut g = [_mm256_setzero_si256(); 8];
+        for n in 0..2 {
+            let ql0 = _mm256_loadu_si256(b.as_ptr().add(64 * n) as *const __m256i);
+            let ql1 = _mm256_loadu_si256(b.as_ptr().add(64 * n + 32) as *const __m256i);
+            let qh = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * n) as *const __m256i);
+            g[4 * n] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+            g[4 * n + 1] = _mm256_or_si256(
+                _mm256_and_si256(ql1, m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4),
+            );
+            g[4 * n + 2] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4),
+            );
+            g[4 * n + 3] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4),
+            );
+        }
+        let mut w = [_mm512_setzero_si512(); 4];
+        let mut s = [_mm512_setzero_si512(); 4];
+        for c in 0..4 {
+            w[c] = join(g[2 * c], g[2 * c + 1]);
+            s[c] = join(group_scales(sc, 2 * c), group_scales(sc, 2 * c + 1));
+        }
+        KBlock { w, s, m16, d, low: d }
+    }
+
+    /// The running sums of `R` activation rows against K-quant super-blocks: `acc` (8 lanes per
+    /// row, as [`q45_k`] and [`q6_k`] hold them) and `low`, the mins (Q4_K/Q5_K) or 32·offset
+    /// (Q6_K) term, per row (`low4` for four rows at once: the same steps per lane).
+    struct KSums<const R: usize> {
+        acc: [__m256; R],
+        low: [f32; R],
+        low4: __m128,
+    }
+
+    impl<const R: usize> KSums<R> {
+        #[inline(always)]
+        unsafe fn new() -> Self {
+            KSums { acc: [_mm256_setzero_ps(); R], low: [0.0; R], low4: _mm_setzero_ps() }
+        }
+
+        /// Super-block `i` (decoded as `k`) against the rows: `SHIFT` 0 (mins) or 5 (Q6_K's 32·Σ).
+        #[inline(always)]
+        unsafe fn add<const SHIFT: i32>(&mut self, k: &KBlock, i: usize, xs: &[QuantRow; R]) {
+            if R == 4 {
+                // (low · d_x) · (Σ << SHIFT) as f32 per lane, as the scalar steps below
+                let xd = _mm_set_ps(xs[3].d[i], xs[2].d[i], xs[1].d[i], xs[0].d[i]);
+                let m = _mm_cvtepi32_ps(_mm_slli_epi32::<SHIFT>(dot_sums16_x4(xs, i, k.m16)));
+                self.low4 = _mm_add_ps(self.low4, _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(k.low), xd), m));
+            }
+            for (t, x) in xs.iter().enumerate() {
+                if R != 4 {
+                    let m = dot_sums16(&x.sums[16 * i..16 * i + 16], k.m16) << SHIFT;
+                    self.low[t] += k.low * x.d[i] * m as f32;
+                }
+                let xq = x.q.as_ptr().add(QK_K * i);
+                let mut isum = _mm512_setzero_si512();
+                for c in 0..4 {
+                    let p = _mm512_maddubs_epi16(k.w[c], _mm512_loadu_si512(xq.add(64 * c) as *const _));
+                    isum = _mm512_add_epi32(isum, _mm512_madd_epi16(p, k.s[c]));
+                }
+                self.acc[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(k.d * x.d[i]), _mm256_cvtepi32_ps(fold(isum)), self.acc[t]);
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn finish(mut self) -> [f32; R] {
+            if R == 4 {
+                _mm_storeu_ps(self.low.as_mut_ptr(), self.low4);
+            }
+            let mut out = [0f32; R];
+            for (t, o) in out.iter_mut().enumerate() {
+                *o = hsum_ps(self.acc[t]) - self.low[t];
+            }
+            out
+        }
+    }
+
+    /// [`q45_k`] on 512-bit vectors: sub-blocks j and j + 1 in one register (the 64 activation
+    /// bytes they meet are consecutive), their scales in its two halves, and the mins' sum as one
+    /// `vpmaddwd` on the activation sums. The same integers per lane, then the same float steps,
+    /// so the same bits.
+    #[inline(always)]
+    unsafe fn q45_k_zmm<const FIVE: bool, const R: usize>(row: &[u8], xs: &[QuantRow; R]) -> [f32; R] {
+        let bb = if FIVE { 176 } else { 144 };
+        let nb = xs.iter().fold(row.len() / bb, |n, x| n.min(x.d.len()));
+        let mut sums = KSums::<R>::new();
+        for i in 0..nb {
+            let b = &row[i * bb..(i + 1) * bb];
+            _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(2 * bb) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(2 * bb + 64) as *const i8);
+            sums.add::<0>(&decode_q45_k::<FIVE>(b), i, xs);
+        }
+        sums.finish()
+    }
+
+    /// [`q6_k`] on 512-bit vectors: groups m and m + 1 in one register, the offset's sum as one
+    /// `vpmaddwd`; the same integers per lane and float steps, so the same bits.
+    #[inline(always)]
+    unsafe fn q6_k_zmm_rows<const R: usize>(row: &[u8], xs: &[QuantRow; R]) -> [f32; R] {
+        let nb = xs.iter().fold(row.len() / 210, |n, x| n.min(x.d.len()));
+        let mut sums = KSums::<R>::new();
+        for i in 0..nb {
+            let b = &row[i * 210..(i + 1) * 210];
+            _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(420) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(484) as *const i8);
+            sums.add::<5>(&decode_q6_k(b), i, xs);
+        }
+        sums.finish()
+    }
+
+    /// One stored K-quant row against every activation row: the row decoded once (into this
+    /// thread's scratch), then four activation rows at a time and the rest one by one, each as
+    /// `q45_k_zmm` / `q6_k_zmm_rows` computes it.
+    #[inline(always)]
+    unsafe fn k_row_all<const SIX: bool, const FIVE: bool>(row: &[u8], xs: &QuantActs, out: &mut [f32]) {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<KBlock>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let bb = if SIX {
+            210
+        } else if FIVE {
+            176
+        } else {
+            144
+        };
+        let nb = (row.len() / bb).min(xs.cols / QK_K);
+        // taken out and put back: the work stays in this function, which has the target features
+        // (a closure would not)
+        let mut blocks = SCRATCH.take();
+        blocks.clear();
+        for i in 0..nb {
+            let b = &row[i * bb..(i + 1) * bb];
+            blocks.push(if SIX { decode_q6_k(b) } else { decode_q45_k::<FIVE>(b) });
+        }
+        k_blocks_all::<SIX>(&blocks, xs, out);
+        SCRATCH.set(blocks);
+    }
+
+    #[inline(always)]
+    unsafe fn k_blocks_all<const SIX: bool>(blocks: &[KBlock], xs: &QuantActs, out: &mut [f32]) {
+        let n = xs.rows;
+        let mut t = 0;
+        while t + 4 <= n {
+            let rows = [xs.row(t), xs.row(t + 1), xs.row(t + 2), xs.row(t + 3)];
+            let mut sums = KSums::<4>::new();
+            for (i, k) in blocks.iter().enumerate() {
+                if SIX {
+                    sums.add::<5>(k, i, &rows);
+                } else {
+                    sums.add::<0>(k, i, &rows);
+                }
+            }
+            out[t..t + 4].copy_from_slice(&sums.finish());
+            t += 4;
+        }
+        for (t, o) in out.iter_mut().enumerate().take(n).skip(t) {
+            let rows = [xs.row(t)];
+            let mut sums = KSums::<1>::new();
+            for (i, k) in blocks.iter().enumerate() {
+                if SIX {
+                    sums.add::<5>(k, i, &rows);
+                } else {
+                    sums.add::<0>(k, i, &rows);
+                }
+            }
+            *o = sums.finish()[0];
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    unsafe fn q4_k_zmm_all(row: &[u8], xs: &QuantActs, out: &mut [f32]) {
+        k_row_all::<false, false>(row, xs, out)
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    unsafe fn q5_k_zmm_all(row: &[u8], xs: &QuantActs, out: &mut [f32]) {
+        k_row_all::<false, true>(row, xs, out)
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    unsafe fn q6_k_zmm_all(row: &[u8], xs: &QuantActs, out: &mut [f32]) {
+        k_row_all::<true, false>(row, xs, out)
+    }
+
+    /// The row-at-a-time K-quant kernel for `ty`, where this CPU runs the 512-bit ones.
+    pub fn kernel_rows(ty: GgmlType) -> Option<KernelRows> {
+        // SAFETY (every arm): `zmm` detected the features these are compiled for
+        match ty {
+            GgmlType::Q4_K if zmm() => Some(|r, x, o| unsafe { q4_k_zmm_all(r, x, o) }),
+            GgmlType::Q5_K if zmm() => Some(|r, x, o| unsafe { q5_k_zmm_all(r, x, o) }),
+            GgmlType::Q6_K if zmm() => Some(|r, x, o| unsafe { q6_k_zmm_all(r, x, o) }),
+            _ => None,
+        }
+    }
+
     macro_rules! kquant {
         ($f:ident::<$($p:tt),*>, $one:ident, $four:ident, $features:literal) => {
             #[target_feature(enable = $features)]
@@ -1348,6 +1792,16 @@ mod simd {
     kquant!(q45_k::<true, true>, q5_k_vnni, q5_k_vnni_4, "avx2,fma,f16c,avx512vnni,avx512vl");
     kquant!(q6_k::<false>, q6_k_avx2, q6_k_avx2_4, "avx2,fma,f16c");
     kquant!(q6_k::<true>, q6_k_vnni, q6_k_vnni_4, "avx2,fma,f16c,avx512vnni,avx512vl");
+    kquant!(q45_k_zmm::<false>, q4_k_zmm, q4_k_zmm_4, "avx2,fma,f16c,avx512f,avx512bw,avx512vl");
+    kquant!(q45_k_zmm::<true>, q5_k_zmm, q5_k_zmm_4, "avx2,fma,f16c,avx512f,avx512bw,avx512vl");
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    unsafe fn q6_k_zmm(row: &[u8], x: QuantRow) -> f32 {
+        q6_k_zmm_rows::<1>(row, &[x])[0]
+    }
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    unsafe fn q6_k_zmm_4(row: &[u8], x: &[QuantRow; 4]) -> [f32; 4] {
+        q6_k_zmm_rows::<4>(row, x)
+    }
 }
 
 #[cfg(test)]
@@ -1658,6 +2112,16 @@ mod tests {
                 let got: Vec<[u32; 8]> = got.iter().map(|g| g.map(f32::to_bits)).collect();
                 assert_eq!(got, want, "{ty:?} {isa} GEMM");
             }
+            if let Some(g16) = gemm16(ty) {
+                let rows16: Vec<Vec<u8>> = (0..16).map(|_| random_row(ty, blocks, &mut rng)).collect();
+                let want16: Vec<[u32; 16]> = (0..5)
+                    .map(|t| std::array::from_fn(|r| llama_cpp_vec_dot(ty, &rows16[r], a.row(t)).to_bits()))
+                    .collect();
+                let mut got = vec![[0f32; 16]; 5];
+                g16(std::array::from_fn(|r| rows16[r].as_slice()), &a, &gemm8_corrections(ty, &a), &mut got);
+                let got: Vec<[u32; 16]> = got.iter().map(|g| g.map(f32::to_bits)).collect();
+                assert_eq!(got, want16, "{ty:?} 16-row GEMM");
+            }
             #[allow(unused_mut)]
             let mut w4: Vec<(&str, KernelW4)> = Vec::new();
             #[cfg(target_arch = "x86_64")]
@@ -1732,6 +2196,44 @@ mod tests {
                         let scale: f32 = w.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
                         assert!((g - want).abs() <= 1e-5 * scale, "{ty:?} {isa} x{blocks} row {t}: {g} vs {want}");
                     }
+                }
+            }
+        }
+    }
+
+    /// The 512-bit K-quant kernels compute the 256-bit VNNI kernels' integers and float steps:
+    /// the same bits, one row or four, on random blocks (every scale and min pattern in time).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn zmm_k_quant_kernels_are_the_vnni_kernels_bit_for_bit() {
+        let mut rng = Rng::new(12);
+        for ty in [Q4_K, Q5_K, Q6_K] {
+            let (Some(z1), Some(z4)) = (simd::kernel_zmm(ty), simd::kernel4_zmm(ty)) else { return };
+            let v1 = simd::every_kernel(ty).into_iter().find(|(n, _)| *n == "avx512-vnni").unwrap().1;
+            let v4 = simd::every_kernel4(ty).into_iter().find(|(n, _)| *n == "avx512-vnni").unwrap().1;
+            for blocks in [1, 2, 3, 8, 20] {
+                for _ in 0..20 {
+                    let n = blocks * ty.block_size();
+                    let row = random_row(ty, blocks, &mut rng);
+                    let x = random_x(4 * n, &mut rng);
+                    let a = QuantActs::quantize(ActFormat::for_weight(ty).unwrap(), &x, 4, n);
+                    let rows = [a.row(0), a.row(1), a.row(2), a.row(3)];
+                    let (g4, w4) = (z4(&row, &rows), v4(&row, &rows));
+                    assert_eq!(g4.map(f32::to_bits), w4.map(f32::to_bits), "{ty:?} x{blocks}: four rows");
+                    assert_eq!(z1(&row, rows[1]).to_bits(), v1(&row, rows[1]).to_bits(), "{ty:?} x{blocks}: one row");
+                    // the row kernel on 7 activation rows: four as the 4-row kernel, three as the 1-row one
+                    let x7 = random_x(7 * n, &mut rng);
+                    let a7 = QuantActs::quantize(ActFormat::for_weight(ty).unwrap(), &x7, 7, n);
+                    let mut all = vec![0f32; 7];
+                    simd::kernel_rows(ty).unwrap()(&row, &a7, &mut all);
+                    let four = v4(&row, &[a7.row(0), a7.row(1), a7.row(2), a7.row(3)]);
+                    let want: Vec<u32> =
+                        four.iter().copied().chain((4..7).map(|t| v1(&row, a7.row(t)))).map(f32::to_bits).collect();
+                    assert_eq!(
+                        all.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        want,
+                        "{ty:?} x{blocks}: row kernel"
+                    );
                 }
             }
         }
