@@ -39,6 +39,9 @@ macro_rules! params {
     };
 }
 
+/// Tokens per invocation of `Entry::MatmulTiled` (`TT` in matmul.wgsl).
+pub const MATMUL_TILE: usize = 8;
+
 /// The size of every uniform buffer the dispatcher binds (the largest parameter block fits).
 pub const UNIFORM_BYTES: usize = 64;
 
@@ -380,6 +383,8 @@ impl Family {
 pub enum Entry {
     Matmul,
     MatmulRowwise,
+    /// Prefill on CPU adapters: a row × `MATMUL_TILE` tokens per invocation.
+    MatmulTiled,
     Embed,
     LoraA,
     LoraBAdd,
@@ -399,9 +404,10 @@ pub enum Entry {
 }
 
 impl Entry {
-    pub const ALL: [Entry; 18] = [
+    pub const ALL: [Entry; 19] = [
         Entry::Matmul,
         Entry::MatmulRowwise,
+        Entry::MatmulTiled,
         Entry::Embed,
         Entry::LoraA,
         Entry::LoraBAdd,
@@ -426,6 +432,7 @@ impl Entry {
         match self {
             Entry::Matmul => (F::Matmul, "main"),
             Entry::MatmulRowwise => (F::Matmul, "rowwise"),
+            Entry::MatmulTiled => (F::Matmul, "tiled"),
             Entry::Embed => (F::Embed, "main"),
             Entry::LoraA => (F::Lora, "lora_a"),
             Entry::LoraBAdd => (F::Lora, "lora_b_add"),

@@ -7,7 +7,7 @@
 
 use crate::kernels::{
     compile_source, ArgmaxParams, AttentionParams, CopyParams, ElementwiseParams, EmbedParams, Entry, KernelParams,
-    LoraParams, MatmulParams, NormParams, RopeParams, SampleParams, Variant, UNIFORM_BYTES,
+    LoraParams, MatmulParams, NormParams, RopeParams, SampleParams, Variant, MATMUL_TILE, UNIFORM_BYTES,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -727,7 +727,10 @@ impl Backend for Wgpu {
                 p.lora_scale = *s;
                 bufs.extend([(5, &axs[0]), (6, &l.b)]);
             }
-            if self.rowwise {
+            if self.rowwise && n > 1 && w.cols.is_multiple_of(32) {
+                let tiles = n.div_ceil(MATMUL_TILE) as u32;
+                self.dispatch(Entry::MatmulTiled, variant, p, &bufs, ((part.rows as u32).div_ceil(WG), tiles));
+            } else if self.rowwise {
                 self.dispatch(Entry::MatmulRowwise, variant, p, &bufs, ((part.rows as u32).div_ceil(WG), n as u32));
             } else {
                 self.dispatch(Entry::Matmul, variant, p, &bufs, (part.rows as u32, n as u32));

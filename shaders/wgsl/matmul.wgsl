@@ -137,3 +137,72 @@ fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id)
     }
     store(row, wid.z, partial_dot(row, wid.z * p.cols, 0u, 1u));
 }
+
+// Elements 4j..4j+3 of 32-block `blk` of W[row], dequantised (j in 0..8).
+fn wblock(row: u32, blk: u32, j: u32) -> vec4<f32> {
+#if F32
+    let c = row * p.cols + blk * 32u + 4u * j;
+    return vec4<f32>(w[c], w[c + 1u], w[c + 2u], w[c + 3u]);
+#endif
+#if F16
+    let c = (row * p.cols + blk * 32u + 4u * j) / 2u;
+    let a = w[c];
+    let b = w[c + 1u];
+    return vec4<f32>(f16_to_f32(a & 0xFFFFu), f16_to_f32(a >> 16u), f16_to_f32(b & 0xFFFFu), f16_to_f32(b >> 16u));
+#endif
+#if Q8_0
+    let bi = row * p.blocks + blk;
+    let q = vec4<f32>((vec4<i32>(bitcast<i32>(w[bi * 8u + j])) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+    return sc[bi] * q;
+#endif
+#if Q4_0
+    // word k holds elements 4k.. (low nibbles) and 4k+16.. (high nibbles)
+    let bi = row * p.blocks + blk;
+    let q = (vec4<u32>(w[bi * 4u + (j & 3u)]) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(4u * (j >> 2u)))) & vec4<u32>(15u);
+    return sc[bi] * (vec4<f32>(q) - 8.0);
+#endif
+#if Q4_M
+    let bi = row * p.blocks + blk;
+    let q = (vec4<u32>(w[bi * 4u + (j & 3u)]) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(4u * (j >> 2u)))) & vec4<u32>(15u);
+    return sc[2u * bi] * vec4<f32>(q) + sc[2u * bi + 1u];
+#endif
+#if Q8_S16
+    let bi = row * p.blocks + blk;
+    let q = vec4<f32>((vec4<i32>(bitcast<i32>(w[bi * 8u + j])) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+    return sc[2u * bi + (j >> 2u)] * q;
+#endif
+}
+
+// Prefill on CPU adapters: one invocation per (output row, TT tokens), each weight block read and
+// dequantised once for the TT tokens instead of once per token (cols a multiple of 32). The tile's
+// last tokens repeat token n - 1 where n is not a multiple of TT, and are not stored.
+const TT: u32 = 8u;
+
+@compute @workgroup_size(64)
+fn tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    // no early return: out-of-range lanes compute row rows - 1 and store nothing, so the control
+    // flow stays uniform and the activation loads (uniform addresses) stay scalar on CPU adapters
+    let r = gid.x + wid.y * p.grid_x * WG;
+    let row = min(r, p.rows - 1u);
+    let t0 = wid.z * TT;
+    var xo: array<u32, 8>;
+    for (var i = 0u; i < TT; i++) {
+        xo[i] = min(t0 + i, p.n - 1u) * p.cols;
+    }
+    var acc: array<f32, 8>;
+    for (var blk = 0u; blk < p.blocks; blk++) {
+        for (var j = 0u; j < 8u; j++) {
+            let wv = wblock(row, blk, j);
+            let c = blk * 32u + 4u * j;
+            for (var i = 0u; i < TT; i++) {
+                let o = xo[i] + c;
+                acc[i] += dot(wv, vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]));
+            }
+        }
+    }
+    for (var i = 0u; i < TT; i++) {
+        if (r < p.rows && t0 + i < p.n) {
+            store(row, t0 + i, acc[i]);
+        }
+    }
+}
