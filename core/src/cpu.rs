@@ -144,28 +144,10 @@ pub fn matmul_quantized(
             }
         }
         if let Some(g) = gemm16 {
-            let mut y = vec![[0f32; 16]; n];
-            while range.len() >= 16 {
-                let r = range.start;
-                g(std::array::from_fn(|i| w.row(r + i)), &xq, &corr, &mut y);
-                for (t, v) in y.iter().enumerate() {
-                    // SAFETY: as below; rows r..r + 16 belong to this range
-                    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.at(t * rows + r), 16) };
-                }
-                range.start += 16;
-            }
+            row_groups::<16>(&mut range, n, rows, out, |r, y| g(std::array::from_fn(|i| w.row(r + i)), &xq, &corr, y));
         }
         if let Some(g) = gemm8 {
-            let mut y = vec![[0f32; 8]; n];
-            while range.len() >= 8 {
-                let r = range.start;
-                g(std::array::from_fn(|i| w.row(r + i)), &xq, &corr, &mut y);
-                for (t, v) in y.iter().enumerate() {
-                    // SAFETY: as below; rows r..r + 8 belong to this range
-                    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.at(t * rows + r), 8) };
-                }
-                range.start += 8;
-            }
+            row_groups::<8>(&mut range, n, rows, out, |r, y| g(std::array::from_fn(|i| w.row(r + i)), &xq, &corr, y));
         }
         if let Some(kw) = kernel_w4 {
             let x0 = xq.row(0);
@@ -208,6 +190,27 @@ pub fn matmul_quantized(
             }
         }
     });
+}
+
+/// Whole groups of `N` rows from the front of `range` (which it advances): `kernel(r, y)` fills
+/// y[t] with rows r..r + N for every token, copied into `out` (n tokens × `rows`).
+fn row_groups<const N: usize>(
+    range: &mut std::ops::Range<usize>,
+    n: usize,
+    rows: usize,
+    out: SharedOut,
+    kernel: impl Fn(usize, &mut [[f32; N]]),
+) {
+    let mut y = vec![[0f32; N]; n];
+    while range.len() >= N {
+        let r = range.start;
+        kernel(r, &mut y);
+        for (t, v) in y.iter().enumerate() {
+            // SAFETY: as in `matmul_quantized`: rows r..r + N belong to this thread's range only
+            unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.at(t * rows + r), N) };
+        }
+        range.start += N;
+    }
 }
 
 /// Weight bytes of one row block of the F16/BF16 matmul (about half a core's L2).

@@ -1350,6 +1350,57 @@ mod simd {
 
     // ---- the K-quants against Q8_K activations ----
 
+    /// A Q4_K/Q5_K super-block's 8 sub-blocks of 32 as unsigned bytes (4 or 5 bits).
+    #[inline(always)]
+    unsafe fn q45_k_subblocks<const FIVE: bool>(b: &[u8]) -> [__m256i; 8] {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let ql = b.as_ptr().add(if FIVE { 48 } else { 16 });
+        let qh = if FIVE { _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i) } else { _mm256_setzero_si256() };
+        let mut w = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            let q = _mm256_loadu_si256(ql.add(32 * c) as *const __m256i);
+            let mut lo = _mm256_and_si256(q, m4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if FIVE {
+                // bit 2c of qh[l] is element l's fifth bit in sub-block 2c, bit 2c+1 in 2c+1
+                let one = _mm256_set1_epi8(1);
+                let b0 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32)), one);
+                let b1 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32 + 1)), one);
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 4));
+            }
+            (w[2 * c], w[2 * c + 1]) = (lo, hi);
+        }
+        w
+    }
+
+    /// A Q6_K super-block's 8 groups of 32 unsigned 6-bit values; element 32m + l has scale
+    /// (32m + l) / 16.
+    #[inline(always)]
+    unsafe fn q6_k_groups(b: &[u8]) -> [__m256i; 8] {
+        let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+        let mut w = [_mm256_setzero_si256(); 8];
+        for n in 0..2 {
+            let ql0 = _mm256_loadu_si256(b.as_ptr().add(64 * n) as *const __m256i);
+            let ql1 = _mm256_loadu_si256(b.as_ptr().add(64 * n + 32) as *const __m256i);
+            let qh = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * n) as *const __m256i);
+            w[4 * n] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+            w[4 * n + 1] = _mm256_or_si256(
+                _mm256_and_si256(ql1, m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4),
+            );
+            w[4 * n + 2] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4),
+            );
+            w[4 * n + 3] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4),
+            );
+        }
+        w
+    }
+
     /// Q4_K/Q5_K for `R` activation rows: per super-block
     /// d · d_x · Σ_j sc_j Σ q_w q_x − dmin · d_x · Σ_j m_j Σ q_x, the weights decoded once for the rows.
     #[inline(always)]
@@ -1358,7 +1409,6 @@ mod simd {
         let nb = xs.iter().fold(row.len() / bb, |n, x| n.min(x.d.len()));
         let mut acc = [_mm256_setzero_ps(); R];
         let mut mins = [0f32; R];
-        let m4 = _mm256_set1_epi8(0x0F);
         for i in 0..nb {
             let b = &row[i * bb..(i + 1) * bb];
             _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(2 * bb) as *const i8);
@@ -1369,25 +1419,7 @@ mod simd {
                 let (a, m) = crate::quant::scale_min_k4(j, &b[4..16]);
                 (sc[j], mn[j]) = (a as i32, m as i32);
             }
-            // the 8 sub-blocks of 32 as unsigned bytes (4 or 5 bits)
-            let ql = b.as_ptr().add(if FIVE { 48 } else { 16 });
-            let qh =
-                if FIVE { _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i) } else { _mm256_setzero_si256() };
-            let mut w = [_mm256_setzero_si256(); 8];
-            for c in 0..4 {
-                let q = _mm256_loadu_si256(ql.add(32 * c) as *const __m256i);
-                let mut lo = _mm256_and_si256(q, m4);
-                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                if FIVE {
-                    // bit 2c of qh[l] is element l's fifth bit in sub-block 2c, bit 2c+1 in 2c+1
-                    let one = _mm256_set1_epi8(1);
-                    let b0 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32)), one);
-                    let b1 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32 + 1)), one);
-                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
-                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 4));
-                }
-                (w[2 * c], w[2 * c + 1]) = (lo, hi);
-            }
+            let w = q45_k_subblocks::<FIVE>(b);
             for k in 0..R {
                 let x = &xs[k];
                 let sums = &x.sums[16 * i..16 * i + 16];
@@ -1422,7 +1454,6 @@ mod simd {
         let nb = xs.iter().fold(row.len() / 210, |n, x| n.min(x.d.len()));
         let mut acc = [_mm256_setzero_ps(); R];
         let mut offsets = [0f32; R];
-        let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
         for i in 0..nb {
             let b = &row[i * 210..(i + 1) * 210];
             _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(420) as *const i8);
@@ -1430,26 +1461,8 @@ mod simd {
             let dw = f16(b, 208);
             let sc = &b[192..208];
             // 8 groups of 32 unsigned 6-bit values; element 32m + l has scale (32m + l) / 16
-            let mut w = [_mm256_setzero_si256(); 8];
+            let w = q6_k_groups(b);
             let mut s = [_mm256_setzero_si256(); 8];
-            for n in 0..2 {
-                let ql0 = _mm256_loadu_si256(b.as_ptr().add(64 * n) as *const __m256i);
-                let ql1 = _mm256_loadu_si256(b.as_ptr().add(64 * n + 32) as *const __m256i);
-                let qh = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * n) as *const __m256i);
-                w[4 * n] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
-                w[4 * n + 1] = _mm256_or_si256(
-                    _mm256_and_si256(ql1, m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4),
-                );
-                w[4 * n + 2] = _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4),
-                );
-                w[4 * n + 3] = _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4),
-                );
-            }
             for (m, sm) in s.iter_mut().enumerate() {
                 // the low 128-bit lane holds elements l < 16 (scale 2m), the high one 2m + 1
                 *sm = _mm256_set_m128i(
@@ -1539,7 +1552,6 @@ mod simd {
 
     #[inline(always)]
     unsafe fn decode_q45_k<const FIVE: bool>(b: &[u8]) -> KBlock {
-        let m4 = _mm256_set1_epi8(0x0F);
         let (d, low) = (f16(b, 0), f16(b, 2));
         // the 6-bit scales and mins of the 8 sub-blocks (ggml's kmask unpacking of `scale_min_k4`)
         let u: [u32; 3] = std::array::from_fn(|k| u32::from_le_bytes(b[4 + 4 * k..8 + 4 * k].try_into().unwrap()));
@@ -1549,23 +1561,12 @@ mod simd {
         let sc: [u8; 8] = std::array::from_fn(|j| (sc[j / 4] >> (8 * (j % 4))) as u8);
         let mb = _mm_set_epi32(0, 0, mn[1] as i32, mn[0] as i32);
         let m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mb, mb));
-        let ql = b.as_ptr().add(if FIVE { 48 } else { 16 });
-        let qh = if FIVE { _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i) } else { _mm256_setzero_si256() };
+        let g = q45_k_subblocks::<FIVE>(b);
         let mut w = [_mm512_setzero_si512(); 4];
         let mut s = [_mm512_setzero_si512(); 4];
         for c in 0..4 {
-            let q = _mm256_loadu_si256(ql.add(32 * c) as *const __m256i);
-            let mut lo = _mm256_and_si256(q, m4);
-            let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            if FIVE {
-                let one = _mm256_set1_epi8(1);
-                let b0 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32)), one);
-                let b1 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32 + 1)), one);
-                lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
-                hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 4));
-            }
             // sub-blocks 2c and 2c + 1
-            w[c] = join(lo, hi);
+            w[c] = join(g[2 * c], g[2 * c + 1]);
             s[c] = join(_mm256_set1_epi16(sc[2 * c] as i16), _mm256_set1_epi16(sc[2 * c + 1] as i16));
         }
         KBlock { w, s, m16, d, low }
@@ -1573,29 +1574,10 @@ mod simd {
 
     #[inline(always)]
     unsafe fn decode_q6_k(b: &[u8]) -> KBlock {
-        let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
         let d = f16(b, 208);
         let sc = &b[192..208];
         let m16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc.as_ptr() as *const __m128i));
-        let mut g = [_mm256_setzero_si256(); 8];
-        for n in 0..2 {
-            let ql0 = _mm256_loadu_si256(b.as_ptr().add(64 * n) as *const __m256i);
-            let ql1 = _mm256_loadu_si256(b.as_ptr().add(64 * n + 32) as *const __m256i);
-            let qh = _mm256_loadu_si256(b.as_ptr().add(128 + 32 * n) as *const __m256i);
-            g[4 * n] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
-            g[4 * n + 1] = _mm256_or_si256(
-                _mm256_and_si256(ql1, m4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4),
-            );
-            g[4 * n + 2] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4),
-            );
-            g[4 * n + 3] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4),
-            );
-        }
+        let g = q6_k_groups(b);
         let mut w = [_mm512_setzero_si512(); 4];
         let mut s = [_mm512_setzero_si512(); 4];
         for c in 0..4 {

@@ -271,65 +271,61 @@ mod simd {
         _mm512_scalef_ps(y, n)
     }
 
-    /// The 8-lane kernels: whole vectors, then the tail through a zero-padded vector (so every
+    /// SiLU on 8 lanes: whole vectors, then the tail through a zero-padded vector (so every
     /// element takes the same arithmetic).
-    macro_rules! ymm_gate {
-        ($name:ident, |$g:ident| $arg:expr) => {
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn $name(gate: &mut [f32], up: &[f32]) {
-                #[inline(always)]
-                unsafe fn one($g: __m256, u: __m256) -> __m256 {
-                    let e = exp_ymm($arg);
-                    _mm256_mul_ps(_mm256_div_ps($g, _mm256_add_ps(_mm256_set1_ps(1.0), e)), u)
-                }
-                let n = gate.len();
-                let mut i = 0;
-                while i + 8 <= n {
-                    let r = one(_mm256_loadu_ps(gate.as_ptr().add(i)), _mm256_loadu_ps(up.as_ptr().add(i)));
-                    _mm256_storeu_ps(gate.as_mut_ptr().add(i), r);
-                    i += 8;
-                }
-                if i < n {
-                    let (mut g, mut u) = ([0f32; 8], [0f32; 8]);
-                    g[..n - i].copy_from_slice(&gate[i..]);
-                    u[..n - i].copy_from_slice(&up[i..]);
-                    let r = one(_mm256_loadu_ps(g.as_ptr()), _mm256_loadu_ps(u.as_ptr()));
-                    _mm256_storeu_ps(g.as_mut_ptr(), r);
-                    gate[i..].copy_from_slice(&g[..n - i]);
-                }
-            }
-        };
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn silu_ymm(gate: &mut [f32], up: &[f32]) {
+        #[inline(always)]
+        unsafe fn one(g: __m256, u: __m256) -> __m256 {
+            let e = exp_ymm(_mm256_sub_ps(_mm256_setzero_ps(), g));
+            _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0), e)), u)
+        }
+        let n = gate.len();
+        let mut i = 0;
+        while i + 8 <= n {
+            let r = one(_mm256_loadu_ps(gate.as_ptr().add(i)), _mm256_loadu_ps(up.as_ptr().add(i)));
+            _mm256_storeu_ps(gate.as_mut_ptr().add(i), r);
+            i += 8;
+        }
+        if i < n {
+            let (mut g, mut u) = ([0f32; 8], [0f32; 8]);
+            g[..n - i].copy_from_slice(&gate[i..]);
+            u[..n - i].copy_from_slice(&up[i..]);
+            let r = one(_mm256_loadu_ps(g.as_ptr()), _mm256_loadu_ps(u.as_ptr()));
+            _mm256_storeu_ps(g.as_mut_ptr(), r);
+            gate[i..].copy_from_slice(&g[..n - i]);
+        }
     }
 
-    /// The 16-lane kernels: the tail by a masked load and store.
-    macro_rules! zmm_gate {
-        ($name:ident, |$g:ident| $arg:expr) => {
-            #[target_feature(enable = "avx512f")]
-            unsafe fn $name(gate: &mut [f32], up: &[f32]) {
-                #[inline(always)]
-                unsafe fn one($g: __m512, u: __m512) -> __m512 {
-                    let e = exp_zmm($arg);
-                    _mm512_mul_ps(_mm512_div_ps($g, _mm512_add_ps(_mm512_set1_ps(1.0), e)), u)
-                }
-                let n = gate.len();
-                let mut i = 0;
-                while i + 16 <= n {
-                    let r = one(_mm512_loadu_ps(gate.as_ptr().add(i)), _mm512_loadu_ps(up.as_ptr().add(i)));
-                    _mm512_storeu_ps(gate.as_mut_ptr().add(i), r);
-                    i += 16;
-                }
-                if i < n {
-                    let m: __mmask16 = (1u32 << (n - i)) as u16 - 1;
-                    let g = _mm512_maskz_loadu_ps(m, gate.as_ptr().add(i));
-                    let u = _mm512_maskz_loadu_ps(m, up.as_ptr().add(i));
-                    _mm512_mask_storeu_ps(gate.as_mut_ptr().add(i), m, one(g, u));
-                }
-            }
-        };
+    /// gate = f(gate, up) on 16 lanes, the tail by a masked load and store (`f` a constant at each
+    /// call, so it inlines into the caller's target features).
+    #[inline(always)]
+    unsafe fn zmm_rows(gate: &mut [f32], up: &[f32], f: unsafe fn(__m512, __m512) -> __m512) {
+        let n = gate.len();
+        let mut i = 0;
+        while i + 16 <= n {
+            let r = f(_mm512_loadu_ps(gate.as_ptr().add(i)), _mm512_loadu_ps(up.as_ptr().add(i)));
+            _mm512_storeu_ps(gate.as_mut_ptr().add(i), r);
+            i += 16;
+        }
+        if i < n {
+            let m: __mmask16 = (1u32 << (n - i)) as u16 - 1;
+            let g = _mm512_maskz_loadu_ps(m, gate.as_ptr().add(i));
+            let u = _mm512_maskz_loadu_ps(m, up.as_ptr().add(i));
+            _mm512_mask_storeu_ps(gate.as_mut_ptr().add(i), m, f(g, u));
+        }
     }
 
-    ymm_gate!(silu_ymm, |g| _mm256_sub_ps(_mm256_setzero_ps(), g));
-    zmm_gate!(silu_zmm, |g| _mm512_sub_ps(_mm512_setzero_ps(), g));
+    #[inline(always)]
+    unsafe fn silu16(g: __m512, u: __m512) -> __m512 {
+        let e = exp_zmm(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0), e)), u)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn silu_zmm(gate: &mut [f32], up: &[f32]) {
+        zmm_rows(gate, up, silu16)
+    }
 
     /// The GeGLU kernel with [`super::gelu_tanh`]'s bits, where AVX-512F is present.
     pub fn gelu() -> Option<Gate> {
@@ -339,19 +335,7 @@ mod simd {
 
     #[target_feature(enable = "avx512f")]
     unsafe fn gelu_zmm(gate: &mut [f32], up: &[f32]) {
-        let n = gate.len();
-        let mut i = 0;
-        while i + 16 <= n {
-            let r = gelu16(_mm512_loadu_ps(gate.as_ptr().add(i)), _mm512_loadu_ps(up.as_ptr().add(i)));
-            _mm512_storeu_ps(gate.as_mut_ptr().add(i), r);
-            i += 16;
-        }
-        if i < n {
-            let m: __mmask16 = (1u32 << (n - i)) as u16 - 1;
-            let g = _mm512_maskz_loadu_ps(m, gate.as_ptr().add(i));
-            let u = _mm512_maskz_loadu_ps(m, up.as_ptr().add(i));
-            _mm512_mask_storeu_ps(gate.as_mut_ptr().add(i), m, gelu16(g, u));
-        }
+        zmm_rows(gate, up, gelu16)
     }
 
     #[inline(always)]
