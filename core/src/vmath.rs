@@ -1,5 +1,5 @@
-//! Vector math for the fast path's element-wise ops: the gated activations (SiLU, tanh-GELU) and
-//! the exponentials of softmax, on whole rows at a time.
+//! Vector math for the element-wise ops: the gated activations (SiLU on the fast path, tanh-GELU on
+//! both), on whole rows at a time.
 //!
 //! SiLU: the exact path calls libm's `expf` per element; here `exp` is Cephes' `expf` (range
 //! reduction by ln 2 in two parts, a degree-5 minimax polynomial, scaling by 2^n), ≤ 1 ulp from
