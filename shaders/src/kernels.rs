@@ -40,7 +40,10 @@ macro_rules! params {
 }
 
 /// Tokens per invocation of `Entry::MatmulTiled` (`TT` in matmul.wgsl).
-pub const MATMUL_TILE: usize = 8;
+pub const MATMUL_TILE: usize = 16;
+
+/// Rows per invocation of `Entry::MatmulRowwise` and `Entry::MatmulTiled` (`RB` in matmul.wgsl).
+pub const MATMUL_ROWS: usize = 8;
 
 /// The size of every uniform buffer the dispatcher binds (the largest parameter block fits).
 pub const UNIFORM_BYTES: usize = 64;
@@ -257,8 +260,8 @@ impl Format {
             Format::F32 => &["F32"],
             Format::F16 => &["F16"],
             Format::Q8_0 => &["Q8_0", "QUANT"],
-            Format::Q4_0 => &["Q4_0", "QUANT"],
-            Format::Q4M => &["Q4_M", "QUANT"],
+            Format::Q4_0 => &["Q4_0", "QUANT", "NIBBLES"],
+            Format::Q4M => &["Q4_M", "QUANT", "NIBBLES"],
             Format::Q8S16 => &["Q8_S16", "QUANT"],
         }
     }
@@ -383,7 +386,7 @@ impl Family {
 pub enum Entry {
     Matmul,
     MatmulRowwise,
-    /// Prefill on CPU adapters: a row × `MATMUL_TILE` tokens per invocation.
+    /// Prefill on CPU adapters: `MATMUL_ROWS` rows × `MATMUL_TILE` tokens per invocation.
     MatmulTiled,
     Embed,
     LoraA,

@@ -7,7 +7,7 @@
 
 use crate::kernels::{
     compile_source, ArgmaxParams, AttentionParams, CopyParams, ElementwiseParams, EmbedParams, Entry, KernelParams,
-    LoraParams, MatmulParams, NormParams, RopeParams, SampleParams, Variant, MATMUL_TILE, UNIFORM_BYTES,
+    LoraParams, MatmulParams, NormParams, RopeParams, SampleParams, Variant, MATMUL_ROWS, MATMUL_TILE, UNIFORM_BYTES,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -97,7 +97,13 @@ pub struct Wgpu {
     /// cos/sin tables for RoPE, one per frequency set (Gemma-3 alternates two):
     /// (inv_freq, positions, (positions, head_dim/2, 2) buffer), grown on demand
     rope_tables: RefCell<Vec<(Vec<f32>, usize, wgpu::Buffer)>>,
+    /// With `profile()`: per (entry, variant), launches and seconds, each launch submitted and
+    /// waited for alone (so the sum is slower than a normal run; the shares are what it is for).
+    profile: RefCell<Option<LaunchTimes>>,
 }
+
+/// Per (entry, variant): launches and seconds.
+type LaunchTimes = HashMap<(Entry, Variant), (u64, f64)>;
 
 impl Wgpu {
     pub fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
@@ -112,6 +118,7 @@ impl Wgpu {
             rowwise: false,
             attn_chunk: 256,
             rope_tables: RefCell::new(Vec::new()),
+            profile: RefCell::new(None),
         }
     }
 
@@ -305,6 +312,45 @@ impl Wgpu {
             pass.set_bind_group(0, &bg, &[]);
             pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         });
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.profile.borrow().is_some() {
+            self.profile_launch(entry, variant);
+        }
+    }
+
+    /// Time every launch from now on (see `profile`); `take_profile` returns and clears the figures.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile(&self) {
+        self.finish().ok();
+        *self.profile.borrow_mut() = Some(HashMap::new());
+    }
+
+    /// Per (kernel, variant): launches and seconds since `profile()`, slowest first.
+    pub fn take_profile(&self) -> Vec<(String, u64, f64)> {
+        let mut v: Vec<_> = self
+            .profile
+            .borrow_mut()
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|((e, var), (n, s))| (format!("{}.{} {var:?}", e.family().name(), e.name()), n, s))
+            .collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn profile_launch(&self, entry: Entry, variant: Variant) {
+        // everything recorded before this launch has finished: submit the launch alone and wait
+        let t = std::time::Instant::now();
+        self.flush();
+        self.device.poll(wgpu::PollType::wait_indefinitely()).ok();
+        let dt = t.elapsed().as_secs_f64();
+        if let Some(m) = self.profile.borrow_mut().as_mut() {
+            let e = m.entry((entry, variant)).or_default();
+            e.0 += 1;
+            e.1 += dt;
+        }
     }
 
     /// `a = entry(a, b)` over every element (elementwise.wgsl).
@@ -727,11 +773,12 @@ impl Backend for Wgpu {
                 p.lora_scale = *s;
                 bufs.extend([(5, &axs[0]), (6, &l.b)]);
             }
-            if self.rowwise && n > 1 && w.cols.is_multiple_of(32) {
-                let tiles = n.div_ceil(MATMUL_TILE) as u32;
-                self.dispatch(Entry::MatmulTiled, variant, p, &bufs, ((part.rows as u32).div_ceil(WG), tiles));
-            } else if self.rowwise {
-                self.dispatch(Entry::MatmulRowwise, variant, p, &bufs, ((part.rows as u32).div_ceil(WG), n as u32));
+            // CPU adapters: register tiles of MATMUL_ROWS rows (× MATMUL_TILE tokens in prefill)
+            let groups = (part.rows.div_ceil(MATMUL_ROWS) as u32).div_ceil(WG);
+            if self.rowwise && w.cols.is_multiple_of(32) && n > 1 {
+                self.dispatch(Entry::MatmulTiled, variant, p, &bufs, (groups, n.div_ceil(MATMUL_TILE) as u32));
+            } else if self.rowwise && w.cols.is_multiple_of(32) {
+                self.dispatch(Entry::MatmulRowwise, variant, p, &bufs, (groups, n as u32));
             } else {
                 self.dispatch(Entry::Matmul, variant, p, &bufs, (part.rows as u32, n as u32));
             }

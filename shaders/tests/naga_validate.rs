@@ -1,7 +1,7 @@
 //! Every kernel and every define combination parses and validates with naga, with no optional
 //! capabilities (no shader-f16, no subgroups) — what SwiftShader/WebGPU gives us. No GPU needed.
 
-use vicugna_shaders::kernels::param_layouts;
+use vicugna_shaders::kernels::{param_layouts, MATMUL_ROWS, MATMUL_TILE};
 use vicugna_shaders::{compile_source, Family};
 
 #[test]
@@ -58,4 +58,13 @@ fn parameter_blocks_have_the_same_layout_in_rust_and_wgsl() {
             assert_eq!(m.offset as usize, 4 * i, "{name}.{}: every field is 4 bytes, packed", want[i]);
         }
     }
+}
+
+#[test]
+fn matmul_tile_sizes_agree_with_the_dispatcher() {
+    let src = Family::Matmul.source();
+    assert!(src.contains(&format!("const RB: u32 = {MATMUL_ROWS}u;")), "matmul.wgsl RB != MATMUL_ROWS");
+    assert!(src.contains(&format!("const TT: u32 = {MATMUL_TILE}u;")), "matmul.wgsl TT != MATMUL_TILE");
+    assert_eq!(src.matches("store_tile(r0, t0 + ").count(), MATMUL_TILE, "tokens spelled out in `tiled`");
+    assert!(src.contains(&format!("-> array<u32, {MATMUL_ROWS}>")), "rows spelled out in `tile_rows`");
 }

@@ -127,82 +127,267 @@ fn store(row: u32, t: u32, r: f32) {
     y[t * p.total_rows + p.row0 + row] = v;
 }
 
-// One invocation per output row, no barriers: faster where invocations are CPU SIMD lanes
-// (lavapipe, SwiftShader); `main` splits each row across a workgroup for real GPUs.
-@compute @workgroup_size(64)
-fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row = gid.x + wid.y * p.grid_x * WG;
-    if (row >= p.rows) {
-        return;
-    }
-    store(row, wid.z, partial_dot(row, wid.z * p.cols, 0u, 1u));
-}
+// CPU adapters (lavapipe, SwiftShader) run invocations as SIMD lanes and load storage with one
+// scalar load per lane and 32-bit word, even where every lane reads the same address; arithmetic
+// is cheap next to that. So an invocation there computes a register tile of RB rows × TT tokens
+// and each word it loads feeds several multiply-adds: per 8 elements, RB weight words or fewer
+// (+ the block's scales once) and 8·TT activations for 8·RB·TT multiply-adds. The tile sizes are
+// measured (BENCHMARKS.md: 8 × 16 beat 4 × 4 … 16 × 4 on SwiftShader and lavapipe) and spelled out
+// below (arrays of 8, four-row groups g0 g1, tokens a0..a15); src/kernels.rs has them as
+// MATMUL_ROWS and MATMUL_TILE and a test checks that both agree. `main` splits each row across a
+// workgroup for real GPUs.
+const RB: u32 = 8u;
 
-// Elements 4j..4j+3 of 32-block `blk` of W[row], dequantised (j in 0..8).
-fn wblock(row: u32, blk: u32, j: u32) -> vec4<f32> {
-#if F32
-    let c = row * p.cols + blk * 32u + 4u * j;
-    return vec4<f32>(w[c], w[c + 1u], w[c + 2u], w[c + 3u]);
-#endif
-#if F16
-    let c = (row * p.cols + blk * 32u + 4u * j) / 2u;
-    let a = w[c];
-    let b = w[c + 1u];
-    return vec4<f32>(f16_to_f32(a & 0xFFFFu), f16_to_f32(a >> 16u), f16_to_f32(b & 0xFFFFu), f16_to_f32(b >> 16u));
+// The scales of 32-block blk of W[row] that `wstep` needs, loaded once per block: Q8_0, Q4_0: (d, -);
+// Q4_M: (d, min); Q8_S16: (d of elements 0..15, d of 16..31); F32, F16: none.
+fn wscale(row: u32, blk: u32) -> vec2<f32> {
+#if QUANT
+    let bi = row * p.blocks + blk;
 #endif
 #if Q8_0
-    let bi = row * p.blocks + blk;
-    let q = vec4<f32>((vec4<i32>(bitcast<i32>(w[bi * 8u + j])) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
-    return sc[bi] * q;
+    return vec2<f32>(sc[bi], 0.0);
 #endif
 #if Q4_0
-    // word k holds elements 4k.. (low nibbles) and 4k+16.. (high nibbles)
-    let bi = row * p.blocks + blk;
-    let q = (vec4<u32>(w[bi * 4u + (j & 3u)]) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(4u * (j >> 2u)))) & vec4<u32>(15u);
-    return sc[bi] * (vec4<f32>(q) - 8.0);
+    return vec2<f32>(sc[bi], 0.0);
 #endif
 #if Q4_M
-    let bi = row * p.blocks + blk;
-    let q = (vec4<u32>(w[bi * 4u + (j & 3u)]) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(4u * (j >> 2u)))) & vec4<u32>(15u);
-    return sc[2u * bi] * vec4<f32>(q) + sc[2u * bi + 1u];
+    return vec2<f32>(sc[2u * bi], sc[2u * bi + 1u]);
 #endif
 #if Q8_S16
-    let bi = row * p.blocks + blk;
-    let q = vec4<f32>((vec4<i32>(bitcast<i32>(w[bi * 8u + j])) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
-    return sc[2u * bi + (j >> 2u)] * q;
+    return vec2<f32>(sc[2u * bi], sc[2u * bi + 1u]);
+#endif
+#if F32
+    return vec2<f32>(0.0);
+#endif
+#if F16
+    return vec2<f32>(0.0);
 #endif
 }
 
-// Prefill on CPU adapters: one invocation per (output row, TT tokens), each weight block read and
-// dequantised once for the TT tokens instead of once per token (cols a multiple of 32). The tile's
-// last tokens repeat token n - 1 where n is not a multiple of TT, and are not stored.
-const TT: u32 = 8u;
+// Step s (0..4) of 32-block blk of W[row] (scales d from `wscale`), dequantised: column 0 holds
+// the elements at xlo(s)..+3, column 1 those at xhi(s)..+3.
+fn wstep(row: u32, blk: u32, s: u32, d: vec2<f32>) -> mat2x4<f32> {
+#if F32
+    let c = row * p.cols + blk * 32u + 8u * s;
+    return mat2x4<f32>(vec4<f32>(w[c], w[c + 1u], w[c + 2u], w[c + 3u]), vec4<f32>(w[c + 4u], w[c + 5u], w[c + 6u], w[c + 7u]));
+#endif
+#if F16
+    let c = (row * p.cols + blk * 32u + 8u * s) / 2u;
+    let a = w[c];
+    let b = w[c + 1u];
+    let e = w[c + 2u];
+    let f = w[c + 3u];
+    return mat2x4<f32>(
+        vec4<f32>(f16_to_f32(a & 0xFFFFu), f16_to_f32(a >> 16u), f16_to_f32(b & 0xFFFFu), f16_to_f32(b >> 16u)),
+        vec4<f32>(f16_to_f32(e & 0xFFFFu), f16_to_f32(e >> 16u), f16_to_f32(f & 0xFFFFu), f16_to_f32(f >> 16u)));
+#endif
+#if Q8_0
+    let wi = (row * p.blocks + blk) * 8u + 2u * s;
+    return mat2x4<f32>(d.x * sbytes(w[wi]), d.x * sbytes(w[wi + 1u]));
+#endif
+#if Q8_S16
+    // steps 0, 1 are the first 16 elements, 2, 3 the second
+    let wi = (row * p.blocks + blk) * 8u + 2u * s;
+    let ds = select(d.y, d.x, s < 2u);
+    return mat2x4<f32>(ds * sbytes(w[wi]), ds * sbytes(w[wi + 1u]));
+#endif
+#if Q4_0
+    // word s holds elements 4s.. (low nibbles) and 4s+16.. (high nibbles)
+    let q = vec4<u32>(w[(row * p.blocks + blk) * 4u + s]) >> vec4<u32>(0u, 8u, 16u, 24u);
+    return mat2x4<f32>(d.x * (vec4<f32>(q & vec4<u32>(15u)) - 8.0), d.x * (vec4<f32>((q >> vec4<u32>(4u)) & vec4<u32>(15u)) - 8.0));
+#endif
+#if Q4_M
+    let q = vec4<u32>(w[(row * p.blocks + blk) * 4u + s]) >> vec4<u32>(0u, 8u, 16u, 24u);
+    return mat2x4<f32>(d.x * vec4<f32>(q & vec4<u32>(15u)) + d.y, d.x * vec4<f32>((q >> vec4<u32>(4u)) & vec4<u32>(15u)) + d.y);
+#endif
+}
+
+#if QUANT
+// the four signed bytes of a word
+fn sbytes(v: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<i32>(bitcast<i32>(v)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+#endif
+
+// Offsets in a 32-block of the elements in columns 0 and 1 of wstep(.., s).
+fn xlo(s: u32) -> u32 {
+#if NIBBLES
+    return 4u * s;
+#else
+    return 8u * s;
+#endif
+}
+
+fn xhi(s: u32) -> u32 {
+#if NIBBLES
+    return 4u * s + 16u;
+#else
+    return 8u * s + 4u;
+#endif
+}
+
+// Rows r0.. of this part for one invocation of the RB-row kernels; rows past the end repeat the
+// last row (computed, never stored). Every array below is indexed by constants only: CPU
+// adapters keep those in registers, a variable index would go through memory.
+fn tile_rows(r0: u32) -> array<u32, 8> {
+    let last = p.rows - 1u;
+    return array<u32, 8>(min(r0 + 0u, last), min(r0 + 1u, last), min(r0 + 2u, last), min(r0 + 3u, last), min(r0 + 4u, last), min(r0 + 5u, last), min(r0 + 6u, last), min(r0 + 7u, last));
+}
+
+// The RB rows' scales of one block (see `wscale`).
+fn scales(r: array<u32, 8>, blk: u32) -> array<vec2<f32>, 8> {
+    return array<vec2<f32>, 8>(wscale(r[0], blk), wscale(r[1], blk), wscale(r[2], blk), wscale(r[3], blk), wscale(r[4], blk), wscale(r[5], blk), wscale(r[6], blk), wscale(r[7], blk));
+}
+
+// Rows ra..rd (scales da..dd) of step s as (lo, hi) matrices: v * lo[j] is row j's partial dot
+// over the elements at xlo(s)..+3.
+fn group(ra: u32, rb: u32, rc: u32, rd: u32, da: vec2<f32>, db: vec2<f32>, dc: vec2<f32>, dd: vec2<f32>, blk: u32, s: u32) -> array<mat4x4<f32>, 2> {
+    let w0 = wstep(ra, blk, s, da);
+    let w1 = wstep(rb, blk, s, db);
+    let w2 = wstep(rc, blk, s, dc);
+    let w3 = wstep(rd, blk, s, dd);
+    return array<mat4x4<f32>, 2>(mat4x4<f32>(w0[0], w1[0], w2[0], w3[0]), mat4x4<f32>(w0[1], w1[1], w2[1], w3[1]));
+}
+
+// Step s of one block for the RB rows, by 4-row group.
+struct Step {
+    lo0: mat4x4<f32>,
+    hi0: mat4x4<f32>,
+    lo1: mat4x4<f32>,
+    hi1: mat4x4<f32>,
+}
+
+// One token's RB partial sums, by 4-row group.
+struct Acc {
+    g0: vec4<f32>,
+    g1: vec4<f32>,
+}
+
+fn step(r: array<u32, 8>, d: array<vec2<f32>, 8>, blk: u32, s: u32) -> Step {
+    let m0 = group(r[0], r[1], r[2], r[3], d[0], d[1], d[2], d[3], blk, s);
+    let m1 = group(r[4], r[5], r[6], r[7], d[4], d[5], d[6], d[7], blk, s);
+    return Step(m0[0], m0[1], m1[0], m1[1]);
+}
+
+// acc + this step's products with one token's activations at offset o of a block
+fn mac(acc: Acc, m: Step, o: u32, s: u32) -> Acc {
+    let l = o + xlo(s);
+    let h = o + xhi(s);
+    let xl = vec4<f32>(x[l], x[l + 1u], x[l + 2u], x[l + 3u]);
+    let xh = vec4<f32>(x[h], x[h + 1u], x[h + 2u], x[h + 3u]);
+    return Acc(acc.g0 + xl * m.lo0 + xh * m.hi0, acc.g1 + xl * m.lo1 + xh * m.hi1);
+}
+
+// Stores rows r0.. of token t (those that exist).
+fn store_tile(r0: u32, t: u32, a: Acc) {
+    if (t >= p.n) {
+        return;
+    }
+    let v = array<vec4<f32>, 2>(a.g0, a.g1);
+    for (var j = 0u; j < RB; j++) {
+        if (r0 + j < p.rows) {
+            store(r0 + j, t, v[j / 4u][j % 4u]);
+        }
+    }
+}
+
+const ACC0 = Acc(vec4<f32>(0.0), vec4<f32>(0.0));
+
+// Decode (one token per launch row z): RB rows per invocation.
+@compute @workgroup_size(64)
+fn rowwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let r0 = (gid.x + wid.y * p.grid_x * WG) * RB;
+    let r = tile_rows(r0);
+    let xo = wid.z * p.cols;
+    var acc = ACC0;
+    for (var blk = 0u; blk < p.blocks; blk++) {
+        let d = scales(r, blk);
+        for (var s = 0u; s < 4u; s++) {
+            acc = mac(acc, step(r, d, blk, s), xo + blk * 32u, s);
+        }
+    }
+    store_tile(r0, wid.z, acc);
+}
+
+// Prefill: RB rows × TT tokens per invocation (the tile's tokens past n repeat token n - 1 and
+// are not stored).
+const TT: u32 = 16u;
 
 @compute @workgroup_size(64)
 fn tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    // no early return: out-of-range lanes compute row rows - 1 and store nothing, so the control
-    // flow stays uniform and the activation loads (uniform addresses) stay scalar on CPU adapters
-    let r = gid.x + wid.y * p.grid_x * WG;
-    let row = min(r, p.rows - 1u);
+    let r0 = (gid.x + wid.y * p.grid_x * WG) * RB;
+    let r = tile_rows(r0);
     let t0 = wid.z * TT;
-    var xo: array<u32, 8>;
-    for (var i = 0u; i < TT; i++) {
-        xo[i] = min(t0 + i, p.n - 1u) * p.cols;
-    }
-    var acc: array<f32, 8>;
+    let last = p.n - 1u;
+    let x0 = min(t0 + 0u, last) * p.cols;
+    let x1 = min(t0 + 1u, last) * p.cols;
+    let x2 = min(t0 + 2u, last) * p.cols;
+    let x3 = min(t0 + 3u, last) * p.cols;
+    let x4 = min(t0 + 4u, last) * p.cols;
+    let x5 = min(t0 + 5u, last) * p.cols;
+    let x6 = min(t0 + 6u, last) * p.cols;
+    let x7 = min(t0 + 7u, last) * p.cols;
+    let x8 = min(t0 + 8u, last) * p.cols;
+    let x9 = min(t0 + 9u, last) * p.cols;
+    let x10 = min(t0 + 10u, last) * p.cols;
+    let x11 = min(t0 + 11u, last) * p.cols;
+    let x12 = min(t0 + 12u, last) * p.cols;
+    let x13 = min(t0 + 13u, last) * p.cols;
+    let x14 = min(t0 + 14u, last) * p.cols;
+    let x15 = min(t0 + 15u, last) * p.cols;
+    var a0 = ACC0;
+    var a1 = ACC0;
+    var a2 = ACC0;
+    var a3 = ACC0;
+    var a4 = ACC0;
+    var a5 = ACC0;
+    var a6 = ACC0;
+    var a7 = ACC0;
+    var a8 = ACC0;
+    var a9 = ACC0;
+    var a10 = ACC0;
+    var a11 = ACC0;
+    var a12 = ACC0;
+    var a13 = ACC0;
+    var a14 = ACC0;
+    var a15 = ACC0;
     for (var blk = 0u; blk < p.blocks; blk++) {
-        for (var j = 0u; j < 8u; j++) {
-            let wv = wblock(row, blk, j);
-            let c = blk * 32u + 4u * j;
-            for (var i = 0u; i < TT; i++) {
-                let o = xo[i] + c;
-                acc[i] += dot(wv, vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]));
-            }
+        let d = scales(r, blk);
+        let c = blk * 32u;
+        for (var s = 0u; s < 4u; s++) {
+            let m = step(r, d, blk, s);
+            a0 = mac(a0, m, x0 + c, s);
+            a1 = mac(a1, m, x1 + c, s);
+            a2 = mac(a2, m, x2 + c, s);
+            a3 = mac(a3, m, x3 + c, s);
+            a4 = mac(a4, m, x4 + c, s);
+            a5 = mac(a5, m, x5 + c, s);
+            a6 = mac(a6, m, x6 + c, s);
+            a7 = mac(a7, m, x7 + c, s);
+            a8 = mac(a8, m, x8 + c, s);
+            a9 = mac(a9, m, x9 + c, s);
+            a10 = mac(a10, m, x10 + c, s);
+            a11 = mac(a11, m, x11 + c, s);
+            a12 = mac(a12, m, x12 + c, s);
+            a13 = mac(a13, m, x13 + c, s);
+            a14 = mac(a14, m, x14 + c, s);
+            a15 = mac(a15, m, x15 + c, s);
         }
     }
-    for (var i = 0u; i < TT; i++) {
-        if (r < p.rows && t0 + i < p.n) {
-            store(row, t0 + i, acc[i]);
-        }
-    }
+    store_tile(r0, t0 + 0u, a0);
+    store_tile(r0, t0 + 1u, a1);
+    store_tile(r0, t0 + 2u, a2);
+    store_tile(r0, t0 + 3u, a3);
+    store_tile(r0, t0 + 4u, a4);
+    store_tile(r0, t0 + 5u, a5);
+    store_tile(r0, t0 + 6u, a6);
+    store_tile(r0, t0 + 7u, a7);
+    store_tile(r0, t0 + 8u, a8);
+    store_tile(r0, t0 + 9u, a9);
+    store_tile(r0, t0 + 10u, a10);
+    store_tile(r0, t0 + 11u, a11);
+    store_tile(r0, t0 + 12u, a12);
+    store_tile(r0, t0 + 13u, a13);
+    store_tile(r0, t0 + 14u, a14);
+    store_tile(r0, t0 + 15u, a15);
 }

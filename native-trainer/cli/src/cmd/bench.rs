@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// With --model: end with one JSON line of the figures
     #[arg(long)]
     pub json: bool,
+    /// With --model and --backend wgpu: time every kernel launch of one prefill and one decode
+    /// step alone and print where the time goes
+    #[arg(long)]
+    pub profile: bool,
     /// With --model: also measure the single-thread read bandwidth and say what share of it decode reaches
     #[arg(long)]
     pub bandwidth: bool,
@@ -135,6 +139,14 @@ pub fn shape(name: &str) -> anyhow::Result<&'static Shape> {
 /// Random weights of a benchmark shape in `ty` (values ±0.05, unit norms).
 pub fn random_model(s: &Shape, ty: GgmlType, seed: u64) -> ModelWeights {
     random_weights(&s.config(), &mut Rng::new(seed), 0.0, |rng, _, r, c| random_matrix(rng, ty, r, c, 0.05), s.name)
+}
+
+/// Bytes of weights one decode step reads on the GPU, in the layouts the GPU keeps (Q4_K
+/// repacked with f32 scales and mins, Q5_0 widened to Q8_0, ...; `gpu_bytes`).
+pub fn gpu_weight_bytes(w: &ModelWeights) -> u64 {
+    let m = |m: &Matrix| vicugna_shaders::wgpu_backend::gpu_bytes(m.ty, (m.rows * m.cols) as u64);
+    w.layers.iter().map(|l| l.proj.iter().map(m).sum::<u64>() + 8 * l.attn_norm.len() as u64).sum::<u64>()
+        + m(w.lm_head())
 }
 
 /// Bytes of weights one decode step reads (every matrix once; the embedding row is negligible
@@ -261,6 +273,7 @@ pub fn run_model(
         }
         Ok((prefill, steps as f64 / t.elapsed().as_secs_f64()))
     };
+    let mut per_step: Option<(u64, u64)> = None; // wgpu: (dispatches, weight bytes on the GPU) per decode step
     let (prefill, decode) = match backend {
         BackendKind::Cpu => {
             let cpu = a.kernels.cpu_or(1)?;
@@ -284,7 +297,22 @@ pub fn run_model(
             let d0 = m.backend.dispatch_count();
             m.forward_blocking(&[1], prompt.len() + steps, &mut cache.borrow_mut(), vicugna_core::Pick::Greedy)?
                 .token()?;
-            writeln!(out, "dispatches per decode step: {}", m.backend.dispatch_count() - d0)?;
+            let dispatches = m.backend.dispatch_count() - d0;
+            writeln!(out, "dispatches per decode step: {dispatches}")?;
+            per_step = Some((dispatches, gpu_weight_bytes(&w)));
+            if a.profile {
+                let mut c = m.new_cache(prompt.len() + 2)?;
+                for (what, toks, pos) in [("prefill", &prompt[..], 0), ("decode step", &prompt[..1], prompt.len())] {
+                    m.backend.profile();
+                    m.forward_blocking(toks, pos, &mut c, vicugna_core::Pick::Greedy)?.token()?;
+                    let prof = m.backend.take_profile();
+                    let total: f64 = prof.iter().map(|k| k.2).sum();
+                    writeln!(out, "profile, {what} ({} tokens), each launch alone: {:.1} ms", toks.len(), total * 1e3)?;
+                    for (k, n, s) in prof {
+                        writeln!(out, "  {:>5.1}%  {:>8.2} ms  {n:>4} launches  {k}", 100.0 * s / total, s * 1e3)?;
+                    }
+                }
+            }
             r
         }
     };
@@ -315,6 +343,8 @@ pub fn run_model(
                 "prefill_tok_s": prefill, "decode_tok_s": decode, "threads": threads,
                 "model": path.display().to_string(), "prompt_len": prompt.len(), "gen": steps,
                 "kernels": kernels, "decode_weight_gb_s": decode_gbs, "read_bandwidth_gb_s": bw,
+                "dispatches_per_decode_step": per_step.map(|p| p.0),
+                "gpu_weight_bytes_per_decode_step": per_step.map(|p| p.1),
             })
         )?;
     }
