@@ -231,17 +231,20 @@ fn xhi(s: u32) -> u32 {
 // adapters keep those in registers, a variable index would go through memory.
 fn tile_rows(r0: u32) -> array<u32, 8> {
     let last = p.rows - 1u;
-    return array<u32, 8>(min(r0 + 0u, last), min(r0 + 1u, last), min(r0 + 2u, last), min(r0 + 3u, last), min(r0 + 4u, last), min(r0 + 5u, last), min(r0 + 6u, last), min(r0 + 7u, last));
+    return array<u32, 8>(min(r0, last), min(r0 + 1u, last), min(r0 + 2u, last), min(r0 + 3u, last),
+                         min(r0 + 4u, last), min(r0 + 5u, last), min(r0 + 6u, last), min(r0 + 7u, last));
 }
 
 // The RB rows' scales of one block (see `wscale`).
 fn scales(r: array<u32, 8>, blk: u32) -> array<vec2<f32>, 8> {
-    return array<vec2<f32>, 8>(wscale(r[0], blk), wscale(r[1], blk), wscale(r[2], blk), wscale(r[3], blk), wscale(r[4], blk), wscale(r[5], blk), wscale(r[6], blk), wscale(r[7], blk));
+    return array<vec2<f32>, 8>(wscale(r[0], blk), wscale(r[1], blk), wscale(r[2], blk), wscale(r[3], blk),
+                               wscale(r[4], blk), wscale(r[5], blk), wscale(r[6], blk), wscale(r[7], blk));
 }
 
 // Rows ra..rd (scales da..dd) of step s as (lo, hi) matrices: v * lo[j] is row j's partial dot
 // over the elements at xlo(s)..+3.
-fn group(ra: u32, rb: u32, rc: u32, rd: u32, da: vec2<f32>, db: vec2<f32>, dc: vec2<f32>, dd: vec2<f32>, blk: u32, s: u32) -> array<mat4x4<f32>, 2> {
+fn group(ra: u32, rb: u32, rc: u32, rd: u32, da: vec2<f32>, db: vec2<f32>, dc: vec2<f32>, dd: vec2<f32>,
+         blk: u32, s: u32) -> array<mat4x4<f32>, 2> {
     let w0 = wstep(ra, blk, s, da);
     let w1 = wstep(rb, blk, s, db);
     let w2 = wstep(rc, blk, s, dc);
@@ -319,7 +322,7 @@ fn tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) w
     let r = tile_rows(r0);
     let t0 = wid.z * TT;
     let last = p.n - 1u;
-    let x0 = min(t0 + 0u, last) * p.cols;
+    let x0 = min(t0, last) * p.cols;
     let x1 = min(t0 + 1u, last) * p.cols;
     let x2 = min(t0 + 2u, last) * p.cols;
     let x3 = min(t0 + 3u, last) * p.cols;
