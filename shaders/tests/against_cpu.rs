@@ -63,7 +63,8 @@ fn matmul_with_and_without_lora_matches_cpu_for_every_format() {
 
 fn matmul_cases(g: &Wgpu) {
     let mut rng = Rng::new(1);
-    for &(rows, cols) in &[(1usize, 32usize), (5, 64), (67, 96), (130, 256)] {
+    // cols 40: F32 and F16 only (not a whole block), which the CPU-adapter kernels leave to `main`
+    for &(rows, cols) in &[(1usize, 32usize), (5, 64), (7, 40), (67, 96), (130, 256)] {
         for &n in &[1usize, 3, 11, 19] {
             let x = rng.vec(n * cols, 1.0);
             let base = Matrix::from_f32(rows, cols, rng.vec(rows * cols, 0.5));
