@@ -175,6 +175,8 @@ pub struct Generated {
     /// Decoded new text (stop string and everything after it removed).
     pub text: String,
     pub stop: StopReason,
+    /// Prompt tokens whose keys and values came from a [`PromptCache`] instead of being run.
+    pub reused: usize,
 }
 
 impl GenerationConfig {
@@ -274,6 +276,120 @@ pub async fn generate_observed_async<B: Backend>(
     tk: &Tokenizer,
     prompt: &[u32],
     cfg: &GenerationConfig,
+    on_token: impl FnMut(u32) -> bool,
+    on_text: impl FnMut(&str) -> bool,
+) -> Result<Generated> {
+    generate_cached_async(model, tk, prompt, cfg, &mut PromptCache::new(0), on_token, on_text).await
+}
+
+/// Keys and values kept from one request to the next on one model, as llama.cpp's server keeps
+/// them with `cache_prompt`: a prompt that begins with tokens the cache already holds (the
+/// template's preamble, the earlier turns of a chat, the last reply) prefills only the rest.
+/// The tokens are compared, not the text, so a history that tokenises differently the second
+/// time reuses what still matches. The cache remembers the model's [`Model::state`]: after an
+/// adapter is attached, detached or reweighted nothing is reused.
+///
+/// Reuse changes no result: a position's keys and values depend only on the tokens before it,
+/// and every backend computes a row the same way whatever the other rows of its batch are
+/// (`tests::a_prompt_cache_changes_no_token` holds the CPU to it, the shaders suite the GPU).
+pub struct PromptCache<B: Backend> {
+    kv: Option<B::Cache>,
+    /// Positions the backend cache was made for.
+    made_for: usize,
+    /// Positions to make a new cache for, at least (a chat's context; 0: each request's need).
+    capacity: usize,
+    /// The tokens whose keys and values `kv` holds, at positions 0..ids.len().
+    ids: Vec<u32>,
+    state: u64,
+}
+
+impl<B: Backend> PromptCache<B> {
+    /// An empty cache that will hold `capacity` positions (more if a request needs more).
+    pub fn new(capacity: usize) -> Self {
+        PromptCache { kv: None, made_for: 0, capacity, ids: Vec::new(), state: 0 }
+    }
+
+    /// The tokens whose keys and values are held.
+    pub fn tokens(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Forget what is held (the backend memory is kept for the next request).
+    pub fn clear(&mut self) {
+        self.ids.clear();
+    }
+
+    /// The leading tokens of `ids` whose keys and values are held (none if the model's state
+    /// has changed since).
+    fn common(&self, model: &Model<B>, ids: &[u32]) -> usize {
+        if self.state != model.state() {
+            return 0;
+        }
+        self.ids.iter().zip(ids).take_while(|(a, b)| a == b).count()
+    }
+
+    /// How many leading tokens of `prompt` need not be run again: the common prefix with what
+    /// is held, at most all but the last token (its logits are needed).
+    pub fn reusable(&self, model: &Model<B>, prompt: &[u32]) -> usize {
+        self.common(model, prompt).min(prompt.len().saturating_sub(1))
+    }
+
+    /// Make room for `need` positions and keep the first `reuse` tokens held (none if a new
+    /// backend cache had to be made); the rest are dropped, as their positions are about to be
+    /// overwritten. Returns the tokens kept.
+    fn prepare(&mut self, model: &Model<B>, reuse: usize, need: usize) -> Result<usize> {
+        let mut reuse = reuse;
+        if self.kv.is_none() || self.made_for < need {
+            let n = need.max(self.capacity);
+            self.kv = None; // free the old cache before making the new one
+            self.kv = Some(model.new_cache(n)?);
+            self.made_for = n;
+            reuse = 0;
+        }
+        self.ids.truncate(reuse);
+        self.state = model.state();
+        Ok(reuse)
+    }
+
+    /// Run the part of `ids` not yet held through the model now, `chunk` tokens per forward
+    /// pass, while `go()` says to carry on (asked before each pass), so that a later prompt
+    /// beginning with `ids` starts from them: a chat front end prefills its template's preamble
+    /// while the user types, and stops as soon as a request arrives. Returns the tokens run.
+    pub async fn warm(
+        &mut self,
+        model: &Model<B>,
+        ids: &[u32],
+        chunk: usize,
+        mut go: impl FnMut() -> bool,
+    ) -> Result<usize> {
+        let held = self.common(model, ids);
+        if held == ids.len() {
+            return Ok(0);
+        }
+        let start = self.prepare(model, held, ids.len())?;
+        let mut pos = start;
+        while pos < ids.len() && go() {
+            let end = (pos + chunk.max(1)).min(ids.len());
+            let kv = self.kv.as_mut().expect("prepared");
+            model.forward(&ids[pos..end], pos, kv, Pick::Greedy).await?;
+            self.ids.extend_from_slice(&ids[pos..end]);
+            pos = end;
+        }
+        Ok(pos - start)
+    }
+}
+
+/// `generate_observed_async` that starts from the keys and values `cache` holds for the
+/// prompt's leading tokens and leaves there what this request computed (prompt and reply),
+/// for the next request to start from. `Generated::reused` says how many prompt tokens were
+/// not run again. Beam search runs its own caches and leaves `cache` as it was.
+#[allow(clippy::too_many_arguments)]
+pub async fn generate_cached_async<B: Backend>(
+    model: &Model<B>,
+    tk: &Tokenizer,
+    prompt: &[u32],
+    cfg: &GenerationConfig,
+    cache: &mut PromptCache<B>,
     mut on_token: impl FnMut(u32) -> bool,
     on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generated> {
@@ -282,7 +398,7 @@ pub async fn generate_observed_async<B: Backend>(
     }
     let mut sink =
         TextSink { tk, dec: StreamDecoder::new(), text: String::new(), emitted: 0, stops: &cfg.stop_strings, on_text };
-    let finish = |sink: &mut TextSink<_>, ids: Vec<u32>, mut stop: StopReason| {
+    let finish = |sink: &mut TextSink<_>, ids: Vec<u32>, mut stop: StopReason, reused: usize| {
         let tail = sink.dec.finish();
         sink.text.push_str(&tail);
         if stop != StopReason::StopString {
@@ -290,7 +406,7 @@ pub async fn generate_observed_async<B: Backend>(
                 stop = r;
             }
         }
-        Generated { ids, text: sink.text.clone(), stop }
+        Generated { ids, text: sink.text.clone(), stop, reused }
     };
     if cfg.num_beams > 1 {
         let ids = beam_search_async(model, prompt, cfg).await?;
@@ -312,17 +428,19 @@ pub async fn generate_observed_async<B: Backend>(
                 break;
             }
         }
-        return Ok(finish(&mut sink, ids, stop));
+        return Ok(finish(&mut sink, ids, stop, 0));
     }
-    let max_seq = prompt.len() + cfg.max_new_tokens;
-    let mut cache = model.new_cache(max_seq)?;
+    let reused = cache.prepare(model, cache.reusable(model, prompt), prompt.len() + cfg.max_new_tokens)?;
+    let PromptCache { kv, ids: held, .. } = cache;
+    let kv = kv.as_mut().expect("prepared");
     let mut history = prompt.to_vec();
     // without history-dependent processors the backend picks the token itself (greedy or sampled),
     // so a GPU reads back 4 bytes instead of the logits
     let plain = cfg.repetition_penalty == 1.0 && cfg.bad_words_ids.is_empty();
     // one random stream, drawn once per sampled token whichever path draws it
     let mut rng = Rng::new(cfg.seed);
-    let mut next_step = step(model, cfg, plain, prompt, 0, 0, &mut cache, &mut rng).await?;
+    let mut next_step = step(model, cfg, plain, &prompt[reused..], reused, 0, kv, &mut rng).await?;
+    held.extend_from_slice(&prompt[reused..]);
     let mut out = Vec::new();
     let mut stop = StopReason::MaxTokens;
     while out.len() < cfg.max_new_tokens {
@@ -355,9 +473,10 @@ pub async fn generate_observed_async<B: Backend>(
         if out.len() == cfg.max_new_tokens {
             break;
         }
-        next_step = step(model, cfg, plain, &[next], history.len() - 1, out.len(), &mut cache, &mut rng).await?;
+        next_step = step(model, cfg, plain, &[next], history.len() - 1, out.len(), kv, &mut rng).await?;
+        held.push(next);
     }
-    Ok(finish(&mut sink, out, stop))
+    Ok(finish(&mut sink, out, stop, reused))
 }
 
 /// One forward step: the backend picks the token itself when no history-dependent processor

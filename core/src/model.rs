@@ -64,6 +64,15 @@ pub struct Model<B: Backend> {
     norm: B::Vector,
     layers: Vec<Layer<B>>,
     adapters: Vec<Attached<B>>,
+    /// Changes whenever what the model computes changes (a new model, an adapter attached,
+    /// detached or reweighted): keys and values kept under another state are stale.
+    state: u64,
+}
+
+/// A fresh value for `Model::state`, unique in this process.
+fn next_state() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<B: Backend> Model<B> {
@@ -97,13 +106,18 @@ impl<B: Backend> Model<B> {
         }
         self.detach(&a.name);
         self.adapters.push(Attached { name: a.name.clone(), weight, pairs });
+        self.state = next_state();
         Ok(())
     }
 
     pub fn detach(&mut self, name: &str) -> bool {
         let n = self.adapters.len();
         self.adapters.retain(|a| a.name != name);
-        n != self.adapters.len()
+        let removed = n != self.adapters.len();
+        if removed {
+            self.state = next_state();
+        }
+        removed
     }
 
     pub fn set_adapter_weight(&mut self, name: &str, weight: f32) -> Result<()> {
@@ -112,8 +126,18 @@ impl<B: Backend> Model<B> {
             .iter_mut()
             .find(|a| a.name == name)
             .ok_or_else(|| Error::Invalid(format!("no adapter named `{name}` is attached")))?;
-        a.weight = weight;
+        if a.weight != weight {
+            a.weight = weight;
+            self.state = next_state();
+        }
         Ok(())
+    }
+
+    /// An id of what the model computes: equal ids mean the same weights, adapters and
+    /// adapter weights, so keys and values computed under one are valid under the other
+    /// (`generate::PromptCache` checks it).
+    pub fn state(&self) -> u64 {
+        self.state
     }
 
     pub fn adapters(&self) -> Vec<(String, f32)> {
@@ -330,6 +354,7 @@ impl<B: Backend> ModelBuilder<B> {
             norm,
             layers,
             adapters: Vec::new(),
+            state: next_state(),
             backend: self.backend,
         })
     }

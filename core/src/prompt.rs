@@ -164,6 +164,17 @@ pub fn prompt_ids(
     }
 }
 
+/// The tokens every first-turn prompt of `template` begins with, whatever the user writes (BOS
+/// and the preamble up to where the input goes): what a chat front end can prefill while the
+/// user types (`generate::PromptCache::warm`). Found by tokenising the template around two
+/// different inputs, so a tokenizer that merges across the boundary is accounted for.
+pub fn fixed_prefix(tk: &Tokenizer, template: Template, max_context: usize, max_new_tokens: usize) -> Result<Vec<u32>> {
+    let a = prompt_ids(tk, template, &[], "甲", None, max_context, max_new_tokens)?;
+    let b = prompt_ids(tk, template, &[], "Z", None, max_context, max_new_tokens)?;
+    let n = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    Ok(a[..n].to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,3 +194,100 @@ fn chat_rules_ban_and_stop_role_markers() {
     let again = cfg.clone().with_chat_rules(&tk).unwrap();
     assert_eq!(again.stop_strings, cfg.stop_strings, "applying the rules twice adds nothing");
 }
+
+/// A prompt cache reuses what it holds and changes no result: chunked prefill gives the same
+/// logits as one pass, and every request (greedy with the chat rules, sampled, a follow-up
+/// turn, after an adapter is attached, after a warm-up) equals the same request run cold.
+#[test]
+fn a_prompt_cache_changes_no_token() {
+    use vicugna_core::generate::{generate_cached_async, PromptCache};
+    use vicugna_core::prompt::{fixed_prefix, prompt_ids, Template, Turn};
+    let w = ModelWeights::load(&fixture("tiny-llama")).unwrap();
+    let tk = Tokenizer::load(&fixture("tiny-llama")).unwrap();
+    let ids = |h: &[Turn], q: &str| prompt_ids(&tk, Template::Chat, h, q, None, 256, 16).unwrap();
+    for be in [Cpu::EXACT, Cpu::FAST] {
+        let kernels = be.kernels;
+        let mut m = Model::new(be, &w).unwrap();
+        // keys and values of a row do not depend on the rest of its batch
+        let p = ids(&[], "你好，介绍一下你自己");
+        let mut whole = m.new_cache(64).unwrap();
+        let one = m.forward_blocking(&p, 0, &mut whole, Pick::AllLogits).unwrap().logits().unwrap();
+        let mut parts = m.new_cache(64).unwrap();
+        let mut chunked = Vec::new();
+        for (i, c) in p.chunks(5).enumerate() {
+            chunked.extend(m.forward_blocking(c, i * 5, &mut parts, Pick::AllLogits).unwrap().logits().unwrap());
+        }
+        assert_eq!(one, chunked, "{kernels:?}: chunked prefill is bit-identical");
+
+        let greedy = GenerationConfig {
+            max_new_tokens: 16,
+            repetition_penalty: 1.3,
+            eos_token_ids: vec![2],
+            ..Default::default()
+        }
+        .with_chat_rules(&tk)
+        .unwrap();
+        let sampled = GenerationConfig { temperature: 0.8, top_p: 0.9, do_sample: true, seed: 7, ..greedy.clone() };
+        let run = |m: &Model<Cpu>, pc: &mut PromptCache<Cpu>, p: &[u32], cfg: &GenerationConfig| {
+            vicugna_core::backend::block_on(generate_cached_async(m, &tk, p, cfg, pc, |_| true, |_| true)).unwrap()
+        };
+        let cold = |m: &Model<Cpu>, p: &[u32], cfg: &GenerationConfig| run(m, &mut PromptCache::new(0), p, cfg);
+        let mut pc = PromptCache::new(256);
+        let first = run(&m, &mut pc, &p, &greedy);
+        assert_eq!(first.reused, 0);
+        assert_eq!(first.ids, cold(&m, &p, &greedy).ids);
+        // the cache holds the prompt and every reply token that was run (all but the last)
+        assert_eq!(pc.tokens().len(), p.len() + first.ids.len() - 1);
+        assert_eq!(&pc.tokens()[..p.len()], &p[..]);
+        // another question shares the preamble
+        let q = ids(&[], "一公斤的棉花和一公斤的铁，哪一个更重？");
+        let lcp = p.iter().zip(&q).take_while(|(a, b)| a == b).count();
+        assert!(lcp >= 10, "the chat preamble is shared ({lcp} tokens)");
+        let got = run(&m, &mut pc, &q, &greedy);
+        assert_eq!(got.reused, lcp);
+        assert_eq!(got.ids, cold(&m, &q, &greedy).ids);
+        // the same question sampled: all of it but the last token is held now
+        let got = run(&m, &mut pc, &q, &sampled);
+        assert_eq!(got.reused, q.len() - 1);
+        assert_eq!(got.ids, cold(&m, &q, &sampled).ids);
+        // a follow-up turn reuses the whole earlier exchange where it tokenises the same
+        let r = run(&m, &mut pc, &q, &greedy);
+        let follow = ids(
+            &[Turn {
+                input: "一公斤的棉花和一公斤的铁，哪一个更重？".into(), output: r.text.clone()
+            }],
+            "为什么？",
+        );
+        let held = pc.tokens().iter().zip(&follow).take_while(|(a, b)| a == b).count();
+        let got = run(&m, &mut pc, &follow, &greedy);
+        assert_eq!(got.reused, held);
+        assert!(held > q.len() - 2, "the earlier turn is reused ({held} of {} tokens)", q.len());
+        assert_eq!(got.ids, cold(&m, &follow, &greedy).ids);
+        // the same prompt again: all but its last token
+        assert_eq!(run(&m, &mut pc, &follow, &greedy).reused, follow.len() - 1);
+        // an adapter changes every key and value: nothing is reused
+        m.attach(&LoraAdapter::load(&fixture("lora-a")).unwrap(), 1.0).unwrap();
+        let got = run(&m, &mut pc, &follow, &greedy);
+        assert_eq!(got.reused, 0);
+        assert_eq!(got.ids, cold(&m, &follow, &greedy).ids);
+        m.set_adapter_weight("lora-a", 0.5).unwrap();
+        assert_eq!(pc.reusable(&m, &follow), 0, "reweighting invalidates too");
+        // warming the template's fixed prefix in small chunks, then a question starts after it
+        let pre = fixed_prefix(&tk, Template::Chat, 256, 16).unwrap();
+        assert!(pre.len() >= 10 && p.starts_with(&pre) && q.starts_with(&pre));
+        let mut warm = PromptCache::new(256);
+        let mut passes = 0;
+        let n = vicugna_core::backend::block_on(warm.warm(&m, &pre, 4, || {
+            passes += 1;
+            passes <= 2
+        }))
+        .unwrap();
+        assert_eq!(n, 8, "stopped when told to, after two passes");
+        let n = vicugna_core::backend::block_on(warm.warm(&m, &pre, 4, || true)).unwrap();
+        assert_eq!(n, pre.len() - 8, "carried on from where it stopped");
+        assert_eq!(vicugna_core::backend::block_on(warm.warm(&m, &pre, 4, || true)).unwrap(), 0, "nothing left");
+        let got = run(&m, &mut warm, &q, &greedy);
+        assert_eq!(got.reused, pre.len());
+        assert_eq!(got.ids, cold(&m, &q, &greedy).ids);
+    }
+}
