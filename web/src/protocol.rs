@@ -194,6 +194,9 @@ pub enum Event {
         text: String,
         stop: String,
         prompt_tokens: usize,
+        /// Prompt tokens whose keys and values were kept from the previous request (not run).
+        #[serde(default)]
+        prompt_reused: usize,
         new_tokens: usize,
         seconds: f64,
         tok_per_s: f64,

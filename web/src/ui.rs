@@ -706,7 +706,18 @@ fn handle(app: &Shared, e: Event) {
                 set_text(&a.doc, "status", &format!("Generating… {tokens} tokens, {tok_per_s:.1} tok/s"));
             }
         }
-        Event::Done { id, ids, text, stop, new_tokens, tok_per_s, first_token_ms, .. } => {
+        Event::Done {
+            id,
+            ids,
+            text,
+            stop,
+            prompt_tokens,
+            prompt_reused,
+            new_tokens,
+            tok_per_s,
+            first_token_ms,
+            ..
+        } => {
             let p = {
                 let mut a = app.borrow_mut();
                 match a.pending.take() {
@@ -725,13 +736,16 @@ fn handle(app: &Shared, e: Event) {
                 let _ = bot.set_attribute("data-tok-per-s", &format!("{tok_per_s:.2}"));
                 let _ = bot.set_attribute("data-stop", &stop);
                 let _ = bot.set_attribute("data-first-token-ms", &format!("{first_token_ms:.0}"));
+                let _ = bot.set_attribute("data-prompt-tokens", &prompt_tokens.to_string());
+                let _ = bot.set_attribute("data-prompt-reused", &prompt_reused.to_string());
                 let output = text.trim().to_string();
                 app.borrow_mut().turns.push(UiTurn { input: p.input, output, ids, tok_per_s, els: p.els });
                 let stopped = if stop == "cancelled" { " (stopped)" } else { "" };
                 status(
                     app,
                     &format!(
-                        "{new_tokens} tokens at {tok_per_s:.1} tok/s, first token after {first_token_ms:.0} ms{stopped}."
+                        "{new_tokens} tokens at {tok_per_s:.1} tok/s, first token after {first_token_ms:.0} ms \
+                         ({prompt_tokens}-token prompt, {prompt_reused} kept from before){stopped}."
                     ),
                 );
                 set_state(app, "ready");

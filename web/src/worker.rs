@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use vicugna_core::generate::generate_observed_async;
+use vicugna_core::generate::{generate_cached_async, PromptCache};
 use vicugna_core::prompt::Turn;
 use vicugna_core::stream::StreamLoader;
 use vicugna_core::tokenizer::Tokenizer;
@@ -74,6 +74,9 @@ struct Session {
     tk: Tokenizer,
     /// Downloaded adapters by "name@version" (switching back needs no second download).
     adapters: HashMap<String, LoraAdapter>,
+    /// Keys and values of the last prompt and reply, on the GPU: the next turn of a chat (or any
+    /// prompt sharing the template's preamble) prefills only what is new.
+    prompt_cache: PromptCache<Wgpu>,
 }
 
 #[derive(Default)]
@@ -423,6 +426,7 @@ impl Worker {
             model: loaded.model,
             tk: loaded.tokenizer,
             adapters: HashMap::new(),
+            prompt_cache: PromptCache::new(max_context),
         })
     }
 
@@ -469,18 +473,25 @@ impl Worker {
         self.stop.set(false);
         self.ensure_gpu().await?;
         // requests run one at a time, so the session can leave its cell while it generates
-        let s = self
+        let mut s = self
             .session
             .take()
             .ok_or_else(|| Fail(ErrorKind::Other, "no model is loaded yet: load one first".into()))?;
-        let r = self.generate_with(&s, id, history, input, settings).await;
+        let r = self.generate_with(&mut s, id, history, input, settings).await;
         if !DEVICE_LOST.with(|l| l.get()) {
             *self.session.borrow_mut() = Some(s);
         }
         r
     }
 
-    async fn generate_with(&self, s: &Session, id: u64, history: &[Turn], input: &str, settings: &Settings) -> Res<()> {
+    async fn generate_with(
+        &self,
+        s: &mut Session,
+        id: u64,
+        history: &[Turn],
+        input: &str,
+        settings: &Settings,
+    ) -> Res<()> {
         let cfg = settings.generation_config(&s.tk, &s.model.cfg.eos_token_ids).map_err(other)?;
         let ids = settings.prompt_ids(&s.tk, history, input).map_err(other)?;
         let t0 = now_ms();
@@ -488,11 +499,12 @@ impl Worker {
         let count = Cell::new(0usize);
         let oom = self.gpu.borrow().as_ref().map(|g| g.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory));
         let rate = |n: usize| n as f64 / ((now_ms() - t0).max(1.0) / 1e3);
-        let g = generate_observed_async(
+        let g = generate_cached_async(
             &s.model,
             &s.tk,
             &ids,
             &cfg,
+            &mut s.prompt_cache,
             |_| {
                 if count.get() == 0 {
                     first.set(now_ms() - t0);
@@ -525,6 +537,7 @@ impl Worker {
             text: g.text,
             stop: format!("{:?}", g.stop).to_lowercase(),
             prompt_tokens: ids.len(),
+            prompt_reused: g.reused,
             new_tokens: g.ids.len(),
             seconds: secs,
             tok_per_s: g.ids.len() as f64 / secs.max(1e-3),
