@@ -410,6 +410,15 @@ test('Gemma-3 270M + vicugna-zh-chat by default: streamed into WebGPU, same gree
     assert.match(row, /Licence: Gemma Terms of Use; data CC BY-NC 4\.0/);
     await p.getByLabel('Temperature (0 = greedy)').fill('0');
     await p.getByLabel('Max new tokens').fill(String(zhMaxNew));
+    // with the adapter on, the worker prefills the chat template's preamble while nothing is
+    // asked (a user reading the page and typing): the first question then prefills only itself
+    await p.waitForFunction(() => document.body.dataset.warmHeld !== undefined
+      && document.body.dataset.warmHeld === document.body.dataset.warmPrefix, null, { timeout: 120_000 });
+    const warm = await p.evaluate(() => ({ ...document.body.dataset }));
+    const preamble = Number(warm.warmPrefix);
+    assert.ok(preamble > 10, `the chat preamble is ${preamble} tokens`);
+    figures.gemma_preamble_tokens = preamble;
+    figures.gemma_preamble_prefill_s = Number(warm.warmSeconds);
     figures.zh_replies = [];
     for (const q of zhPrompts) {
       const clear = p.getByRole('button', { name: 'Clear' });
@@ -425,9 +434,16 @@ test('Gemma-3 270M + vicugna-zh-chat by default: streamed into WebGPU, same gree
         .trim().split('\n').pop());
       assert.deepEqual(ids, want.ids, q);
       assert.equal(await reply.locator('.text').textContent(), want.text);
-      figures.zh_replies.push({ prompt: q, reply: want.text, tokens: ids.length,
-        seconds: (Date.now() - before) / 1e3, first_token_ms: Number(await reply.getAttribute('data-first-token-ms')) });
+      // the preamble's keys and values are reused (warmed before the first question, kept from
+      // the previous request after it) and the replies above are still the CPU's, token for token
+      const promptTokens = Number(await reply.getAttribute('data-prompt-tokens'));
+      const reused = Number(await reply.getAttribute('data-prompt-reused'));
+      assert.ok(reused >= preamble && reused < promptTokens, `${q}: ${reused} of ${promptTokens} prompt tokens reused`);
+      figures.zh_replies.push({ prompt: q, reply: want.text, tokens: ids.length, prompt_tokens: promptTokens,
+        prompt_reused: reused, seconds: (Date.now() - before) / 1e3,
+        first_token_ms: Number(await reply.getAttribute('data-first-token-ms')) });
     }
+    assert.match(await p.locator('#status').textContent(), /-token prompt, \d+ kept from before/);
     figures.gemma_first_token_ms = figures.zh_replies[0].first_token_ms;
     const t1 = Date.now();
     await p.reload();

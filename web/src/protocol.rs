@@ -119,6 +119,11 @@ pub enum Request {
     SetAdapters {
         adapters: Vec<AdapterRef>,
     },
+    /// Idle time: prefill what every first-turn prompt of these settings' template begins with,
+    /// stopping as soon as another request arrives.
+    Warm {
+        settings: Settings,
+    },
 }
 
 /// What went wrong, so the page can offer the right way forward.
@@ -205,6 +210,13 @@ pub enum Event {
     AdaptersSet {
         active: Vec<(String, f32)>,
     },
+    /// A warm-up ran `ran` tokens; `held` of the template's `prefix` tokens are now prefilled.
+    Warmed {
+        ran: usize,
+        held: usize,
+        prefix: usize,
+        seconds: f64,
+    },
     /// `context` says what was being done ("load", "generate", "adapters", "device").
     Error {
         kind: ErrorKind,
@@ -257,6 +269,18 @@ mod tests {
         let e = Event::Error { kind: ErrorKind::DeviceLost, context: "device".into(), message: "lost".into() };
         let s = serde_json::to_string(&e).unwrap();
         assert!(s.contains(r#""kind":"device_lost""#), "{s}");
+        let w = Request::Warm { settings: Settings::default() };
+        let s = serde_json::to_string(&w).unwrap();
+        assert!(s.starts_with(r#"{"type":"warm","settings":{"#), "{s}");
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), w);
+        let s = serde_json::to_string(&Event::Warmed { ran: 16, held: 36, prefix: 36, seconds: 1.5 }).unwrap();
+        assert_eq!(s, r#"{"type":"warmed","ran":16,"held":36,"prefix":36,"seconds":1.5}"#);
+        // a Done from an older worker (no prompt_reused) still reads
+        let d: Event = serde_json::from_str(
+            r#"{"type":"done","id":1,"ids":[],"text":"","stop":"eos","prompt_tokens":3,"new_tokens":0,"seconds":0.1,"tok_per_s":0,"first_token_ms":5}"#,
+        )
+        .unwrap();
+        assert!(matches!(d, Event::Done { prompt_reused: 0, .. }));
         // settings the page leaves out take their defaults
         let p: Settings = serde_json::from_str(r#"{"temperature":0}"#).unwrap();
         assert_eq!(p, Settings { temperature: 0.0, ..Settings::default() });

@@ -176,7 +176,21 @@ fn wire(app: &Shared) {
     });
     let a = app.clone();
     on(&el(&doc, "adapter-list"), "change", move |_| apply_adapters(&a));
+    let a = app.clone();
+    on(&el(&doc, "template"), "change", move |_| warm(&a));
     buttons(app);
+}
+
+/// Let the worker prefill the chosen template's preamble while the user types (it stops as soon
+/// as the question is sent); only once a model is loaded and nothing is being generated.
+fn warm(app: &Shared) {
+    let idle = {
+        let a = app.borrow();
+        a.loaded.is_some() && !a.loading && a.pending.is_none()
+    };
+    if idle {
+        post(app, &Request::Warm { settings: settings(app) });
+    }
 }
 
 fn post(app: &Shared, r: &Request) {
@@ -615,7 +629,9 @@ async fn fetch_adapters(app: &Shared, fingerprint: String) {
     drop(a);
     app.borrow_mut().adapters = latest;
     if default.is_some() {
-        apply_adapters(app);
+        apply_adapters(app); // the preamble is prefilled once the adapter is on
+    } else {
+        warm(app);
     }
 }
 
@@ -763,6 +779,17 @@ fn handle(app: &Shared, e: Event) {
             };
             set_text(&app.borrow().doc, "adapter-status", &s);
             status(app, &s);
+            warm(app);
+        }
+        Event::Warmed { ran, held, prefix, seconds } => {
+            if let Some(b) = app.borrow().doc.body() {
+                let _ = b.set_attribute("data-warm-held", &held.to_string());
+                let _ = b.set_attribute("data-warm-prefix", &prefix.to_string());
+                let _ = b.set_attribute("data-warm-seconds", &format!("{seconds:.3}"));
+            }
+            web_sys::console::log_1(
+                &format!("preamble prefilled: {held} of {prefix} tokens ({ran} run in {seconds:.1} s)").into(),
+            );
         }
         Event::Error { kind, context, message } => {
             let generating = context == "generate" || kind == ErrorKind::DeviceLost;

@@ -10,7 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use vicugna_core::generate::{generate_cached_async, PromptCache};
-use vicugna_core::prompt::Turn;
+use vicugna_core::prompt::{self, Turn};
 use vicugna_core::stream::StreamLoader;
 use vicugna_core::tokenizer::Tokenizer;
 use vicugna_core::{Bytes, LoraAdapter, Model};
@@ -85,6 +85,8 @@ struct Worker {
     session: RefCell<Option<Session>>,
     stop: Cell<bool>,
     cancel: Cell<bool>,
+    /// Requests received but not yet taken up: a warm-up stops at its next chunk when one waits.
+    queued: Cell<usize>,
     abort: RefCell<Option<web_sys::AbortController>>,
 }
 
@@ -95,7 +97,8 @@ pub fn start_worker() {
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
     SCOPE.with(|s| *s.borrow_mut() = Some(scope.clone()));
     let w = Rc::new(Worker::default());
-    let (tx, mut rx) = futures_channel::mpsc::unbounded::<Request>();
+    // each request with the time it arrived, so waiting counts in the time to the first token
+    let (tx, mut rx) = futures_channel::mpsc::unbounded::<(Request, f64)>();
     let wm = w.clone();
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
         let Some(text) = ev.data().as_string() else { return };
@@ -108,7 +111,8 @@ pub fn start_worker() {
                 }
             }
             Ok(r) => {
-                let _ = tx.unbounded_send(r);
+                wm.queued.set(wm.queued.get() + 1);
+                let _ = tx.unbounded_send((r, now_ms()));
             }
             Err(e) => post(&Event::Error {
                 kind: ErrorKind::Other,
@@ -130,16 +134,18 @@ pub fn start_worker() {
             Err(Fail(kind, message)) => post(&Event::Error { kind, context: "device".into(), message }),
         }
         // one request at a time, in order
-        while let Some(req) =
+        while let Some((req, arrived)) =
             std::future::poll_fn(|cx| futures_core::Stream::poll_next(std::pin::Pin::new(&mut rx), cx)).await
         {
+            w.queued.set(w.queued.get().saturating_sub(1));
             let (context, r) = match req {
                 Request::Load { model_id, url, size, sha256, max_context } => {
                     ("load", w.load(&model_id, &url, size, &sha256, max_context).await)
                 }
                 Request::Generate { id, history, input, settings } => {
-                    ("generate", w.generate(id, &history, &input, &settings).await)
+                    ("generate", w.generate(id, &history, &input, &settings, arrived).await)
                 }
+                Request::Warm { settings } => ("warm", w.warm(&settings).await),
                 Request::SetAdapters { adapters } => ("adapters", w.set_adapters(&adapters).await),
                 Request::Stop | Request::CancelLoad => continue,
             };
@@ -469,7 +475,7 @@ impl Worker {
         Ok(())
     }
 
-    async fn generate(&self, id: u64, history: &[Turn], input: &str, settings: &Settings) -> Res<()> {
+    async fn generate(&self, id: u64, history: &[Turn], input: &str, settings: &Settings, arrived: f64) -> Res<()> {
         self.stop.set(false);
         self.ensure_gpu().await?;
         // requests run one at a time, so the session can leave its cell while it generates
@@ -477,7 +483,34 @@ impl Worker {
             .session
             .take()
             .ok_or_else(|| Fail(ErrorKind::Other, "no model is loaded yet: load one first".into()))?;
-        let r = self.generate_with(&mut s, id, history, input, settings).await;
+        let r = self.generate_with(&mut s, id, history, input, settings, arrived).await;
+        if !DEVICE_LOST.with(|l| l.get()) {
+            *self.session.borrow_mut() = Some(s);
+        }
+        r
+    }
+
+    /// While nothing else is asked of it, prefill the tokens every first-turn prompt of the
+    /// settings' template begins with (`prompt::fixed_prefix`), 16 per pass, so that the first
+    /// question prefills only itself. Stops after the pass in flight when a request arrives
+    /// (what it ran is kept: the request starts from it). Nothing to do if the cache holds it.
+    async fn warm(&self, settings: &Settings) -> Res<()> {
+        self.ensure_gpu().await?;
+        let Some(mut s) = self.session.take() else { return Ok(()) };
+        let t0 = now_ms();
+        let r = async {
+            let prefix = prompt::fixed_prefix(&s.tk, settings.template, settings.max_context, settings.max_new_tokens)
+                .map_err(other)?;
+            let ran = s
+                .prompt_cache
+                .warm(&s.model, &prefix, 16, || self.queued.get() == 0)
+                .await
+                .map_err(|e| Fail(ErrorKind::of(&e), format!("prefilling the template's preamble: {e}")))?;
+            let held = s.prompt_cache.tokens().iter().zip(&prefix).take_while(|(a, b)| a == b).count();
+            post(&Event::Warmed { ran, held, prefix: prefix.len(), seconds: (now_ms() - t0) / 1e3 });
+            Ok(())
+        }
+        .await;
         if !DEVICE_LOST.with(|l| l.get()) {
             *self.session.borrow_mut() = Some(s);
         }
@@ -491,6 +524,7 @@ impl Worker {
         history: &[Turn],
         input: &str,
         settings: &Settings,
+        arrived: f64,
     ) -> Res<()> {
         let cfg = settings.generation_config(&s.tk, &s.model.cfg.eos_token_ids).map_err(other)?;
         let ids = settings.prompt_ids(&s.tk, history, input).map_err(other)?;
@@ -507,7 +541,7 @@ impl Worker {
             &mut s.prompt_cache,
             |_| {
                 if count.get() == 0 {
-                    first.set(now_ms() - t0);
+                    first.set(now_ms() - arrived);
                 }
                 count.set(count.get() + 1);
                 !self.stop.get()
